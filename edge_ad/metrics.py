@@ -1,0 +1,228 @@
+"""Evaluation metrics (image/pixel AUROC, AUPRO, F1 threshold) in numpy only, so they run on the device."""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import cv2
+import numpy as np
+
+from edge_ad.errors import EdgeAdError
+
+ArrayList = Union[np.ndarray, Sequence[np.ndarray]]
+
+
+class MetricError(EdgeAdError, ValueError):
+    """Inputs that make a metric undefined (one class only, shape mismatch, NaN scores)."""
+
+
+def _check_labels_scores(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a label/score pair and return (bool labels, float scores), both 1-D."""
+    y = np.asarray(labels).ravel()
+    s = np.asarray(scores).ravel()
+    if y.shape != s.shape:
+        raise MetricError(f"labels and scores differ in length: {y.size} vs {s.size}")
+    if y.size == 0:
+        raise MetricError("no samples to evaluate")
+    if y.dtype != bool:
+        if not np.isin(y, (0, 1)).all():
+            raise MetricError("labels must be 0 (good) or 1 (anomalous)")
+        y = y.astype(bool)
+    if not np.issubdtype(s.dtype, np.floating):
+        s = s.astype(np.float64)
+    if not np.isfinite(s).all():
+        raise MetricError("scores contain NaN or infinity")
+    return y, s
+
+
+def _require_both_classes(y: np.ndarray, what: str) -> int:
+    """Return the positive count; raise if only one class is present (AUROC/F1 undefined)."""
+    n_pos = int(np.count_nonzero(y))
+    if n_pos == 0 or n_pos == y.size:
+        kind = "anomalous" if n_pos else "good"
+        raise MetricError(f"{what} needs both good and anomalous samples, got only {kind} ones ({y.size})")
+    return n_pos
+
+
+def _auroc(y: np.ndarray, s: np.ndarray) -> float:
+    """Mann-Whitney AUROC with ties counted as one half (equal to sklearn's trapezoidal ROC AUC)."""
+    n_pos = _require_both_classes(y, "AUROC")
+    n_neg = y.size - n_pos
+    neg = np.sort(s[~y])
+    pos = np.sort(s[y])  # sorted queries keep searchsorted cache-friendly
+    below = np.searchsorted(neg, pos, side="left")
+    not_above = np.searchsorted(neg, pos, side="right")
+    # Each positive beats the negatives strictly below it and half of those tied with it.
+    wins2 = int(below.sum(dtype=np.int64)) + int(not_above.sum(dtype=np.int64))
+    return float(wins2 / (2.0 * float(n_pos) * float(n_neg)))
+
+
+def image_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve of image scores (labels 1 = anomalous)."""
+    y, s = _check_labels_scores(labels, scores)
+    return _auroc(y, s)
+
+
+def _as_list(arrays: ArrayList) -> list[np.ndarray]:
+    """Accept a stacked (N, H, W) array, a single (H, W) array or a list of per-image arrays."""
+    if isinstance(arrays, np.ndarray):
+        return [arrays] if arrays.ndim <= 2 else list(arrays)
+    return [np.asarray(a) for a in arrays]
+
+
+def _flatten_pairs(masks: ArrayList, maps: ArrayList) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate per-image masks (as bool) and maps (as float32) without per-pixel Python work."""
+    mask_list, map_list = _as_list(masks), _as_list(maps)
+    if len(mask_list) != len(map_list):
+        raise MetricError(f"got {len(mask_list)} masks but {len(map_list)} anomaly maps")
+    if not mask_list:
+        raise MetricError("no images to evaluate")
+    total = 0
+    for i, (m, a) in enumerate(zip(mask_list, map_list)):
+        if m.shape != a.shape:
+            raise MetricError(f"image {i}: mask shape {m.shape} differs from map shape {a.shape}")
+        total += m.size
+    y = np.empty(total, dtype=bool)
+    s = np.empty(total, dtype=np.float32)
+    pos = 0
+    for m, a in zip(mask_list, map_list):
+        n = m.size
+        np.greater(m.ravel(), 0, out=y[pos:pos + n])
+        s[pos:pos + n] = a.ravel()
+        pos += n
+    if not np.isfinite(s).all():
+        raise MetricError("anomaly maps contain NaN or infinity")
+    return y, s
+
+
+def pixel_auroc(masks: ArrayList, maps: ArrayList) -> float:
+    """ROC AUC over all pixels of all images pooled (mask > 0 = anomalous pixel), exact."""
+    y, s = _flatten_pairs(masks, maps)
+    return _auroc(y, s)
+
+
+def _pro_inputs(masks: ArrayList, maps: ArrayList) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Split pixels into region pixels (score, region id) and normal-pixel scores.
+
+    Regions are 8-connected components of each ground-truth mask.
+    """
+    mask_list, map_list = _as_list(masks), _as_list(maps)
+    if len(mask_list) != len(map_list):
+        raise MetricError(f"got {len(mask_list)} masks but {len(map_list)} anomaly maps")
+    if not mask_list:
+        raise MetricError("no images to evaluate")
+    region_scores, region_ids, normal_scores = [], [], []
+    n_regions = 0
+    for i, (m, a) in enumerate(zip(mask_list, map_list)):
+        if m.shape != a.shape or m.ndim != 2:
+            raise MetricError(f"image {i}: mask {m.shape} and map {a.shape} must be equal 2-D shapes")
+        fg = m > 0
+        a = np.asarray(a, dtype=np.float32)
+        normal_scores.append(a[~fg])
+        if fg.any():
+            count, lab = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
+            region_scores.append(a[fg])
+            region_ids.append(lab[fg].astype(np.int64) + (n_regions - 1))
+            n_regions += count - 1
+    normal = np.concatenate(normal_scores)
+    if n_regions == 0:
+        return np.empty(0, np.float32), np.empty(0, np.int64), normal, 0
+    rs, ri = np.concatenate(region_scores), np.concatenate(region_ids)
+    if not (np.isfinite(rs).all() and np.isfinite(normal).all()):
+        raise MetricError("anomaly maps contain NaN or infinity")
+    return rs, ri, normal, n_regions
+
+
+def _area_to_limit(fpr: np.ndarray, pro: np.ndarray, limit: float) -> float:
+    """Trapezoid area under a curve with non-decreasing x from x=0 to x=limit, interpolated at limit."""
+    k = int(np.searchsorted(fpr, limit, side="right"))
+    area = float(np.sum(np.diff(fpr[:k]) * (pro[1:k] + pro[:k - 1]) / 2.0))
+    if k < fpr.size:
+        x0, x1, y0, y1 = fpr[k - 1], fpr[k], pro[k - 1], pro[k]
+        y_lim = y0 + (y1 - y0) * (limit - x0) / (x1 - x0)
+        area += (limit - x0) * (y0 + y_lim) / 2.0
+    return area
+
+
+def aupro(masks: ArrayList, maps: ArrayList, fpr_limit: float = 0.3, num_thresholds: int = 200) -> float:
+    """Normalised area under the per-region-overlap curve up to `fpr_limit` (MVTec AD, Bergmann et al.).
+
+    `num_thresholds` evenly spaced thresholds run from the map maximum to the minimum;
+    0 uses every distinct score (the exact curve). A perfect map gives 1.0; nan when no mask has a region.
+    """
+    if not 0.0 < fpr_limit <= 1.0:
+        raise MetricError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
+    if num_thresholds == 1 or num_thresholds < 0:
+        raise MetricError(f"num_thresholds must be 0 (exact) or >= 2, got {num_thresholds}")
+    rs, ri, normal, n_regions = _pro_inputs(masks, maps)
+    if n_regions == 0:
+        return float("nan")
+    if normal.size == 0:
+        raise MetricError("AUPRO needs normal pixels to measure false positives, but every pixel is masked")
+
+    order = np.argsort(rs)
+    rs = rs[order]
+    sizes = np.bincount(ri)
+    weights = 1.0 / (sizes[ri[order]].astype(np.float64) * n_regions)
+    del order, ri
+    # pro_above[i] = PRO when the threshold admits region pixels rs[i:]; last entry 0 (none admitted).
+    pro_above = np.append(np.cumsum(weights[::-1])[::-1], 0.0)
+    normal = np.sort(normal)
+    n_normal = normal.size
+
+    if num_thresholds:
+        lo = min(float(rs[0]), float(normal[0]))
+        hi = max(float(rs[-1]), float(normal[-1]))
+        thresholds = np.linspace(hi, lo, num_thresholds)
+    else:
+        # Only thresholds down to the first one whose FPR reaches the limit can change the area.
+        k0 = min(int(np.floor(n_normal * (1.0 - fpr_limit))), n_normal - 1)
+        cut = normal[k0]
+        thresholds = np.unique(np.concatenate([rs[rs >= cut], normal[k0:]]))[::-1]
+    pro = pro_above[np.searchsorted(rs, thresholds, side="left")]
+    fpr = (n_normal - np.searchsorted(normal, thresholds, side="left")) / n_normal
+    fpr = np.concatenate([[0.0], fpr])
+    pro = np.concatenate([[0.0], np.minimum(pro, 1.0)])
+    return _area_to_limit(fpr, pro, fpr_limit) / fpr_limit
+
+
+def f1_optimal_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """Threshold (predict anomalous when score >= threshold) maximising F1; ties go to the lower threshold."""
+    y, s = _check_labels_scores(labels, scores)
+    n_pos = _require_both_classes(y, "F1 threshold")
+    order = np.argsort(-s, kind="stable")
+    s_desc = s[order]
+    tp_cum = np.cumsum(y[order])
+    # Threshold at each distinct score: everything up to the end of its run of ties is predicted positive.
+    ends = np.append(np.flatnonzero(s_desc[1:] != s_desc[:-1]), s.size - 1)
+    tp = tp_cum[ends].astype(np.float64)
+    predicted = ends + 1.0
+    f1 = 2.0 * tp / (predicted + n_pos)
+    best = np.flatnonzero(f1 == f1.max())[-1]
+    return float(s_desc[ends[best]]), float(f1[best])
+
+
+def precision_recall_f1(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    """Confusion counts and precision/recall/F1 at one threshold (score >= threshold is anomalous).
+
+    Undefined ratios (nothing predicted or nothing anomalous) are reported as 0.0.
+    """
+    y, s = _check_labels_scores(labels, scores)
+    pred = s >= threshold
+    tp = int(np.count_nonzero(pred & y))
+    fp = int(np.count_nonzero(pred & ~y))
+    fn = int(np.count_nonzero(~pred & y))
+    tn = int(y.size - tp - fp - fn)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return {
+        "threshold": float(threshold),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+    }
