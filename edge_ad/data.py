@@ -1,0 +1,194 @@
+"""Image I/O, MVTec-layout listing and the one preprocessing path shared by training, export and runtime.
+
+numpy + cv2 only: the Jetson runtime imports this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_ad.config import DataConfig
+from edge_ad.errors import EdgeAdError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+LETTERBOX_FILL = 0  # pad value (uint8) around a letterboxed image
+
+
+class ImageError(EdgeAdError):
+    """An image file is missing, unreadable or of an unsupported kind."""
+
+
+def to_bgr8(img: np.ndarray) -> np.ndarray:
+    """Any decoded image (gray, BGR, BGRA; 8/16-bit or float) -> contiguous BGR uint8."""
+    if img.dtype == np.uint16:
+        img = (img // 257).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        hi = 1.0 if float(img.max(initial=0)) <= 1.0 else 255.0
+        img = np.clip(img * (255.0 / hi), 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ImageError(f"unsupported pixel type {img.dtype}")
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.ndim == 3 and img.shape[2] == 1:
+        img = cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    elif not (img.ndim == 3 and img.shape[2] == 3):
+        raise ImageError(f"unsupported image shape {img.shape}")
+    return np.ascontiguousarray(img)
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image file as BGR uint8, whatever its channels and bit depth."""
+    p = Path(path)
+    if not p.is_file():
+        raise ImageError(f"image not found: {p}")
+    data = np.fromfile(str(p), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise ImageError(f"cannot decode image (corrupt or not an image): {p}")
+    try:
+        return to_bgr8(img)
+    except ImageError as e:
+        raise ImageError(f"{p}: {e}") from None
+
+
+def load_mask(path: str | Path | None, shape: tuple[int, int]) -> np.ndarray:
+    """Ground-truth mask as bool HxW; a missing mask file means an empty mask."""
+    if path is None or not Path(path).is_file():
+        return np.zeros(shape, dtype=bool)
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        raise ImageError(f"cannot decode mask: {path}")
+    if m.shape != shape:
+        m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    return m > 127
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a source image of size (h, w) maps into the network input."""
+
+    scaled: tuple[int, int]  # (h, w) after resizing
+    pad: tuple[int, int]  # (top, left) padding added by letterbox
+    canvas: tuple[int, int]  # (h, w) after resize (+ pad)
+    crop: tuple[int, int]  # (top, left) offset of the centre crop within the canvas
+    out: tuple[int, int]  # (h, w) network input
+
+
+def geometry(src_hw: tuple[int, int], cfg: DataConfig) -> Geometry:
+    h, w = src_hw
+    th, tw = cfg.image_size
+    if cfg.resize == "letterbox":
+        s = min(th / h, tw / w)
+        sh, sw = max(1, round(h * s)), max(1, round(w * s))
+        pad = ((th - sh) // 2, (tw - sw) // 2)
+    else:
+        sh, sw, pad = th, tw, (0, 0)
+    oh, ow = cfg.input_size
+    crop = ((th - oh) // 2, (tw - ow) // 2)
+    return Geometry((sh, sw), pad, (th, tw), crop, (oh, ow))
+
+
+def valid_box(src_hw: tuple[int, int], cfg: DataConfig) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of real image content in the network input (letterbox padding excluded)."""
+    g = geometry(src_hw, cfg)
+    y0 = max(g.pad[0] - g.crop[0], 0)
+    x0 = max(g.pad[1] - g.crop[1], 0)
+    y1 = min(g.pad[0] + g.scaled[0] - g.crop[0], g.out[0])
+    x1 = min(g.pad[1] + g.scaled[1] - g.crop[1], g.out[1])
+    return y0, y1, x0, x1
+
+
+def _place(img: np.ndarray, cfg: DataConfig, interp: int, fill: int) -> np.ndarray:
+    g = geometry(img.shape[:2], cfg)
+    resized = cv2.resize(img, (g.scaled[1], g.scaled[0]), interpolation=interp)
+    if g.scaled != g.canvas:
+        canvas = np.full((*g.canvas, *img.shape[2:]), fill, dtype=img.dtype)
+        canvas[g.pad[0]:g.pad[0] + g.scaled[0], g.pad[1]:g.pad[1] + g.scaled[1]] = resized
+        resized = canvas
+    return np.ascontiguousarray(resized[g.crop[0]:g.crop[0] + g.out[0], g.crop[1]:g.crop[1] + g.out[1]])
+
+
+def prepare(image_bgr: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """Geometric step: BGR uint8 frame -> RGB uint8 at the network input size."""
+    if not (isinstance(image_bgr, np.ndarray) and image_bgr.dtype == np.uint8 and image_bgr.ndim == 3
+            and image_bgr.shape[2] == 3 and min(image_bgr.shape[:2]) > 0):
+        got = f"{image_bgr.dtype} {image_bgr.shape}" if isinstance(image_bgr, np.ndarray) else type(image_bgr).__name__
+        raise ImageError(f"expected a BGR uint8 HxWx3 frame, got {got}")
+    interp = cv2.INTER_AREA if image_bgr.shape[0] > cfg.image_size[0] else cv2.INTER_LINEAR
+    placed = _place(image_bgr, cfg, interp, LETTERBOX_FILL)
+    return cv2.cvtColor(placed, cv2.COLOR_BGR2RGB)
+
+
+def prepare_mask(mask: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """Same geometry as `prepare` for a bool mask (nearest neighbour, padding = normal)."""
+    return _place(mask.astype(np.uint8), cfg, cv2.INTER_NEAREST, 0) > 0
+
+
+def normalize(rgb: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """RGB uint8 HxWx3 -> float32 3xHxW as the teacher expects."""
+    x = rgb.astype(np.float32) * (1.0 / 255.0)
+    if cfg.normalize == "per_image":
+        x = (x - x.mean()) / (x.std() + 1e-6) * IMAGENET_STD.mean() + IMAGENET_MEAN.mean()
+    x = (x - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def preprocess(image_bgr: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """The single preprocessing function: BGR uint8 frame -> normalised float32 3xHxW tensor."""
+    return normalize(prepare(image_bgr, cfg), cfg)
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int  # 0 good, 1 defective
+    defect: str  # "good" or the defect type folder name
+    mask_path: Path | None
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly inside a folder, sorted by name."""
+    f = Path(folder)
+    if not f.is_dir():
+        raise ImageError(f"image folder not found: {f}")
+    return sorted(p for p in f.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def list_split(root: str | Path, split: str) -> list[Sample]:
+    """Samples of an MVTec-layout category; split is 'train' (good only) or 'test'."""
+    root = Path(root)
+    split_dir = root / split
+    if not split_dir.is_dir():
+        raise ImageError(f"{root} has no {split}/ folder (expected MVTec layout: train/good, test/<type>)")
+    samples = []
+    for sub in sorted(d for d in split_dir.iterdir() if d.is_dir()):
+        label = 0 if sub.name == "good" else 1
+        for p in list_images(sub):
+            mask = root / "ground_truth" / sub.name / f"{p.stem}_mask.png" if label else None
+            samples.append(Sample(p, label, sub.name, mask))
+    if not samples:
+        raise ImageError(f"no images found under {split_dir}")
+    return samples
+
+
+def load_prepared(paths: list[Path], cfg: DataConfig) -> tuple[list[np.ndarray], list[Path]]:
+    """Prepared RGB uint8 images for many files; unreadable files are reported by name and skipped."""
+    images, kept = [], []
+    for p in paths:
+        try:
+            images.append(prepare(load_image(p), cfg))
+            kept.append(p)
+        except ImageError as e:
+            log.warning("skipping %s", e)
+    return images, kept

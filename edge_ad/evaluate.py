@@ -1,0 +1,111 @@
+"""Evaluate any backend on an MVTec-layout test split: image/pixel AUROC, AUPRO, heatmap overlays.
+
+Backend-agnostic: `infer` maps an NCHW float32 batch to per-scale maps, so torch, onnxruntime and
+TensorRT are scored by the same code (torch-free).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from edge_ad import data as D
+from edge_ad import metrics as M
+from edge_ad.config import DataConfig
+from edge_ad.errors import EdgeAdError
+from edge_ad.scoring import ScoringSpec, score_outputs
+from edge_ad.visualize import heatmap_overlay
+
+log = logging.getLogger(__name__)
+
+Infer = Callable[[np.ndarray], list[np.ndarray]]
+EVAL_BATCH = 8
+HEATMAPS_PER_TYPE = 3
+
+
+def run_split(infer: Infer, data_cfg: DataConfig, spec: ScoringSpec, samples: list[D.Sample], desc: str = "eval"):
+    """Maps, scores, masks (input geometry) and valid boxes of every readable sample."""
+    kept, maps, scores, masks, boxes, originals = [], [], [], [], [], []
+    for i in tqdm(range(0, len(samples), EVAL_BATCH), desc=desc, unit="batch", leave=False):
+        batch, chunk = [], []
+        for s in samples[i:i + EVAL_BATCH]:
+            try:
+                img = D.load_image(s.path)
+            except D.ImageError as e:
+                log.warning("skipping %s", e)
+                continue
+            batch.append(D.preprocess(img, data_cfg))
+            masks.append(D.prepare_mask(D.load_mask(s.mask_path, img.shape[:2]), data_cfg))
+            boxes.append(D.valid_box(img.shape[:2], data_cfg))
+            chunk.append(s)
+        if not batch:
+            continue
+        m, sc = score_outputs(infer(np.stack(batch)), spec)
+        maps += m
+        scores += sc
+        kept += chunk
+    return kept, maps, np.array(scores), masks, boxes
+
+
+def compute_metrics(samples: list[D.Sample], maps: list[np.ndarray], scores: np.ndarray,
+                    masks: list[np.ndarray], boxes: list[tuple[int, int, int, int]]) -> dict:
+    """Image AUROC, pixel AUROC and AUPRO (over real image content), plus pixel AUROC per defect type."""
+    labels = np.array([s.label for s in samples])
+    crop = lambda a, b: a[b[0]:b[1], b[2]:b[3]]  # noqa: E731
+    cm = [crop(m, b) for m, b in zip(maps, boxes)]
+    ck = [crop(k, b) for k, b in zip(masks, boxes)]
+    out = {"n_images": len(samples), "n_defective": int(labels.sum()), "image_auroc": M.image_auroc(labels, scores)}
+    if any(k.any() for k in ck):
+        out["pixel_auroc"] = M.pixel_auroc(ck, cm)
+        out["aupro"] = M.aupro(ck, cm)
+        per = {}
+        good = [i for i, s in enumerate(samples) if s.label == 0]
+        for t in sorted({s.defect for s in samples if s.label}):
+            idx = [i for i, s in enumerate(samples) if s.defect == t] + good
+            if any(ck[i].any() for i in idx):
+                per[t] = M.pixel_auroc([ck[i] for i in idx], [cm[i] for i in idx])
+        out["pixel_auroc_per_type"] = per
+    thr, f1 = M.f1_optimal_threshold(labels, scores)
+    out.update({"f1_threshold": thr, "f1": f1})
+    return out
+
+
+def save_heatmaps(samples: list[D.Sample], maps: list[np.ndarray], scores: np.ndarray, data_cfg: DataConfig,
+                  out_dir: Path, per_type: int = HEATMAPS_PER_TYPE) -> Path:
+    """Overlay PNGs for the first few images of each test type, on one colour scale."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vmin, vmax = float(np.min(scores)), float(np.quantile(scores, 0.99))
+    seen: dict[str, int] = {}
+    for s, m, sc in zip(samples, maps, scores):
+        if seen.get(s.defect, 0) >= per_type:
+            continue
+        seen[s.defect] = seen.get(s.defect, 0) + 1
+        rgb = D.prepare(D.load_image(s.path), data_cfg)
+        panel = heatmap_overlay(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), m, vmin * 0.5, vmax)
+        cv2.imwrite(str(out_dir / f"{s.defect}_{s.path.stem}_{sc:.3f}.png"), np.hstack([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), panel]))
+    return out_dir
+
+
+def evaluate(infer: Infer, data_cfg: DataConfig, spec: ScoringSpec, root: str | Path,
+             out_dir: str | Path | None = None) -> dict:
+    """Score the test split; when out_dir is given write metrics.json and heatmap overlays there."""
+    samples = D.list_split(root, "test")
+    if len({s.label for s in samples}) < 2:
+        raise EdgeAdError(f"{root}/test needs both good and defective images to compute AUROC")
+    t0 = time.time()
+    kept, maps, scores, masks, boxes = run_split(infer, data_cfg, spec, samples)
+    result = compute_metrics(kept, maps, scores, masks, boxes)
+    result["eval_seconds"] = round(time.time() - t0, 2)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        result["heatmaps"] = str(save_heatmaps(kept, maps, scores, data_cfg, out / "heatmaps"))
+        (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    return result

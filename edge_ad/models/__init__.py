@@ -1,0 +1,1 @@
+"""Trainable/deployable networks (torch). Not imported by the runtime path."""

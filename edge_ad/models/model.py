@@ -1,0 +1,45 @@
+"""The deployed network: frozen teacher + one student per pair -> per-scale 1-cos maps.
+
+One graph for every method: image tensor in, a flat list of (N,1,h,w) maps out (pair by pair).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edge_ad.config import ModelConfig
+from edge_ad.models.backbones import Teacher
+from edge_ad.models.dual import pair_strides, scale_groups
+from edge_ad.models.rd import Student, cos_distance_maps
+
+
+class ADModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.pairs = pair_strides(cfg)
+        all_strides = sorted({s for p in self.pairs for s in p})
+        self.teacher = Teacher(cfg.teacher, all_strides)
+        self._index = [[all_strides.index(s) for s in p] for p in self.pairs]
+        self.students = nn.ModuleList(
+            Student([self.teacher.channels[i] for i in idx], p, cfg.width, cfg.bottleneck_blocks)
+            for p, idx in zip(self.pairs, self._index)
+        )
+
+    @property
+    def groups(self) -> list[list[int]]:
+        return scale_groups(self.pairs)
+
+    def pair_features(self, feats: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Split the teacher's feature list into each pair's inputs/targets."""
+        return [[feats[i] for i in idx] for idx in self._index]
+
+    def student_outputs(self, feats_in: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+        return [s(f) for s, f in zip(self.students, self.pair_features(feats_in))]
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.teacher(image)
+        maps = []
+        for t, s in zip(self.pair_features(feats), self.student_outputs(feats)):
+            maps += cos_distance_maps(t, s)
+        return maps

@@ -1,0 +1,107 @@
+"""From per-scale distance maps to one anomaly map and an image score (numpy + cv2 only).
+
+Every backend (torch, onnxruntime, tensorrt) outputs per-scale 1-cos maps; this module is the
+single post-processing step, so training-time evaluation and the station score identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+BLUR_TRUNCATE = 4.0  # Gaussian kernel half-width in sigmas (as scipy.ndimage.gaussian_filter)
+
+
+@dataclass
+class ScoringSpec:
+    """How a model's per-scale maps are combined; saved with every model and bundle."""
+
+    out_size: tuple[int, int]  # (h, w) of the network input
+    groups: list[list[int]] = field(default_factory=lambda: [[0, 1, 2]])  # scale indices per pair
+    group_scales: list[float] = field(default_factory=lambda: [1.0])  # good-image normalisers per pair
+    fusion: str = "sum"  # sum | product of normalised pair maps
+    blur_sigma: float = 4.0
+    image_score: str = "max"  # max | topk_mean
+    topk_fraction: float = 0.01
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["out_size"] = list(self.out_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ScoringSpec":
+        d = dict(d)
+        d["out_size"] = tuple(d["out_size"])
+        return cls(**d)
+
+
+def cosine_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """1 - cos along the channel axis: (..., C, H, W) x2 -> (..., H, W)."""
+    num = (a * b).sum(axis=-3)
+    den = np.sqrt((a * a).sum(axis=-3) * (b * b).sum(axis=-3))
+    return 1.0 - num / np.maximum(den, eps)
+
+
+def blur(m: np.ndarray, sigma: float) -> np.ndarray:
+    if sigma <= 0:
+        return m
+    k = 2 * int(BLUR_TRUNCATE * sigma + 0.5) + 1
+    return cv2.GaussianBlur(m, (k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def upsample(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear (half-pixel centres, like torch align_corners=False) to (h, w)."""
+    if m.shape == tuple(size):
+        return m
+    return cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def group_maps(scale_maps: list[np.ndarray], spec: ScoringSpec) -> list[np.ndarray]:
+    """Per-pair maps at input size, each the sum of its scales, before normalisation (one image)."""
+    return [sum(upsample(np.asarray(scale_maps[i], np.float32), spec.out_size) for i in g) for g in spec.groups]
+
+
+def fuse(pair_maps: list[np.ndarray], spec: ScoringSpec) -> np.ndarray:
+    normed = [m / s for m, s in zip(pair_maps, spec.group_scales)]
+    out = normed[0]
+    for m in normed[1:]:
+        out = out * m if spec.fusion == "product" else out + m
+    return out
+
+
+def anomaly_map(scale_maps: list[np.ndarray], spec: ScoringSpec) -> np.ndarray:
+    """Per-scale maps of one image (each hxw, any size) -> blurred float32 map at input size."""
+    return blur(fuse(group_maps(scale_maps, spec), spec).astype(np.float32), spec.blur_sigma)
+
+
+def image_score(amap: np.ndarray, spec: ScoringSpec) -> float:
+    if spec.image_score == "max":
+        return float(amap.max())
+    k = max(1, int(round(amap.size * spec.topk_fraction)))
+    return float(np.partition(amap.ravel(), amap.size - k)[-k:].mean())
+
+
+def split_batch(outputs: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """Backend outputs [(N,1,h,w) per scale] -> per image [hxw per scale]."""
+    n = outputs[0].shape[0]
+    return [[o[i].reshape(o.shape[-2:]) for o in outputs] for i in range(n)]
+
+
+def score_outputs(outputs: list[np.ndarray], spec: ScoringSpec) -> tuple[list[np.ndarray], list[float]]:
+    """Backend outputs for a batch -> (anomaly maps, image scores)."""
+    maps = [anomaly_map(per_image, spec) for per_image in split_batch(outputs)]
+    return maps, [image_score(m, spec) for m in maps]
+
+
+def fit_group_scales(per_image_pair_maps: list[list[np.ndarray]]) -> list[float]:
+    """Normaliser of each pair: mean of its map over good images, so pairs contribute equally."""
+    n_groups = len(per_image_pair_maps[0])
+    return [float(np.mean([maps[g].mean() for maps in per_image_pair_maps])) or 1.0 for g in range(n_groups)]
+
+
+def threshold_from_good(scores: np.ndarray, quantile: float, margin: float) -> float:
+    """Alarm threshold from good-image scores: a stated quantile plus a relative margin."""
+    return float(np.quantile(np.asarray(scores, np.float64), quantile) * (1.0 + margin))

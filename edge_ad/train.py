@@ -1,0 +1,212 @@
+"""Distillation training for rd, rd_aug and dual, with per-epoch checkpoints and --resume.
+
+The frozen teacher's features of the raw images are computed once and cached: an epoch then costs
+only the student's forward/backward (plus teacher passes on augmented images for rd_aug).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from edge_ad import data as D
+from edge_ad.augment import augment
+from edge_ad.config import Config, config_from_dict, save_config, to_dict
+from edge_ad.errors import EdgeAdError
+from edge_ad.models.model import ADModel
+from edge_ad.models.rd import distill_loss
+from edge_ad.scoring import (ScoringSpec, blur, fit_group_scales, fuse, group_maps, image_score, score_outputs,
+                             threshold_from_good)
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+CHECKPOINT_FILE = "checkpoint.pt"
+ADAM_BETAS = (0.5, 0.999)  # as in RD4AD
+FEATURE_BATCH = 16  # images per teacher pass when caching features
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EdgeAdError("train.device is cuda but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def to_batch(images: list[np.ndarray], cfg: Config, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.stack([D.normalize(im, cfg.data) for im in images])).to(device)
+
+
+@torch.no_grad()
+def teacher_features(model: ADModel, images: list[np.ndarray], cfg: Config, device: torch.device,
+                     desc: str = "teacher features") -> list[torch.Tensor]:
+    """Teacher features of all images, concatenated per tap (kept on the training device)."""
+    chunks: list[list[torch.Tensor]] = []
+    for i in tqdm(range(0, len(images), FEATURE_BATCH), desc=desc, unit="batch", leave=False):
+        chunks.append(model.teacher(to_batch(images[i:i + FEATURE_BATCH], cfg, device)))
+    return [torch.cat([c[k] for c in chunks]) for k in range(len(chunks[0]))]
+
+
+def atomic_save(obj: object, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_training_images(cfg: Config) -> list[np.ndarray]:
+    if not cfg.data.root:
+        raise EdgeAdError("data.root is not set: give --data DIR or set data.root in the config")
+    paths = [s.path for s in D.list_split(cfg.data.root, "train")]
+    images, kept = D.load_prepared(paths, cfg.data)
+    if len(kept) < 2:
+        raise EdgeAdError(f"need at least 2 readable training images in {cfg.data.root}/train/good, found {len(kept)}")
+    return images
+
+
+def train(cfg: Config, resume: bool = False, images: list[np.ndarray] | None = None) -> Path:
+    """Train the configured method; returns the path of the final model file."""
+    out = Path(cfg.train.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    images = load_training_images(cfg) if images is None else images
+    model = ADModel(cfg.model).to(device)
+    opt = torch.optim.Adam(model.students.parameters(), lr=cfg.train.lr, betas=ADAM_BETAS,
+                           weight_decay=cfg.train.weight_decay)
+    start, history = 0, []
+    ckpt_path = out / CHECKPOINT_FILE
+    if resume and ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ckpt["config"]["model"] != to_dict(cfg.model):
+            raise EdgeAdError(f"{ckpt_path}: checkpoint was trained with another model config; remove it or drop --resume")
+        model.students.load_state_dict(ckpt["students"])
+        opt.load_state_dict(ckpt["optimizer"])
+        start, history = ckpt["epoch"], ckpt["history"]
+        torch.set_rng_state(ckpt["torch_rng"])
+        log.info("resuming %s from epoch %d", out, start)
+    save_config(cfg, out / "config.yaml")
+
+    raw = teacher_features(model, images, cfg, device)
+    rng = np.random.default_rng(cfg.train.seed + start)
+    n, bs = len(images), cfg.train.batch_size
+    for epoch in range(start, cfg.train.epochs):
+        model.students.train()
+        t0 = time.time()
+        order = torch.randperm(n).tolist()
+        bar = tqdm(range(0, n, bs), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="it")
+        total = 0.0
+        for i in bar:
+            idx = order[i:i + bs]
+            target = [f[idx] for f in raw]
+            inputs = target
+            if cfg.model.method == "rd_aug":
+                inputs = augmented_features(model, images, idx, target, cfg, device, rng)
+            loss = sum(distill_loss(t, s) for t, s in zip(model.pair_features(target), model.student_outputs(inputs)))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        history.append({"epoch": epoch + 1, "loss": total / n, "seconds": round(time.time() - t0, 2)})
+        atomic_save({"config": to_dict(cfg), "students": model.students.state_dict(), "optimizer": opt.state_dict(),
+                     "epoch": epoch + 1, "history": history, "torch_rng": torch.get_rng_state()}, ckpt_path)
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+
+    model.eval()
+    spec, good_scores = fit_scoring(model, images, cfg, device)
+    threshold = threshold_from_good(good_scores, cfg.scoring.threshold_quantile, cfg.scoring.threshold_margin)
+    meta = {"train_seconds": round(sum(h["seconds"] for h in history), 2), "epochs": cfg.train.epochs,
+            "train_images": n, "threshold": threshold, "threshold_source": "train good scores"}
+    save_model(model, cfg, spec, meta, out / MODEL_FILE)
+    return out / MODEL_FILE
+
+
+def augmented_features(model: ADModel, images: list[np.ndarray], idx: list[int], raw: list[torch.Tensor],
+                       cfg: Config, device: torch.device, rng: np.random.Generator) -> list[torch.Tensor]:
+    """Teacher features of augmented copies (for a random subset of the batch; raw for the rest)."""
+    chosen = [k for k in range(len(idx)) if rng.random() < cfg.augment.probability]
+    if not chosen:
+        return raw
+    with torch.no_grad():
+        aug = model.teacher(to_batch([augment(images[idx[k]], cfg.augment, rng) for k in chosen], cfg, device))
+    out = [f.clone() for f in raw]
+    for f, a in zip(out, aug):
+        f[chosen] = a
+    return out
+
+
+@torch.no_grad()
+def model_outputs(model: ADModel, batch: np.ndarray) -> list[np.ndarray]:
+    """Torch forward with the same contract as every runtime backend: NCHW float32 -> per-scale maps."""
+    device = next(model.students.parameters()).device
+    return [m.cpu().numpy() for m in model(torch.from_numpy(batch).to(device))]
+
+
+def fit_scoring(model: ADModel, images: list[np.ndarray], cfg: Config,
+                device: torch.device) -> tuple[ScoringSpec, np.ndarray]:
+    """Scoring spec with pair normalisers fitted on good training images, and those images' scores."""
+    spec = ScoringSpec(out_size=tuple(cfg.data.input_size), groups=model.groups, group_scales=[1.0] * len(model.groups),
+                       fusion=cfg.model.fusion, blur_sigma=cfg.scoring.blur_sigma, image_score=cfg.scoring.image_score,
+                       topk_fraction=cfg.scoring.topk_fraction)
+    pair_maps = []
+    for i in range(0, len(images), FEATURE_BATCH):
+        outs = model_outputs(model, to_batch(images[i:i + FEATURE_BATCH], cfg, torch.device("cpu")).numpy())
+        pair_maps += [group_maps([o[j, 0] for o in outs], spec) for j in range(outs[0].shape[0])]
+    if len(model.groups) > 1:
+        spec.group_scales = fit_group_scales(pair_maps)
+    scores = [image_score(blur(fuse(pm, spec).astype(np.float32), spec.blur_sigma), spec) for pm in pair_maps]
+    return spec, np.array(scores)
+
+
+def save_model(model: ADModel, cfg: Config, spec: ScoringSpec, meta: dict, path: Path) -> None:
+    atomic_save({"format": "edge_ad-model-1", "config": to_dict(cfg), "students": model.students.state_dict(),
+                 "student_arch": None, "scoring": spec.to_dict(), "meta": meta}, path)
+
+
+def load_model(path: str | Path, device: str = "cpu") -> tuple[ADModel, Config, ScoringSpec, dict]:
+    """Rebuild a trained model (teacher from its weight package, students from the file)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / MODEL_FILE
+    if not p.is_file():
+        raise EdgeAdError(f"model file not found: {p}")
+    try:
+        ckpt = torch.load(p, map_location=device, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        raise EdgeAdError(f"{p}: not a readable edge_ad model ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "edge_ad-model-1":
+        raise EdgeAdError(f"{p}: not an edge_ad model file")
+    cfg = config_from_dict(ckpt["config"])
+    model = ADModel(cfg.model)
+    if ckpt.get("student_arch") is not None:  # pruned students carry their whole module
+        model.students = ckpt["student_arch"]
+    model.students.load_state_dict(ckpt["students"])
+    model.to(device).eval()
+    return model, cfg, ScoringSpec.from_dict(ckpt["scoring"]), ckpt["meta"]
+
+
+def score_images(model: ADModel, images: list[np.ndarray], cfg: Config, spec: ScoringSpec):
+    """Anomaly maps and scores of prepared RGB images with the torch model."""
+    maps, scores = [], []
+    for i in range(0, len(images), FEATURE_BATCH):
+        m, s = score_outputs(model_outputs(model, np.stack([D.normalize(im, cfg.data) for im in images[i:i + FEATURE_BATCH]])), spec)
+        maps += m
+        scores += s
+    return maps, scores

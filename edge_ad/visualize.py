@@ -1,0 +1,30 @@
+"""Heatmap overlays for people: evaluation reports, `predict` and alarm evidence (numpy + cv2)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+OVERLAY_ALPHA = 0.45
+
+
+def heatmap_overlay(image_bgr: np.ndarray, amap: np.ndarray, vmin: float, vmax: float,
+                    threshold: float | None = None) -> np.ndarray:
+    """JET heatmap of `amap` scaled to [vmin, vmax], blended over the image (resized to it)."""
+    h, w = image_bgr.shape[:2]
+    m = cv2.resize(amap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    norm = np.clip((m - vmin) / max(vmax - vmin, 1e-12), 0, 1)
+    heat = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    out = cv2.addWeighted(image_bgr, 1 - OVERLAY_ALPHA, heat, OVERLAY_ALPHA, 0)
+    if threshold is not None:
+        contours, _ = cv2.findContours((m >= threshold).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, (255, 255, 255), 1)
+    return out
+
+
+def anomaly_boxes(amap: np.ndarray, threshold: float, frame_hw: tuple[int, int]) -> list[list[int]]:
+    """[x, y, w, h] boxes (frame pixels) of connected regions where the map reaches the threshold."""
+    h, w = frame_hw
+    m = cv2.resize(amap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= threshold
+    n, _, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+    return [[int(v) for v in stats[i, :4]] for i in range(1, n)]
