@@ -133,7 +133,7 @@ def train(cfg: Config, resume: bool = False, images: list[np.ndarray] | None = N
     spec, good_scores = fit_scoring(model, images, cfg, device)
     threshold = threshold_from_good(good_scores, cfg.scoring.threshold_quantile, cfg.scoring.threshold_margin)
     meta = {"train_seconds": round(sum(h["seconds"] for h in history), 2), "epochs": cfg.train.epochs,
-            "train_images": n, "threshold": threshold, "threshold_source": "train good scores"}
+            "train_images": n, "data_root": cfg.data.root, "threshold": threshold, "threshold_source": "train good scores"}
     save_model(model, cfg, spec, meta, out / MODEL_FILE)
     return out / MODEL_FILE
 

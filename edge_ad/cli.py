@@ -1,0 +1,185 @@
+"""`edge_ad` command line: parse, load config, call one function. Heavy imports happen per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from edge_ad.errors import EdgeAdError
+
+log = logging.getLogger("edge_ad")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    """--set key=value pairs and the shortcut flags as dotted config overrides."""
+    ov = {}
+    for item in getattr(args, "set", None) or []:
+        if "=" not in item:
+            raise EdgeAdError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        ov[k.strip()] = yaml.safe_load(v)
+    for flag, key in (("data", "data.root"), ("method", "model.method"), ("epochs", "train.epochs"),
+                      ("out", "train.out_dir"), ("teacher", "model.teacher")):
+        if getattr(args, flag, None) is not None:
+            ov[key] = str(getattr(args, flag)) if flag in ("data", "out") else getattr(args, flag)
+    return ov
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from edge_ad.config import load_config
+    from edge_ad.train import train
+
+    cfg = load_config(args.config, _overrides(args))
+    path = train(cfg, resume=args.resume)
+    print(f"model written to {path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from edge_ad.evaluate import evaluate
+    from edge_ad.runtime.detector import open_detector
+
+    det = open_detector(args.model, args.backend, args.threads)
+    root = args.data or det.info.meta.get("data_root")
+    if not root:
+        raise EdgeAdError("no test data: give --data DIR (an MVTec-layout folder with test/ and ground_truth/)")
+    out = Path(args.out) if args.out else Path(args.model).parent / "eval"
+    res = evaluate(det.session.run, det.info.data, det.info.scoring, root, out)
+    print(json.dumps({k: v for k, v in res.items() if k != "pixel_auroc_per_type"}, indent=1))
+    print(f"metrics and heatmaps written to {out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import cv2
+
+    from edge_ad import data as D
+    from edge_ad.runtime.detector import open_detector
+    from edge_ad.visualize import heatmap_overlay
+
+    det = open_detector(args.model, args.backend, args.threads, args.threshold)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in args.images:
+        try:
+            img = D.load_image(path)
+        except D.ImageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        r = det.detect(img)
+        heat = out / f"{Path(path).stem}_heatmap.png"
+        cv2.imwrite(str(heat), heatmap_overlay(img, r.anomaly_map, 0.0, max(2 * r.threshold, r.score), r.threshold))
+        verdict = "ANOMALY" if r.is_anomaly else "ok"
+        print(f"{path}\tscore={r.score:.4f}\tthreshold={r.threshold:.4f}\t{verdict}\t{heat}")
+    return 1 if failed else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge_ad.demo import run_demo
+
+    run_demo(Path(args.out), method=args.method, epochs=args.epochs)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from edge_ad.doctor import format_report, run_doctor
+
+    checks = run_doctor(mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port, disk_path=args.disk_path)
+    print(format_report(checks))
+    return 0
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config (defaults are used for anything it does not set)")
+    p.add_argument("--data", help="MVTec-layout category folder (sets data.root)")
+    p.add_argument("--method", choices=["rd", "rd_aug", "dual"], help="sets model.method")
+    p.add_argument("--teacher", help="sets model.teacher (efficientnet_lite0|1|2)")
+    p.add_argument("--epochs", type=int, help="sets train.epochs")
+    p.add_argument("--out", help="output folder (sets train.out_dir)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config value, e.g. --set data.resize=letterbox")
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt", "torch"],
+                   help="inference backend (auto: by file type)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for inference (0: library default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="edge_ad", description="Unsupervised visual inspection on the edge: "
+                                 "train on good parts only, deploy INT8 to a Jetson, raise alarms.")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="make procedural demo data, train, evaluate, show results (no data needed)")
+    p.add_argument("--out", default="demo_run", help="working folder for data, model and heatmaps")
+    p.add_argument("--method", default="rd", choices=["rd", "rd_aug", "dual"])
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default from the demo config)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a student on good images (rd, rd_aug or dual)",
+                       description="Distil a student from the frozen teacher on train/good images. "
+                                   "Writes model.pt, checkpoint.pt, config.yaml and history.json to the output folder.")
+    _add_train_flags(p)
+    p.add_argument("--resume", action="store_true", help="continue from checkpoint.pt in the output folder")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="image/pixel AUROC, AUPRO and heatmaps on a test split",
+                       description="Evaluate a model (.pt, .onnx or a folder) on an MVTec-layout test split.")
+    p.add_argument("model", help="model.pt, model.onnx or a folder holding one")
+    p.add_argument("--data", help="MVTec-layout category folder (default: the one it was trained on)")
+    p.add_argument("--out", help="folder for metrics.json and heatmaps (default: <model dir>/eval)")
+    _add_model_flags(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="score images: score, verdict and a heatmap PNG each")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--model", required=True, help="model.pt, model.onnx or a folder holding one")
+    p.add_argument("--out", default="predictions", help="folder for heatmap PNGs")
+    p.add_argument("--threshold", type=float, help="override the model's alarm threshold")
+    _add_model_flags(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("doctor", help="check this machine: Python, JetPack, TensorRT, CUDA, cameras, GPIO, broker, disk")
+    p.add_argument("--mqtt-host", default="127.0.0.1")
+    p.add_argument("--mqtt-port", type=int, default=1883)
+    p.add_argument("--disk-path", default=".")
+    p.set_defaults(func=cmd_doctor)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return ap
+
+
+_EXTRA_COMMANDS: list = []  # other modules' `register(subparsers)` functions, added below
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        ap.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except EdgeAdError as e:
+        if args.verbose:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
