@@ -1,0 +1,67 @@
+"""Shared by every benchmark: machine facts, versions, and writing results as JSON + Markdown."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+DATA_ROOT = Path(os.environ.get("EDGE_AD_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+PACKAGES = ("edge_ad", "torch", "onnxruntime", "onnx", "numpy", "opencv-python-headless", "torch-pruning")
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+    except (OSError, StopIteration):
+        mem_kb = 0
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(mem_kb / 2**20, 1), "python": platform.python_version()}
+
+
+def versions() -> dict:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_results(name: str, rows: list[dict], columns: list[tuple[str, str]], notes: str = "") -> Path:
+    """benchmarks/results/<name>.json (machine, date, command, versions, rows) and the same table as .md."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    doc = {"machine": machine(), "date": _dt.datetime.now().isoformat(timespec="seconds"),
+           "command": "python " + " ".join(sys.argv), "versions": versions(), "rows": rows}
+    (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=1, default=float))
+    pct = {"image_auroc", "pixel_auroc", "aupro"}
+    lines = [f"# {name}", "", f"Machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores, "
+             f"{doc['machine']['ram_gb']} GB RAM. Date: {doc['date']}.", "", f"Command: `{doc['command']}`", ""]
+    if notes:
+        lines += [notes, ""]
+    lines += ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        cells = []
+        for key, _ in columns:
+            v = r.get(key, "")
+            if isinstance(v, float):
+                v = f"{100 * v:.1f}" if key in pct or key.endswith("_auroc") else f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+            cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    return RESULTS / f"{name}.json"
+
+
+def load_rows(name: str) -> list[dict]:
+    p = RESULTS / f"{name}.json"
+    return json.loads(p.read_text())["rows"] if p.is_file() else []

@@ -1,0 +1,140 @@
+"""Post-training static INT8 from good calibration images (onnxruntime QDQ), plus the TensorRT cache.
+
+Only convolutions are quantized: the cosine-distance tail (Mul/ReduceSum/Sqrt/Div) and resizes stay
+in float, because 1-cos of two nearly equal INT8 vectors is exactly where pixel maps collapse.
+Modes: `trt` (symmetric int8 activations and per-channel weights, zero points 0: what TensorRT's
+explicit-precision parser expects) and `cpu` (uint8 activations, int8 per-channel weights: ORT's fast x86 path).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edge_ad import data as D
+from edge_ad.config import DataConfig
+from edge_ad.errors import EdgeAdError
+
+log = logging.getLogger(__name__)
+
+MODES = ("trt", "cpu")
+METHODS = ("minmax", "percentile", "entropy")
+QUANT_OPS = ["Conv", "ConvTranspose"]
+DEFAULT_CALIB_IMAGES = 128
+MIN_CALIB_IMAGES = 8
+
+
+def select_images(paths: list[Path], n: int) -> list[Path]:
+    """n paths chosen evenly over a sorted list (covers every part of a capture session)."""
+    if len(paths) <= n:
+        return list(paths)
+    return [paths[int(i)] for i in np.linspace(0, len(paths) - 1, n).round()]
+
+
+def calibration_batch(source: str | Path, data_cfg: DataConfig, n: int = DEFAULT_CALIB_IMAGES) -> np.ndarray:
+    """Preprocessed calibration images from a folder, or from train/good of an MVTec-layout folder."""
+    src = Path(source)
+    folder = src / "train" / "good" if (src / "train" / "good").is_dir() else src
+    paths = select_images(D.list_images(folder), n)
+    batch = []
+    for p in paths:
+        try:
+            batch.append(D.preprocess(D.load_image(p), data_cfg))
+        except D.ImageError as e:
+            log.warning("calibration: skipping %s", e)
+    if len(batch) < MIN_CALIB_IMAGES:
+        raise EdgeAdError(f"calibration needs at least {MIN_CALIB_IMAGES} readable images, {folder} has {len(batch)}")
+    return np.stack(batch)
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over an in-memory batch (one image per step)."""
+
+    def __init__(self, batch: np.ndarray, input_name: str):
+        self.batch, self.name, self.i = batch, input_name, 0
+
+    def get_next(self):
+        if self.i >= len(self.batch):
+            return None
+        self.i += 1
+        return {self.name: self.batch[self.i - 1:self.i]}
+
+    def rewind(self):
+        self.i = 0
+
+
+def quantize(onnx_path: str | Path, out_path: str | Path, calib: np.ndarray, mode: str = "trt",
+             method: str = "percentile", exclude: list[str] | None = None, trt_cache: str | Path | None = None) -> Path:
+    """Write an INT8 QDQ model (and its manifest); optionally the TensorRT calibration cache."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from edge_ad.export import _atomic_write_bytes, write_manifest
+    from edge_ad.runtime.detector import ModelInfo
+
+    if mode not in MODES:
+        raise EdgeAdError(f"quantization mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if method not in METHODS:
+        raise EdgeAdError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
+    src = Path(onnx_path)
+    try:
+        model = onnx.load(str(src))
+    except Exception as e:  # noqa: BLE001
+        raise EdgeAdError(f"{src}: not a readable ONNX model ({type(e).__name__})") from None
+    inp = model.graph.input[0]
+    want = tuple(d.dim_value for d in inp.type.tensor_type.shape.dim)
+    if tuple(calib.shape[1:]) != want[1:]:
+        raise EdgeAdError(f"calibration images are {calib.shape[1:]}, the model expects {want[1:]}")
+    info = ModelInfo.load(src.with_suffix(".json"))
+    out = Path(out_path)
+    cal_method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                  "entropy": CalibrationMethod.Entropy}[method]
+    extra = {"ActivationSymmetric": mode == "trt", "WeightSymmetric": True}
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.99
+    with tempfile.TemporaryDirectory(prefix="edge_ad_quant.") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        cache_json = Path(tmp) / "ranges.json"
+        q = Path(tmp) / "q.onnx"
+        quantize_static(str(pre), str(q), _Reader(calib, inp.name), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=QUANT_OPS, per_channel=True,
+                        activation_type=QuantType.QInt8 if mode == "trt" else QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude or []),
+                        calibrate_method=cal_method, extra_options=extra, calibration_cache_path=str(cache_json))
+        _atomic_write_bytes(q.read_bytes(), out)
+        if trt_cache is not None:
+            write_trt_cache(cache_json, Path(trt_cache), method)
+    info.meta.update({"precision": "int8", "quant_mode": mode, "calib_method": method, "calib_images": int(len(calib)),
+                      "excluded_nodes": list(exclude or []), "fp32_model": str(src)})
+    write_manifest(info, out)
+    return out
+
+
+def _ranges(cache_json: Path) -> dict[str, float]:
+    """Absolute max per tensor from onnxruntime's calibration cache."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    amax = {}
+    for name, rec in load_tensors_data(cache_json).items():
+        lo, hi = (np.asarray(v, dtype=np.float64).ravel()[0] for v in rec.range_value)
+        amax[name] = float(max(abs(lo), abs(hi)))
+    return amax
+
+
+def write_trt_cache(cache_json: Path, path: Path, method: str) -> Path:
+    """TensorRT text calibration cache from the same calibration ranges (for implicit INT8 builds)."""
+    from edge_ad.calib_cache import CalibrationCache, format_cache, scales_from_amax, version_tag
+    from edge_ad.export import _atomic_write_bytes
+
+    algo = "MinMaxCalibration" if method == "minmax" else "EntropyCalibration2"
+    cache = CalibrationCache(version_tag("8.6.1"), algo, scales_from_amax(_ranges(cache_json)))
+    if not cache.scales:
+        raise EdgeAdError(f"no calibration ranges found in {cache_json}")
+    _atomic_write_bytes(format_cache(cache).encode(), path)
+    return path
