@@ -380,19 +380,22 @@ def build_engine(
             "--precision int8, or use the float ONNX for fp16/fp32"
         )
 
-    trt = import_tensorrt()
-    version = trt.__version__
-    cache_text, algorithm = "", calib_format.DEFAULT_ALGORITHM
+    parsed_cache = None
     if precision == "int8" and not explicit_int8:
         if calib_cache is None:
             raise EdgeAdError(
                 f"INT8 from {onnx_path.name} (no Q/DQ nodes) needs a calibration cache: pass --calib-cache "
                 "(written by edge_ad quantize), or build from the QDQ ONNX"
             )
-        parsed = calib_format.read_cache(calib_cache)
-        algorithm = parsed.algorithm
-        parsed.version_tag = calib_format.version_tag(version)  # TensorRT ignores a cache tagged for another version
-        cache_text = calib_format.format_cache(parsed)
+        parsed_cache = calib_format.read_cache(calib_cache)
+
+    trt = import_tensorrt()
+    version = trt.__version__
+    cache_text, algorithm = "", calib_format.DEFAULT_ALGORITHM
+    if parsed_cache is not None:
+        algorithm = parsed_cache.algorithm
+        parsed_cache.version_tag = calib_format.version_tag(version)  # TensorRT ignores another version's cache
+        cache_text = calib_format.format_cache(parsed_cache)
 
     device = gpu_name()
     onnx_bytes = onnx_path.read_bytes()
