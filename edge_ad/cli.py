@@ -88,6 +88,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from edge_ad.export import export_onnx
+
+    src = Path(args.model)
+    fp32 = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "model.onnx"
+    path = export_onnx(src, fp32, fused=args.fused)
+    print(f"ONNX written to {path} (+ {path.with_suffix('.json').name})")
+    if args.int8:
+        args.model, args.out = str(path), None
+        return cmd_quantize(args)
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from edge_ad.quantize import calibration_batch, quantize
+    from edge_ad.runtime.detector import ModelInfo
+
+    src = Path(args.model)
+    info = ModelInfo.load(src.with_suffix(".json"))
+    calib_src = args.calib or info.meta.get("data_root")
+    if not calib_src:
+        raise EdgeAdError("no calibration images: give --calib DIR (a folder of good images)")
+    calib = calibration_batch(calib_src, info.data, args.calib_images)
+    out = Path(args.out) if args.out else src.with_name(f"{src.stem}_int8_{args.mode}.onnx")
+    cache = out.with_suffix(".cache") if args.mode == "trt" else None
+    path = quantize(src, out, calib, args.mode, args.calib_method, args.exclude or [], cache)
+    print(f"INT8 ({args.mode}, {args.calib_method}, {len(calib)} images) written to {path}" + (f"; TensorRT cache {cache}" if cache else ""))
+    return 0
+
+
+def _add_quant_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calib", help="folder of good images (or MVTec-layout folder; default: the training data)")
+    p.add_argument("--calib-images", type=int, default=128, help="how many calibration images, chosen evenly")
+    p.add_argument("--mode", default="trt", choices=["trt", "cpu"],
+                   help="trt: symmetric int8 QDQ for TensorRT; cpu: uint8 activations, fastest in onnxruntime on x86")
+    p.add_argument("--calib-method", default="percentile", choices=["minmax", "percentile", "entropy"])
+    p.add_argument("--exclude", nargs="*", metavar="NODE", help="node names to keep in float (see the sensitivity report)")
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from edge_ad.doctor import format_report, run_doctor
 
@@ -146,6 +185,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="override the model's alarm threshold")
     _add_model_flags(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a trained model to ONNX (optionally INT8 too)",
+                       description="One graph: image -> per-scale distance maps (or the fused map with --fused), "
+                                   "checked against torch; writes model.onnx and model.json next to the model.")
+    p.add_argument("model", help="model.pt or its folder")
+    p.add_argument("--out", help="output .onnx path (default: model.onnx beside the model)")
+    p.add_argument("--fused", action="store_true", help="upsample, fuse and blur inside the graph")
+    p.add_argument("--int8", action="store_true", help="also quantize to INT8 (see `edge_ad quantize --help`)")
+    _add_quant_flags(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("quantize", help="post-training INT8 from calibration images (ONNX QDQ + TensorRT cache)")
+    p.add_argument("model", help="FP32 model.onnx (with its model.json)")
+    p.add_argument("--out", help="output path (default: <model>_int8_<mode>.onnx)")
+    _add_quant_flags(p)
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("doctor", help="check this machine: Python, JetPack, TensorRT, CUDA, cameras, GPIO, broker, disk")
     p.add_argument("--mqtt-host", default="127.0.0.1")

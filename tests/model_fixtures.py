@@ -1,0 +1,41 @@
+"""Session fixtures: small demo data set and a tiny trained rd model (64x64 input, seconds on a CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TINY = {"data.image_size": [64, 64], "model.width": 16, "train.epochs": 3, "train.batch_size": 4, "train.threads": 2}
+
+
+def shared_dataset(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not (path / "test").is_dir():
+        pytest.skip(f"real data set not found at {path} (../shared/data beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    from edge_ad.demo_data import make_demo_data
+
+    return make_demo_data(tmp_path_factory.mktemp("demo") / "part", n_train=12, n_test_good=6, n_test_bad=6,
+                          size=128, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(demo_root, tmp_path_factory) -> Path:
+    from edge_ad.config import load_config
+    from edge_ad.train import train
+
+    cfg = load_config(None, {**TINY, "data.root": str(demo_root), "train.out_dir": str(tmp_path_factory.mktemp("tiny"))})
+    return train(cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_model) -> Path:
+    from edge_ad.export import export_onnx
+
+    return export_onnx(tiny_model, tiny_model.with_suffix(".onnx"))
