@@ -1,0 +1,40 @@
+"""Alarm outputs fed by one debouncer: log (always), MQTT and GPIO (from the station config).
+
+Loop usage::
+
+    alarms = build_alarms(cfg)
+    decision = alarms.update(result.is_anomaly)
+    if decision.rising:
+        alarms.fire(AlarmEvent(station=..., part=..., model_version=..., score=..., ...))
+    ...
+    alarms.close()   # GPIO driven inactive, MQTT marked offline
+"""
+
+from __future__ import annotations
+
+from edge_ad.alarms.base import AlarmEvent, Alarms, Sink
+from edge_ad.alarms.debounce import Debouncer, Decision
+from edge_ad.alarms.log import LogSink
+from edge_ad.station_config import StationConfig
+
+__all__ = ["AlarmEvent", "Alarms", "Debouncer", "Decision", "LogSink", "Sink", "build_alarms"]
+
+
+def build_alarms(cfg: StationConfig) -> Alarms:
+    """Every sink the station config enables, behind one debouncer. Hardware/broker modules load lazily."""
+    sinks: list[Sink] = [LogSink()]
+    if cfg.mqtt.enabled:
+        from edge_ad.alarms.mqtt import MqttSink
+
+        sinks.append(MqttSink(cfg.mqtt, cfg.station, cfg.part))
+    if cfg.gpio.enabled:
+        from edge_ad.alarms.gpio import GpioSink
+
+        try:
+            sinks.append(GpioSink(cfg.gpio))
+        except Exception:
+            for sink in sinks:
+                sink.close()
+            raise
+    d = cfg.debounce
+    return Alarms(sinks, Debouncer(d.window, d.min_anomalous, d.hold_s))

@@ -1,0 +1,242 @@
+"""MQTT alarm sink (paho-mqtt 2.x): QoS 1 events through an on-disk queue, retained status, last will.
+
+Topics read from general to specific: `<prefix>/<station>/<part>/event` carries one JSON object per
+alarm; `<prefix>/<station>/<part>/status` is retained, "online" on connect and "offline" as the last
+will. `on_event` only appends to the disk queue; a sender thread publishes one event at a time, in
+order, and deletes it from the queue only after the broker's PUBACK. paho reconnects with backoff
+and re-sends the unacknowledged event itself, so the loop never waits for the network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edge_ad import __version__
+from edge_ad.alarms.base import AlarmEvent
+from edge_ad.alarms.queue import DiskQueue
+from edge_ad.errors import EdgeAdError
+from edge_ad.station_config import MqttConfig
+
+log = logging.getLogger(__name__)
+
+
+def _paho() -> Any:
+    try:
+        import paho.mqtt.client as mqtt
+    except ImportError:
+        raise EdgeAdError("mqtt.enabled needs paho-mqtt 2.x: pip install 'paho-mqtt>=2,<3'") from None
+    if not hasattr(mqtt, "CallbackAPIVersion"):
+        raise EdgeAdError("paho-mqtt 1.x found; edge_ad needs 2.x: pip install -U 'paho-mqtt>=2,<3'")
+    return mqtt
+
+
+def resolve_password(cfg: MqttConfig) -> str | None:
+    """The broker password from an environment variable or a file; errors name the source, never the value."""
+    if cfg.password_env:
+        value = os.environ.get(cfg.password_env)
+        if value is None:
+            raise EdgeAdError(f"mqtt.password_env: environment variable {cfg.password_env} is not set")
+        return value
+    if cfg.password_file:
+        try:
+            lines = Path(cfg.password_file).read_text().splitlines()
+        except OSError as exc:
+            raise EdgeAdError(f"mqtt.password_file: cannot read {cfg.password_file}: {exc.strerror}") from None
+        return lines[0] if lines else ""
+    return None
+
+
+def topics(cfg: MqttConfig, station: str, part: str) -> tuple[str, str]:
+    """(event topic, status topic) for one station and part."""
+    base = f"{cfg.topic_prefix}/{station}/{part}"
+    return f"{base}/event", f"{base}/status"
+
+
+class MqttSink:
+    """Publishes alarm events; safe to call from the inspection loop while the broker is down."""
+
+    name = "mqtt"
+
+    def __init__(self, cfg: MqttConfig, station: str, part: str, queue: DiskQueue | None = None) -> None:
+        mqtt = _paho()
+        self.cfg = cfg
+        self.station = station
+        self.part = part
+        self.event_topic, self.status_topic = topics(cfg, station, part)
+        self.queue = queue if queue is not None else DiskQueue(cfg.queue_dir, cfg.queue_max, cfg.queue_fsync)
+        self.delivered = 0
+        self.connected = threading.Event()
+        self._cond = threading.Condition()
+        self._inflight: tuple[int, int, float] | None = None  # (mid, queue seq, sent at)
+        self._publishing = False
+        self._early_acks: set[int] = set()
+        self._closing = False
+        self._failures = 0
+
+        client_id = cfg.client_id or f"edge_ad-{station}-{part}"
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=True
+        )
+        self._client.will_set(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
+        if cfg.username:
+            self._client.username_pw_set(cfg.username, resolve_password(cfg))
+        if cfg.tls:
+            try:
+                self._client.tls_set(
+                    ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None, keyfile=cfg.key_file or None
+                )
+            except (OSError, ValueError) as exc:
+                raise EdgeAdError(f"mqtt TLS setup failed (ca_file/cert_file/key_file): {exc}") from None
+            self._client.tls_insecure_set(cfg.tls_insecure)
+        self._client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_publish = self._on_publish
+
+        self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        self._client.loop_start()
+        self._sender = threading.Thread(target=self._send_loop, name="edge_ad-mqtt-sender", daemon=True)
+        self._sender.start()
+
+    # --- the Sink interface -------------------------------------------------------------------
+    def on_event(self, event: AlarmEvent) -> None:
+        """Queue the event on disk and return; the sender thread delivers it."""
+        self.queue.push({"topic": self.event_topic, "payload": event.to_dict()})
+        with self._cond:
+            self._cond.notify_all()
+
+    def set_active(self, active: bool) -> None:
+        pass  # events carry the alarm; the level is for GPIO
+
+    def close(self, timeout: float | None = None) -> None:
+        """Give queued events `timeout` seconds to go out, mark the station offline, disconnect."""
+        timeout = self.cfg.close_timeout_s if timeout is None else timeout
+        if self.connected.is_set():
+            self.flush(timeout)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._sender.join(timeout=2.0)
+        if self.connected.is_set():
+            info = self._client.publish(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=max(timeout, 0.5))
+            except (RuntimeError, ValueError):
+                pass
+        self._client.disconnect()
+        self._client.loop_stop()
+        if len(self.queue):
+            log.warning("mqtt: %d event(s) left in %s; they are sent on the next start", len(self.queue),
+                        self.queue.path)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued event is acknowledged (or timeout); True when the queue is empty."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.queue) and time.monotonic() < deadline:
+                self._cond.wait(min(0.05, max(deadline - time.monotonic(), 0)))
+        return not len(self.queue)
+
+    # --- paho callbacks (network thread) --------------------------------------------------------
+    def _status_payload(self, state: str) -> str:
+        now = time.time()
+        return json.dumps({
+            "state": state, "station": self.station, "part": self.part, "edge_ad_version": __version__,
+            "time": now, "time_iso": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
+        })
+
+    def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            log.error("mqtt: broker %s:%d refused the connection: %s", self.cfg.host, self.cfg.port, reason)
+            return
+        log.info("mqtt: connected to %s:%d%s", self.cfg.host, self.cfg.port,
+                 f" after {self._failures} failed attempt(s)" if self._failures else "")
+        self._failures = 0
+        client.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)
+        with self._cond:
+            self.connected.set()
+            if self._inflight is not None:  # paho re-sends it; restart its ack clock
+                mid, seq, _ = self._inflight
+                self._inflight = (mid, seq, time.monotonic())
+            self._cond.notify_all()
+
+    def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        self.connected.clear()
+        if not self._closing:
+            log.warning("mqtt: disconnected from %s:%d (%s); reconnecting with backoff up to %g s, "
+                        "%d event(s) queued", self.cfg.host, self.cfg.port, reason, self.cfg.reconnect_max_s,
+                        len(self.queue))
+
+    def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
+        self._failures += 1
+        log.warning("mqtt: cannot reach broker %s:%d (attempt %d); retrying with backoff up to %g s",
+                    self.cfg.host, self.cfg.port, self._failures, self.cfg.reconnect_max_s)
+
+    def _on_publish(self, _client: Any, _userdata: Any, mid: int, _reason: Any, _props: Any) -> None:
+        # Runs while paho holds its outgoing-message lock: never wait here on anything the sender holds
+        # while it calls publish() (the sender calls publish() without holding _cond).
+        seq = None
+        with self._cond:
+            if self._inflight is not None and self._inflight[0] == mid:
+                seq = self._inflight[1]
+                self._inflight = None
+            elif self._publishing:  # PUBACK raced ahead of publish() returning its mid
+                self._early_acks.add(mid)
+            if seq is not None:
+                self.queue.remove(seq)
+                self.delivered += 1
+            self._cond.notify_all()
+
+    # --- sender thread ------------------------------------------------------------------------
+    def _send_loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._closing:
+                    return
+                self._check_ack_timeout()
+                if not (self.connected.is_set() and self._inflight is None and len(self.queue)):
+                    self._cond.wait(0.5)
+                    continue
+                self._publishing = True
+            item = self.queue.peek()
+            if item is None:
+                with self._cond:
+                    self._publishing = False
+                continue
+            seq, data = item
+            try:
+                info = self._client.publish(data["topic"], json.dumps(data["payload"]), qos=self.cfg.qos)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("mqtt: dropping malformed queued event #%d: %s", seq, exc)
+                self.queue.remove(seq)
+                with self._cond:
+                    self._publishing = False
+                continue
+            with self._cond:
+                self._publishing = False
+                acked = info.mid in self._early_acks or self.cfg.qos == 0
+                self._early_acks.clear()
+                if acked:
+                    self.queue.remove(seq)
+                    self.delivered += 1
+                    self._cond.notify_all()
+                else:
+                    self._inflight = (info.mid, seq, time.monotonic())
+
+    def _check_ack_timeout(self) -> None:
+        """Safety net: an event the broker never acknowledged is published again (at-least-once)."""
+        if self._inflight is None or not self.connected.is_set():
+            return
+        mid, seq, sent = self._inflight
+        if time.monotonic() - sent > self.cfg.ack_timeout_s:
+            log.warning("mqtt: no PUBACK for event #%d after %.0f s; publishing it again", seq,
+                        self.cfg.ack_timeout_s)
+            self._inflight = None

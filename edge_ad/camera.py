@@ -1,0 +1,374 @@
+"""Frame sources from one URI, and a grabber thread that hands the loop only the newest frame.
+
+URIs (jetson-inference style, so a bench video and the station camera differ by one argument):
+  part.avi, file:///data/run.mp4     a video file
+  /data/images/                      a folder of images (sorted by name), image.png: one image
+  0, /dev/video0                     a V4L2 device (USB camera)
+  rtsp://..., http://...             a network stream (FFmpeg)
+  csi://0                            a Jetson CSI camera: camera.csi_pipeline filled in
+  gst://<pipeline>, or any text with '!'   a GStreamer pipeline ending in appsink
+
+Files and folders end cleanly; live sources (and files with camera.live) reconnect with backoff.
+No torch here: numpy and cv2 only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from edge_ad.errors import EdgeAdError
+from edge_ad.station_config import CameraConfig
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+MODES = ("every", "realtime", "latest")
+
+
+@dataclass
+class Frame:
+    """One captured BGR frame; `index` counts every frame the source produced, delivered or dropped."""
+
+    image: np.ndarray
+    index: int
+    time: float  # time.time() when grabbed
+    name: str  # file name for folders, else the URI
+
+
+@dataclass
+class CameraStats:
+    grabbed: int = 0
+    delivered: int = 0
+    dropped: int = 0  # grabbed but overwritten by a newer frame before the loop took it
+    skipped: int = 0  # unreadable images / corrupt frames
+    reconnects: int = 0
+
+
+class _OpenError(Exception):
+    """A source could not be opened (live sources retry; files raise EdgeAdError)."""
+
+
+def has_gstreamer() -> bool:
+    """OpenCV from pip has no GStreamer; JetPack's system cv2 does."""
+    match = re.search(r"GStreamer:\s*(\w+)", cv2.getBuildInformation())
+    return bool(match and match.group(1).upper() == "YES")
+
+
+class _FolderSource:
+    def __init__(self, path: Path, live: bool) -> None:
+        self.path = path
+        self.live = live
+        self.fps: float | None = None
+        self.skipped = 0
+        self.name = str(path)
+        self._files: list[Path] = []
+        self._pos = 0
+
+    def open(self) -> None:
+        if self.path.is_file():
+            self._files = [self.path]
+        elif self.path.is_dir():
+            self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            raise _OpenError(f"{self.path} does not exist")
+        if not self._files:
+            raise _OpenError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {self.path}")
+        self._pos = 0
+
+    def read(self) -> np.ndarray | None:
+        while self._pos < len(self._files):
+            path = self._files[self._pos]
+            self._pos += 1
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None and image.size:
+                self.name = path.name
+                return image
+            self.skipped += 1
+            log.warning("camera: skipping unreadable image %s", path)
+        return None
+
+    def close(self) -> None:
+        self._files = []
+
+
+class _CvSource:
+    """Anything cv2.VideoCapture opens: video files, V4L2 devices, network streams, GStreamer pipelines."""
+
+    def __init__(self, target: str | int, api: int, live: bool, cfg: CameraConfig, kind: str) -> None:
+        self.target = target
+        self.api = api
+        self.live = live
+        self.cfg = cfg
+        self.kind = kind
+        self.fps: float | None = None
+        self.skipped = 0
+        self.name = str(target)
+        self._cap: cv2.VideoCapture | None = None
+
+    def open(self) -> None:
+        params: list[int] = []
+        if self.kind == "stream":
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.cfg.open_timeout_s * 1000),
+                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.cfg.read_timeout_s * 1000)]
+            if self.cfg.rtsp_tcp:
+                os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+        cap = cv2.VideoCapture(self.target, self.api, params) if params else cv2.VideoCapture(self.target, self.api)
+        if not cap.isOpened():
+            cap.release()
+            raise _OpenError(f"OpenCV cannot open {self.kind} {self.target}")
+        if self.kind == "device":
+            if self.cfg.fourcc:
+                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.cfg.fourcc[:4].ljust(4)))
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.cfg.width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.cfg.height)
+            cap.set(cv2.CAP_PROP_FPS, self.cfg.fps)
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps and np.isfinite(fps) and 0 < fps < 1000 else None
+        self._cap = cap
+
+    def read(self) -> np.ndarray | None:
+        cap = self._cap
+        if cap is None:
+            return None
+        while True:
+            ok, frame = cap.read()
+            if ok and frame is not None and frame.size:
+                return frame
+            if self.kind != "video":
+                return None
+            # A video file: a decode error before the last frame is a corrupt frame, not the end.
+            pos, count = cap.get(cv2.CAP_PROP_POS_FRAMES), cap.get(cv2.CAP_PROP_FRAME_COUNT)
+            if not (0 < count and pos < count - 1 and cap.grab()):
+                return None
+            self.skipped += 1
+            log.warning("camera: skipping corrupt frame %d of %s", int(pos), self.target)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+def csi_pipeline(sensor_id: int, cfg: CameraConfig) -> str:
+    """The GStreamer pipeline for a Jetson CSI sensor, from the camera.csi_pipeline template."""
+    try:
+        return cfg.csi_pipeline.format(
+            sensor_id=sensor_id, width=cfg.width, height=cfg.height, fps=int(round(cfg.fps)), flip=cfg.flip
+        )
+    except (KeyError, IndexError, ValueError) as exc:
+        raise EdgeAdError(
+            f"camera.csi_pipeline: bad placeholder {exc} (allowed: sensor_id, width, height, fps, flip)"
+        ) from None
+
+
+def open_source(uri: str, cfg: CameraConfig) -> _FolderSource | _CvSource:
+    """Pick the source type from the URI; errors a user can fix are EdgeAdError."""
+    text = uri.strip()
+    if text.startswith("csi://"):
+        sensor = text[len("csi://"):] or "0"
+        if not sensor.isdigit():
+            raise EdgeAdError(f"camera source {uri!r}: csi:// takes a sensor number, e.g. csi://0")
+        text = "gst://" + csi_pipeline(int(sensor), cfg)
+    if text.startswith("gst://") or "!" in text:
+        if not has_gstreamer():
+            raise EdgeAdError(
+                f"camera source {uri!r} needs OpenCV with GStreamer; pip's opencv-python has none "
+                "(on a Jetson use JetPack's python3-opencv, e.g. a venv with --system-site-packages)"
+            )
+        return _CvSource(text.removeprefix("gst://"), cv2.CAP_GSTREAMER, True, cfg, "gstreamer")
+    if text.lower().startswith(STREAM_SCHEMES):
+        return _CvSource(text, cv2.CAP_FFMPEG, True, cfg, "stream")
+    if text.isdigit() or re.fullmatch(r"/dev/video\d+", text):
+        device: str | int = int(text) if text.isdigit() else text
+        return _CvSource(device, cv2.CAP_V4L2, True, cfg, "device")
+    path = Path(text.removeprefix("file://")).expanduser()
+    if not path.exists() and not cfg.live:
+        raise EdgeAdError(f"camera source not found: {path}")
+    if path.is_dir() or path.suffix.lower() in IMAGE_EXTENSIONS:
+        return _FolderSource(path, cfg.live)
+    return _CvSource(str(path), cv2.CAP_FFMPEG, cfg.live, cfg, "video")
+
+
+class Camera:
+    """Runs the source in a thread; `read()` returns the newest frame not yet delivered.
+
+    Modes: `latest` keeps one slot and counts overwritten frames as dropped (always used for live
+    sources); `every` delivers every file frame in order (tests, replay); `realtime` paces a file at
+    its fps and drops like a live camera.
+    """
+
+    def __init__(self, uri: str, cfg: CameraConfig | None = None, mode: str | None = None) -> None:
+        self.uri = uri
+        self.cfg = cfg or CameraConfig()
+        self.source = open_source(uri, self.cfg)
+        self.live = self.source.live
+        self.mode = "latest" if self.live else (mode or self.cfg.file_mode)
+        if self.mode not in MODES:
+            raise EdgeAdError(f"camera mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        self.stats = CameraStats()
+        self._cond = threading.Condition()
+        self._slot: Frame | None = None
+        self._stop = threading.Event()
+        self._ended = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- consumer side ----------------------------------------------------------------------
+    def start(self) -> Camera:
+        """Open the source (files: now, so a bad file fails here) and start the grabber thread."""
+        if self._thread is not None:
+            return self
+        opened = False
+        if not self.live:
+            try:
+                self.source.open()
+                opened = True
+            except _OpenError as exc:
+                raise EdgeAdError(f"camera source {self.uri}: {exc}") from None
+        self._thread = threading.Thread(target=self._run, args=(opened,), name="edge_ad-camera", daemon=True)
+        self._thread.start()
+        return self
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """The newest undelivered frame; None on timeout or when the source has finished (see `finished`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._slot is None:
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    raise EdgeAdError(f"camera source {self.uri} failed: {error}")
+                if self._ended or self._stop.is_set():
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            frame, self._slot = self._slot, None
+            self.stats.delivered += 1
+            self._cond.notify_all()
+            return frame
+
+    @property
+    def finished(self) -> bool:
+        """True once a file source has delivered its last frame (never for a live source)."""
+        with self._cond:
+            return (self._ended or self._stop.is_set()) and self._slot is None
+
+    @property
+    def pending(self) -> int:
+        """Frames waiting for the loop: 0 or 1, never a backlog."""
+        with self._cond:
+            return int(self._slot is not None)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("camera %s: grabber still blocked in a read after %.1f s", self.uri, timeout)
+            self._thread = None
+
+    def __enter__(self) -> Camera:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            frame = self.read(timeout=0.5)
+            if frame is not None:
+                yield frame
+            elif self.finished:
+                return
+
+    # --- grabber thread ------------------------------------------------------------------------
+    def _run(self, opened: bool) -> None:
+        try:
+            if self.live:
+                self._run_live(opened)
+            else:
+                self._run_file()
+        except Exception as exc:  # noqa: BLE001 - reported to the consumer by read()
+            log.exception("camera %s: grabber failed", self.uri)
+            with self._cond:
+                self._error = exc
+        finally:
+            self.source.close()
+            with self._cond:
+                self.stats.skipped = self.source.skipped
+                self._ended = True
+                self._cond.notify_all()
+
+    def _run_file(self) -> None:
+        fps = self.source.fps or self.cfg.fps
+        start = time.monotonic()
+        n = 0
+        while not self._stop.is_set():
+            if self.mode == "realtime":
+                delay = start + n / fps - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    return
+            image = self.source.read()
+            if image is None:
+                log.info("camera %s: end of file after %d frame(s)", self.uri, self.stats.grabbed)
+                return
+            n += 1
+            self._publish(image)
+
+    def _run_live(self, opened: bool) -> None:
+        failures = 0
+        lost_at: float | None = None
+        while not self._stop.is_set():
+            if not opened:
+                try:
+                    self.source.open()
+                    opened = True
+                    if lost_at is not None:
+                        self.stats.reconnects += 1
+                        log.info("camera %s: reconnected after %d failed attempt(s), %.1f s without frames",
+                                 self.uri, failures, time.monotonic() - lost_at)
+                    failures = 0
+                    lost_at = None
+                except _OpenError as exc:
+                    failures += 1
+                    lost_at = lost_at or time.monotonic()
+                    delay = min(self.cfg.reconnect_min_s * 2 ** (failures - 1), self.cfg.reconnect_max_s)
+                    log.warning("camera %s: %s (attempt %d); retrying in %.2f s", self.uri, exc, failures, delay)
+                    self._stop.wait(delay)
+                    continue
+            image = self.source.read()
+            if image is None:
+                # Reopen at once (a looping bench file, a camera that hiccuped); back off if that fails.
+                log.warning("camera %s: no frame (source lost or ended); reconnecting", self.uri)
+                self.source.close()
+                opened = False
+                lost_at = time.monotonic()
+                continue
+            self._publish(image)
+
+    def _publish(self, image: np.ndarray) -> None:
+        frame = Frame(image=image, index=self.stats.grabbed, time=time.time(), name=self.source.name)
+        with self._cond:
+            self.stats.grabbed += 1
+            self.stats.skipped = self.source.skipped
+            if self.mode == "every":
+                while self._slot is not None and not self._stop.is_set():
+                    self._cond.wait(0.1)
+            elif self._slot is not None:
+                self.stats.dropped += 1
+            self._slot = frame
+            self._cond.notify_all()
