@@ -1,0 +1,163 @@
+"""End-to-end ms per frame, batch 1, fixed threads, all variants side by side in one run.
+
+Each row runs in its own process (so peak RSS is that backend's) over the same decoded frames:
+preprocess + inference + per-scale maps + upsample/blur + score; decode excluded.
+Rows: torch FP32, ORT FP32, ORT INT8 (trt and cpu modes) for rd and dual, and an RD4AD-size
+reference (WideResNet-50-2 teacher + OCBE + decoder, random weights) in ORT FP32.
+
+Usage: python benchmarks/speed.py [--frames 200] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import DATA_ROOT, write_results  # noqa: E402
+
+COLUMNS = [("model", "model"), ("backend", "backend"), ("precision", "precision"), ("variant", "variant"),
+           ("ms_median", "ms median"), ("ms_p99", "ms p99"), ("fps", "frames/s"), ("speedup_vs_reference", "x vs reference"),
+           ("peak_rss_mb", "peak RSS MB"), ("torch_loaded", "torch imported"), ("params", "params"), ("macs", "MACs")]
+WARMUP = 20
+
+
+def frames(n: int = 8) -> list[np.ndarray]:
+    """Decoded frames (real bottle images when present, else noise), reused round-robin."""
+    import cv2
+
+    folder = DATA_ROOT / "bottle" / "test" / "broken_large"
+    paths = sorted(folder.glob("*.png"))[:n] if folder.is_dir() else []
+    if paths:
+        return [cv2.imread(str(p)) for p in paths]
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (320, 320, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def worker(model: str, backend: str, n: int, threads: int) -> dict:
+    """Time one model in this process; never imports torch for onnxruntime rows."""
+    from edge_ad.runtime.detector import open_detector
+
+    det = open_detector(model, backend, threads)
+    imgs = frames()
+    for i in range(WARMUP):
+        det.detect(imgs[i % len(imgs)])
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        det.detect(imgs[i % len(imgs)])
+        times.append((time.perf_counter() - t) * 1e3)
+    t = np.array(times)
+    return {"ms_median": float(np.median(t)), "ms_p99": float(np.percentile(t, 99)), "fps": float(1e3 / t.mean()),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch_loaded": "torch" in sys.modules}
+
+
+def count(module, hw: tuple[int, int]) -> tuple[int, int]:
+    """Parameters and multiply-accumulates of convolutions for one input."""
+    import torch
+
+    macs = 0
+
+    def hook(mod, inp, out):
+        nonlocal macs
+        if isinstance(mod, torch.nn.Conv2d):
+            macs += out.numel() * mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+        elif isinstance(mod, torch.nn.ConvTranspose2d):
+            macs += inp[0].numel() * mod.out_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+
+    hs = [m.register_forward_hook(hook) for m in module.modules()]
+    with torch.no_grad():
+        module(torch.zeros(1, 3, *hw))
+    for h in hs:
+        h.remove()
+    return sum(p.numel() for p in module.parameters()), macs
+
+
+def build_models(work: Path, calib_n: int) -> list[dict]:
+    """rd and dual (random student weights are fine for timing), exported FP32 + INT8, plus the reference."""
+    import torch
+
+    from edge_ad.config import load_config
+    from edge_ad.export import export_onnx, write_manifest
+    from edge_ad.models.model import ADModel
+    from edge_ad.quantize import calibration_batch, quantize
+    from edge_ad.runtime.detector import ModelInfo
+    from edge_ad.scoring import ScoringSpec
+    from edge_ad.train import save_model
+    from reference_rd4ad import ReferenceRD4AD
+
+    specs = []
+    for method in ("rd", "dual"):
+        cfg = load_config(None, {"model.method": method, "data.root": str(DATA_ROOT / "bottle")})
+        torch.manual_seed(0)
+        model = ADModel(cfg.model).eval()
+        spec = ScoringSpec(out_size=(256, 256), groups=model.groups, group_scales=[1.0] * len(model.groups),
+                           fusion=cfg.model.fusion)
+        pt = work / method / "model.pt"
+        pt.parent.mkdir(parents=True, exist_ok=True)
+        save_model(model, cfg, spec, {"threshold": 1.0, "data_root": cfg.data.root}, pt)
+        onnx = export_onnx(pt, pt.with_suffix(".onnx"))
+        info = ModelInfo.load(onnx.with_suffix(".json"))
+        calib = calibration_batch(DATA_ROOT / "bottle", info.data, calib_n) if (DATA_ROOT / "bottle").is_dir() else \
+            np.random.default_rng(0).normal(size=(16, 3, 256, 256)).astype(np.float32)
+        params, macs = count(model, (256, 256))
+        base = {"model": method, "params": params, "macs": macs}
+        specs.append({**base, "path": pt, "backend": "torch", "precision": "fp32", "variant": ""})
+        specs.append({**base, "path": onnx, "backend": "onnxruntime", "precision": "fp32", "variant": ""})
+        for mode in ("trt", "cpu"):
+            q = quantize(onnx, work / method / f"model_int8_{mode}.onnx", calib, mode, "percentile")
+            specs.append({**base, "path": q, "backend": "onnxruntime", "precision": "int8", "variant": f"{mode} QDQ"})
+    ref = ReferenceRD4AD().eval()
+    ref_path = work / "reference" / "model.onnx"
+    ref_path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(ref, (torch.zeros(1, 3, 256, 256),), str(ref_path), input_names=["image"],
+                          output_names=["map0", "map1", "map2"], opset_version=17, dynamo=False)
+    write_manifest(ModelInfo(load_config().data, ScoringSpec(out_size=(256, 256)), 1.0, {}), ref_path)
+    params, macs = count(ref, (256, 256))
+    specs.append({"model": "reference RD4AD (WRN50-2)", "params": params, "macs": macs, "path": ref_path,
+                  "backend": "onnxruntime", "precision": "fp32", "variant": "random weights"})
+    return specs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--frames", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--calib-images", type=int, default=64)
+    ap.add_argument("--worker", nargs=3, metavar=("MODEL", "BACKEND", "N"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker[0], args.worker[1], int(args.worker[2]), args.threads)))
+        return
+    with tempfile.TemporaryDirectory(prefix="edge_ad_speed.") as tmp:
+        specs = build_models(Path(tmp), args.calib_images)
+        rows = []
+        for s in specs:
+            out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--worker", str(s["path"]),
+                                  s["backend"], str(args.frames)], capture_output=True, text=True, check=True)
+            row = {k: v for k, v in s.items() if k != "path"} | json.loads(out.stdout.strip().splitlines()[-1])
+            row["threads"] = args.threads
+            print(row, flush=True)
+            rows.append(row)
+    ref = next(r for r in rows if r["model"].startswith("reference"))
+    for r in rows:
+        r["speedup_vs_reference"] = ref["ms_median"] / r["ms_median"]
+    write_results("speed", rows, COLUMNS, NOTES.format(frames=args.frames, threads=args.threads))
+
+
+NOTES = ("Batch 1, 256x256, {threads} threads, median and p99 over {frames} frames after 20 warm-up frames; "
+         "end to end = preprocess + inference + maps + blur + score (decode excluded). Every row ran in its own "
+         "process one after another in one run; 'x vs reference' is the ratio of medians to the RD4AD-size reference "
+         "(ORT FP32). MACs count convolutions only.")
+
+if __name__ == "__main__":
+    main()
