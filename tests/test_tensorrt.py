@@ -23,6 +23,7 @@ from edge_ad.runtime.trt_ops import check_onnx_ops, has_qdq, supported_ops
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16
 OPSET = 17
+IR_VERSION = 8  # what opset 17 needs; newer onnx writes a newer IR that older onnxruntime (Jetson wheels) rejects
 NEEDS_TRT = "TensorRT not installed: needs a Jetson or NVIDIA GPU"
 
 
@@ -92,7 +93,7 @@ def distance_map_model(qdq: bool = False, resize_mode: str = "linear", zero_poin
         [helper.make_tensor_value_info("map0", TensorProto.FLOAT, [1, 1, SIZE, SIZE])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
     onnx.checker.check_model(model)
     return model
 
