@@ -1,0 +1,103 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edge_ad import data as D
+from edge_ad.errors import EdgeAdError
+from edge_ad.evaluate import evaluate
+from edge_ad.runtime.detector import ModelInfo, open_detector
+
+
+def test_onnx_matches_torch(tiny_model, tiny_onnx, demo_root):
+    info = ModelInfo.load(tiny_onnx.with_suffix(".json"))
+    assert info.meta["parity_max_abs_diff"] <= 1e-4
+    torch_det, ort_det = open_detector(tiny_model, "torch"), open_detector(tiny_onnx)
+    for s in D.list_split(demo_root, "test")[:4]:
+        img = D.load_image(s.path)
+        a, b = torch_det.detect(img), ort_det.detect(img)
+        assert np.abs(a.anomaly_map - b.anomaly_map).max() <= 1e-4 * (a.anomaly_map.max() - a.anomaly_map.min())
+        assert a.score == pytest.approx(b.score, rel=1e-4)
+    r_t = evaluate(torch_det.session.run, torch_det.info.data, torch_det.info.scoring, demo_root)
+    r_o = evaluate(ort_det.session.run, ort_det.info.data, ort_det.info.scoring, demo_root)
+    assert abs(r_t["image_auroc"] - r_o["image_auroc"]) <= 0.001
+
+
+def test_graph_is_static_opset17_and_checked(tiny_onnx):
+    import onnx
+
+    m = onnx.load(str(tiny_onnx))
+    onnx.checker.check_model(m)
+    assert max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 64, 64]
+    assert [o.name for o in m.graph.output] == ["map0", "map1", "map2"]
+
+
+def test_fused_graph_scores_like_per_scale(tiny_model, tmp_path):
+    from edge_ad.export import export_onnx
+
+    fused = export_onnx(tiny_model, tmp_path / "fused.onnx", fused=True)
+    img = np.random.default_rng(1).integers(0, 255, (80, 80, 3), dtype=np.uint8)
+    a, b = open_detector(tiny_model, "torch").detect(img), open_detector(fused).detect(img)
+    assert b.score == pytest.approx(a.score, rel=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["trt", "cpu"])
+def test_int8_keeps_maps(tiny_onnx, demo_root, tmp_path, mode):
+    from edge_ad.quantize import calibration_batch, quantize
+
+    info = ModelInfo.load(tiny_onnx.with_suffix(".json"))
+    calib = calibration_batch(demo_root, info.data, 12)
+    cache = tmp_path / "calib.cache"
+    q = quantize(tiny_onnx, tmp_path / f"q_{mode}.onnx", calib, mode, "minmax", trt_cache=cache)
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(q)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    lines = cache.read_text().splitlines()
+    assert lines[0].startswith("TRT-") and all(": " in line and len(line.split(": ")[1]) == 8 for line in lines[1:])
+    fp, i8 = open_detector(tiny_onnx), open_detector(q)
+    for s in D.list_split(demo_root, "test")[:3]:
+        img = D.load_image(s.path)
+        a, b = fp.detect(img).anomaly_map, i8.detect(img).anomaly_map
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9  # the pixel map does not collapse
+    assert ModelInfo.load(q.with_suffix(".json")).meta["quant_mode"] == mode
+
+
+def test_bad_inputs_are_clear(tiny_onnx, tmp_path):
+    from edge_ad.quantize import calibration_batch
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    (tmp_path / "bad.json").write_text(tiny_onnx.with_suffix(".json").read_text())
+    with pytest.raises(EdgeAdError, match="not a loadable ONNX"):
+        open_detector(bad)
+    few = tmp_path / "few"
+    few.mkdir()
+    for i in range(3):
+        (few / f"{i}.png").write_bytes(b"junk")
+    with pytest.raises(EdgeAdError, match="at least"):
+        calibration_batch(few, ModelInfo.load(tiny_onnx.with_suffix(".json")).data)
+    det = open_detector(tiny_onnx)
+    with pytest.raises(EdgeAdError, match="BGR uint8"):
+        det.detect(np.zeros((64, 64), np.float32))
+    with pytest.raises(EdgeAdError, match="does not match"):
+        det.session.run(np.zeros((1, 3, 32, 32), np.float32))
+    assert not list(tiny_onnx.parent.glob("*.tmp"))
+
+
+def test_runtime_path_imports_no_torch(tiny_onnx):
+    code = f"""
+import sys, numpy as np, json
+from edge_ad.runtime.detector import open_detector
+import edge_ad.scoring, edge_ad.metrics, edge_ad.data, edge_ad.runtime.onnx
+det = open_detector({str(tiny_onnx)!r})
+r = det.detect(np.zeros((70, 90, 3), np.uint8))
+rs = det.detect_batch([np.zeros((64, 64, 3), np.uint8)] * 3)
+print(json.dumps({{"torch": "torch" in sys.modules, "n": len(rs), "score": r.score}}))
+"""
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert out == {"torch": False, "n": 3, "score": out["score"]} and np.isfinite(out["score"])
