@@ -155,7 +155,8 @@ def _make_logger(trt, verbose: bool = False):
             if int(severity) <= errors_up_to:
                 self.errors.append(str(msg))
             if int(severity) <= int(show):
-                print(f"[TensorRT] {str(severity).rsplit('.', 1)[-1]}: {msg}", file=sys.stderr)
+                level = getattr(severity, "name", str(severity))
+                print(f"[TensorRT] {level}: {msg}", file=sys.stderr)
 
     return _Logger()
 
