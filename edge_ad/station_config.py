@@ -107,7 +107,6 @@ class EvidenceConfig:
     max_events: int = 0  # 0: no count limit
     jpeg_quality: int = 90
     original_format: str = "jpg"  # jpg | png (lossless, for relabelling and retraining)
-    overlay_alpha: float = 0.45
     min_box_area: int = 16  # pixels at frame size; smaller regions are noise
 
 
@@ -237,8 +236,6 @@ def _validate(cfg: StationConfig, source: str) -> None:
         fail("debounce.min_anomalous", f"must be <= debounce.window ({cfg.debounce.window})")
     if not 1 <= cfg.evidence.jpeg_quality <= 100:
         fail("evidence.jpeg_quality", "must be in 1..100")
-    if not 0.0 <= cfg.evidence.overlay_alpha <= 1.0:
-        fail("evidence.overlay_alpha", "must be in 0..1")
     if cfg.mqtt.password_env and cfg.mqtt.password_file:
         fail("mqtt.password_file", "cannot be combined with mqtt.password_env")
     for key in ("station", "mqtt.topic_prefix"):

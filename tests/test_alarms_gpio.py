@@ -1,0 +1,124 @@
+"""GPIO sink on the recording fake backend, and the hub that feeds it from the debouncer."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import time
+
+import pytest
+
+from edge_ad.alarms import AlarmEvent, Alarms, Debouncer, LogSink, build_alarms
+from edge_ad.alarms.gpio import FakeBackend, GpioSink, NoneBackend, make_backend
+from edge_ad.errors import EdgeAdError
+from edge_ad.station_config import GpioConfig, station_config_from_dict
+
+
+def event(i: int = 0) -> AlarmEvent:
+    return AlarmEvent(station="s", part="p", model_version="v1", score=0.9, threshold=0.5, frame_index=i)
+
+
+def wait_until(predicate, timeout: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not predicate():
+        time.sleep(0.005)
+    return predicate()
+
+
+@pytest.mark.parametrize("active_high, idle, active", [(True, 0, 1), (False, 1, 0)])
+def test_hold_mode_follows_alarm_level_and_ends_inactive(active_high, idle, active):
+    fake = FakeBackend()
+    sink = GpioSink(GpioConfig(enabled=True, backend="fake", mode="hold", active_high=active_high), fake)
+    sink.on_event(event())  # hold mode: events do not pulse
+    sink.set_active(True)
+    sink.set_active(True)  # no duplicate transition
+    sink.set_active(False)
+    sink.set_active(True)
+    sink.close()  # shutdown while the alarm is on: the line must be released
+    assert fake.levels == [idle, active, idle, active, idle]
+    assert fake.closed
+
+
+def test_pulse_mode_pulse_length_and_extension():
+    fake = FakeBackend()
+    sink = GpioSink(GpioConfig(enabled=True, backend="fake", mode="pulse", pulse_s=0.1), fake)
+    sink.set_active(True)  # pulse mode ignores the level
+    sink.on_event(event(0))
+    assert wait_until(lambda: len(fake.transitions) == 3)
+    (_, lvl0), (t_on, lvl1), (t_off, lvl2) = fake.transitions
+    assert (lvl0, lvl1, lvl2) == (0, 1, 0)
+    assert 0.09 <= t_off - t_on < 0.3
+
+    sink.on_event(event(1))
+    time.sleep(0.06)
+    sink.on_event(event(2))  # a second event mid-pulse extends it: one longer pulse, not two
+    assert wait_until(lambda: len(fake.transitions) == 5)
+    (t_on, on), (t_off, off) = fake.transitions[3:]
+    assert (on, off) == (1, 0) and 0.15 <= t_off - t_on < 0.4
+    sink.close()
+    assert fake.levels[-1] == 0
+
+
+def test_close_during_pulse_drives_line_inactive_at_once():
+    fake = FakeBackend()
+    sink = GpioSink(GpioConfig(enabled=True, backend="fake", mode="pulse", pulse_s=5.0, active_high=False), fake)
+    sink.on_event(event())
+    t0 = time.monotonic()
+    sink.close()
+    assert fake.levels == [1, 0, 1] and time.monotonic() - t0 < 0.1
+    time.sleep(0.05)
+    assert fake.levels == [1, 0, 1]  # the cancelled timer wrote nothing after close
+
+
+def test_none_backend_and_missing_hardware_libraries():
+    assert isinstance(make_backend(GpioConfig(backend="none")), NoneBackend)
+    GpioSink(GpioConfig(backend="none")).close()
+    if importlib.util.find_spec("Jetson") is None:
+        with pytest.raises(EdgeAdError, match="pip install Jetson.GPIO"):
+            make_backend(GpioConfig(backend="jetson"))
+    if importlib.util.find_spec("gpiod") is None:
+        with pytest.raises(EdgeAdError, match="pip install gpiod"):
+            make_backend(GpioConfig(backend="gpiod"))
+
+
+def test_hub_debounces_and_drives_every_sink(caplog):
+    fake = FakeBackend()
+    gpio = GpioSink(GpioConfig(enabled=True, backend="fake", mode="hold"), fake)
+
+    class Broken:
+        name = "broken"
+
+        def on_event(self, e):
+            raise RuntimeError("sink down")
+
+        set_active = on_event
+
+        def close(self):
+            pass
+
+    caplog.set_level(logging.INFO)
+    alarms = Alarms([LogSink(), Broken(), gpio], Debouncer(window=3, min_anomalous=2, hold_s=0.5))
+    now = 100.0
+    rising = []
+    for i, bad in enumerate([1, 0, 0, 1, 1, 1, 0, 0, 0]):
+        decision = alarms.update(bool(bad), now + i * 0.1)
+        if decision.rising:
+            rising.append(i)
+            alarms.fire(event(i))
+    assert rising == [4]  # the lone frame 0 did not fire; frames 3+4 did, once
+    assert fake.levels == [0, 1]  # still held: less than hold_s since the last anomalous window
+    decision = alarms.update(False, now + 5.0)
+    assert decision.falling and fake.levels == [0, 1, 0]
+    assert "ANOMALY station=s part=p model=v1 score=0.9000" in caplog.text
+    assert "alarm sink broken: on_event failed" in caplog.text  # logged; the GPIO after it still ran
+    alarms.close()
+    assert fake.closed
+
+
+def test_build_alarms_from_station_config():
+    cfg = station_config_from_dict({"part": "p", "gpio": {"enabled": True, "backend": "fake", "mode": "pulse"},
+                                    "debounce": {"window": 4, "min_anomalous": 2, "hold_s": 1.0}})
+    alarms = build_alarms(cfg)
+    assert [s.name for s in alarms.sinks] == ["log", "gpio"]
+    assert (alarms.debouncer.window, alarms.debouncer.min_anomalous, alarms.debouncer.hold_s) == (4, 2, 1.0)
+    alarms.close()
