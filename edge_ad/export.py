@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from edge_ad.runtime.detector import MANIFEST_SUFFIX, ModelInfo
 from edge_ad.scoring import BLUR_TRUNCATE, ScoringSpec
 
 OPSET = 17
+IR_VERSION = 8  # the oldest IR that carries opset 17
 PARITY_TOLERANCE = 1e-4  # max |ORT - torch| relative to the map range
 
 
@@ -107,10 +109,12 @@ def export_onnx(model_path: str | Path, out_path: str | Path, fused: bool = Fals
     graph = Graph().eval()
     example = torch.zeros(1, 3, h, w)
     buf = io.BytesIO()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Constant folding")  # the teacher's static pads; harmless
         torch.onnx.export(graph, (example,), buf, input_names=["image"], output_names=names, opset_version=opset,
                           do_constant_folding=True, dynamo=False)
     proto = onnx.load_from_string(buf.getvalue())
+    proto.ir_version = min(proto.ir_version, IR_VERSION)  # JetPack's older onnxruntime/TensorRT parsers
     onnx.checker.check_model(proto, full_check=True)
     proto = onnx.shape_inference.infer_shapes(proto)
     info = ModelInfo(cfg.data, fused_spec(spec) if fused else spec, float(meta["threshold"]),

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install edge_ad and what it needs on a fresh Debian/Ubuntu machine (CPU). --dev adds the test tools.
+# Jetson stations use jetson/install.sh instead.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+if [ "$dev" = 1 ] && command -v apt-get >/dev/null 2>&1; then
+  # mosquitto: the real MQTT broker the alarm tests talk to; shellcheck: lints jetson/*.sh;
+  # systemd: systemd-analyze verifies the service unit.
+  missing=""
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
+  command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
+  command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+  if [ -n "$missing" ]; then
+    $sudo apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing
+  fi
+fi
+python3 -m pip install -q --upgrade pip
+python3 -m pip install -q "torch==2.13.0"   # exact pin: an unpinned torch pulls a multi-GB CUDA build
+extras="train,mqtt"
+[ "$dev" = 1 ] && extras="train,mqtt,dev"
+python3 -m pip install -q -e "${here}[${extras}]"
