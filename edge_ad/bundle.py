@@ -1,0 +1,133 @@
+"""Versioned part bundles: parts/<part>/v<N>/ written to a temp dir and renamed; `current` is a symlink
+switched atomically, so a running service never sees a half-written bundle (torch-free).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from edge_ad.errors import EdgeAdError
+
+MANIFEST = "manifest.json"
+CURRENT = "current"
+_VERSION = re.compile(r"^v(\d+)$")
+_PART_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_part_name(part: str) -> str:
+    if not _PART_NAME.match(part):
+        raise EdgeAdError(f"invalid part name {part!r}: use letters, digits, '_', '-', '.' (max 64)")
+    return part
+
+
+def versions(root: str | Path, part: str) -> list[int]:
+    d = Path(root) / part
+    if not d.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in d.iterdir() if p.is_dir() and (m := _VERSION.match(p.name)))
+
+
+def current_version(root: str | Path, part: str) -> int | None:
+    link = Path(root) / part / CURRENT
+    if not link.is_symlink():
+        return None
+    m = _VERSION.match(os.readlink(link))
+    return int(m.group(1)) if m else None
+
+
+def switch_current(root: str | Path, part: str, version: int) -> Path:
+    """Point `current` at v<version> atomically (new symlink, then rename over the old one)."""
+    d = Path(root) / part
+    if not (d / f"v{version}").is_dir():
+        raise EdgeAdError(f"part {part} has no version v{version} (have: {', '.join(f'v{v}' for v in versions(root, part)) or 'none'})")
+    tmp = d / f".{CURRENT}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(f"v{version}", tmp)
+    os.replace(tmp, d / CURRENT)
+    return d / CURRENT
+
+
+def write_bundle(root: str | Path, part: str, files: dict[str, Path], manifest: dict, activate: bool = True) -> Path:
+    """Copy files into a new parts/<part>/v<N>/ with a manifest of hashes; optionally switch `current`."""
+    check_part_name(part)
+    d = Path(root) / part
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=d))
+    try:
+        hashes = {}
+        for name, src in files.items():
+            src = Path(src)
+            if not src.is_file():
+                raise EdgeAdError(f"bundle file missing: {src}")
+            shutil.copy2(src, tmp / name)
+            hashes[name] = sha256(tmp / name)
+        version = (max(versions(root, part), default=0)) + 1
+        doc = {**manifest, "part": part, "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": hashes}
+        (tmp / MANIFEST).write_text(json.dumps(doc, indent=1, default=str))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        final = d / f"v{version}"
+        os.rename(tmp, final)  # fails rather than overwrite if a concurrent writer took the number
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise EdgeAdError(f"could not write bundle for part {part} in {d}: {e.strerror or e}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if activate:
+        switch_current(root, part, version)
+    return final
+
+
+def read_manifest(bundle: str | Path) -> dict:
+    p = Path(bundle) / MANIFEST
+    if not p.is_file():
+        raise EdgeAdError(f"not a part bundle (no {MANIFEST}): {bundle}")
+    return json.loads(p.read_text())
+
+
+def verify(bundle: str | Path) -> list[str]:
+    """Names of files whose hash does not match the manifest (empty when intact)."""
+    b = Path(bundle)
+    return [n for n, h in read_manifest(b).get("files", {}).items() if not (b / n).is_file() or sha256(b / n) != h]
+
+
+def resolve(root: str | Path, part: str) -> Path:
+    """The bundle `current` points at, fully resolved (so a later switch does not move it under a reader)."""
+    link = Path(root) / part / CURRENT
+    if not link.exists():
+        raise EdgeAdError(f"part {part} has no current bundle in {root} (run `edge_ad calibrate --part {part}`)")
+    return link.resolve()
+
+
+def rollback(root: str | Path, part: str, version: int | None = None) -> int:
+    """Switch `current` to the given version, or to the newest one older than the current."""
+    if version is None:
+        cur = current_version(root, part)
+        older = [v for v in versions(root, part) if cur is None or v < cur]
+        if not older:
+            raise EdgeAdError(f"part {part} has no version older than v{cur} to roll back to")
+        version = older[-1]
+    switch_current(root, part, version)
+    return version
+
+
+def list_parts(root: str | Path) -> list[str]:
+    r = Path(root)
+    return sorted(p.name for p in r.iterdir() if p.is_dir() and versions(r, p.name)) if r.is_dir() else []

@@ -1,0 +1,48 @@
+import os
+
+import pytest
+
+from edge_ad import bundle as B
+from edge_ad.errors import EdgeAdError
+
+
+def make_files(tmp_path, text):
+    f = tmp_path / f"model_{text}.onnx"
+    f.write_text(text)
+    return {"model.onnx": f}
+
+
+def test_versions_current_and_rollback(tmp_path):
+    root = tmp_path / "parts"
+    v1 = B.write_bundle(root, "flange", make_files(tmp_path, "a"), {"threshold": 1.0})
+    v2 = B.write_bundle(root, "flange", make_files(tmp_path, "b"), {"threshold": 2.0})
+    assert (v1.name, v2.name) == ("v1", "v2")
+    assert B.versions(root, "flange") == [1, 2] and B.current_version(root, "flange") == 2
+    assert B.resolve(root, "flange") == v2.resolve() and (B.resolve(root, "flange") / "model.onnx").read_text() == "b"
+    man = B.read_manifest(v2)
+    assert man["version"] == 2 and man["threshold"] == 2.0 and len(man["files"]["model.onnx"]) == 64
+    assert B.rollback(root, "flange") == 1 and B.current_version(root, "flange") == 1
+    with pytest.raises(EdgeAdError, match="no version older"):
+        B.rollback(root, "flange")
+    assert B.list_parts(root) == ["flange"]
+    assert not [p for p in (root / "flange").iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
+def test_verify_detects_tampering(tmp_path):
+    b = B.write_bundle(tmp_path, "p", make_files(tmp_path, "x"), {})
+    assert B.verify(b) == []
+    (b / "model.onnx").write_text("changed")
+    assert B.verify(b) == ["model.onnx"]
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    with pytest.raises(EdgeAdError, match="bundle file missing"):
+        B.write_bundle(tmp_path, "p", {"model.onnx": tmp_path / "nope"}, {})
+    assert os.listdir(tmp_path / "p") == []
+    with pytest.raises(EdgeAdError, match="invalid part name"):
+        B.write_bundle(tmp_path, "../evil", make_files(tmp_path, "x"), {})
+
+
+def test_resolve_without_bundle_is_clear(tmp_path):
+    with pytest.raises(EdgeAdError, match="edge_ad calibrate"):
+        B.resolve(tmp_path, "nothing")
