@@ -41,7 +41,9 @@ class Notifier:
         self._last_status = float("-inf")
         self._sock: socket.socket | None = None
         if self.socket_path:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Non-blocking: a datagram socket blocks when the receiver's queue is full, and the inspection
+            # loop must never wait for systemd.
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
 
     @staticmethod
     def _watchdog_interval(env: Mapping[str, str]) -> float | None:
@@ -67,6 +69,9 @@ class Notifier:
         try:
             self._sock.sendto(message.encode(), _address(self.socket_path))
             return True
+        except BlockingIOError:
+            log.debug("sd_notify: %s busy, dropped %r", self.socket_path, message.split("\n", 1)[0])
+            return False
         except OSError as exc:  # systemd gone or socket full: never fatal for the inspection loop
             log.warning("sd_notify to %s failed: %s", self.socket_path, exc)
             return False

@@ -103,7 +103,7 @@ class EvidenceConfig:
 
     enabled: bool = True
     dir: str = "/var/lib/edge_ad/evidence"
-    max_mb: float = 2048.0  # oldest events are deleted beyond this
+    max_mb: float = 2048.0  # MiB; oldest events are deleted beyond this
     max_events: int = 0  # 0: no count limit
     jpeg_quality: int = 90
     original_format: str = "jpg"  # jpg | png (lossless, for relabelling and retraining)
