@@ -313,15 +313,23 @@ class Camera:
                 self._ended = True
                 self._cond.notify_all()
 
+    def _paced(self) -> bool:
+        """Files in realtime mode, and files replayed as a live camera, run at their own frame rate."""
+        is_file = isinstance(self.source, _FolderSource) or self.source.kind == "video"
+        return is_file and (self.mode == "realtime" or self.live)
+
+    def _pace(self, start: float, n: int) -> bool:
+        """Sleep until frame n of a paced source is due; True when a stop was requested meanwhile."""
+        delay = start + n / (self.source.fps or self.cfg.fps) - time.monotonic()
+        return delay > 0 and self._stop.wait(delay)
+
     def _run_file(self) -> None:
-        fps = self.source.fps or self.cfg.fps
+        paced = self._paced()
         start = time.monotonic()
         n = 0
         while not self._stop.is_set():
-            if self.mode == "realtime":
-                delay = start + n / fps - time.monotonic()
-                if delay > 0 and self._stop.wait(delay):
-                    return
+            if paced and self._pace(start, n):
+                return
             image = self.source.read()
             if image is None:
                 log.info("camera %s: end of file after %d frame(s)", self.uri, self.stats.grabbed)
@@ -332,11 +340,14 @@ class Camera:
     def _run_live(self, opened: bool) -> None:
         failures = 0
         lost_at: float | None = None
+        paced = self._paced()
+        start, n = time.monotonic(), 0
         while not self._stop.is_set():
             if not opened:
                 try:
                     self.source.open()
                     opened = True
+                    start, n = time.monotonic(), 0
                     if lost_at is not None:
                         self.stats.reconnects += 1
                         log.info("camera %s: reconnected after %d failed attempt(s), %.1f s without frames",
@@ -359,6 +370,9 @@ class Camera:
                 lost_at = time.monotonic()
                 continue
             self._publish(image)
+            n += 1
+            if paced and self._pace(start, n):
+                return
 
     def _publish(self, image: np.ndarray) -> None:
         frame = Frame(image=image, index=self.stats.grabbed, time=time.time(), name=self.source.name)

@@ -39,7 +39,7 @@ class CameraConfig:
     rtsp_tcp: bool = True  # RTSP over TCP: no smeared frames from lost UDP packets
     csi_pipeline: str = CSI_PIPELINE
     file_mode: str = "every"  # files/folders: every (no drops, in order) | realtime (paced, drops) | latest
-    live: bool = False  # treat a file/folder like a camera: reopen at the end or on failure (bench replay)
+    live: bool = False  # replay a file/folder like a camera: paced at its fps, reopened at the end or on failure
     reconnect_min_s: float = 0.5  # first backoff delay after a live source fails twice in a row
     reconnect_max_s: float = 30.0
     open_timeout_s: float = 10.0  # network streams (RTSP/HTTP) only
