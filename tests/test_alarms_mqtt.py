@@ -180,7 +180,7 @@ def test_broker_outage_loses_nothing_and_keeps_order(mosquitto_factory, tmp_path
         for i in range(3, 8):
             t0 = time.perf_counter()
             sink.on_event(event(i))
-            assert time.perf_counter() - t0 < 0.05, "on_event must not wait for the broker"
+            assert time.perf_counter() - t0 < 0.1, "on_event must not wait for the broker"
         assert len(sink.queue) == 5
         assert sorted(p.name for p in (tmp_path / "queue").glob("*.json"))[0].endswith(".json")
         time.sleep(0.4)  # a few failed reconnects with backoff
@@ -210,7 +210,7 @@ def test_bounded_queue_survives_restart_and_drops_oldest(mosquitto_factory, tmp_
     first = MqttSink(cfg, STATION, PART)
     for i in range(5):
         first.on_event(event(i))
-    time.sleep(0.2)
+    assert wait_until(lambda: "cannot reach broker" in caplog.text)
     first.close()
     assert len(list((tmp_path / "queue").glob("*.json"))) == 3
     assert sum("dropped the oldest" in r.getMessage() for r in caplog.records) == 2

@@ -143,7 +143,7 @@ def test_latest_frame_fast_live_source_slow_consumer(mjpeg):
             time.sleep(0.05)  # inference slower than the camera
         assert all(b > a for a, b in zip(indices, indices[1:]))
         # queued frames would age by 0.05 s per read (0.5 s by the end); the newest one is a few ms old
-        assert max(ages[1:]) < 0.1, f"frames must be fresh, ages {ages}"
+        assert max(ages[1:]) < 0.2, f"frames must be fresh, ages {ages}"
         assert drops[-1] > drops[1] > 0  # the source kept running and the overwritten frames were counted
         with cam._cond:  # a consistent snapshot: every grabbed frame was delivered, dropped, or is the one pending
             s = cam.stats
@@ -207,7 +207,9 @@ def test_unreachable_rtsp_retries_with_backoff_and_stops_promptly(caplog):
         port = s.getsockname()[1]  # nothing listens here
     caplog.set_level(logging.WARNING, logger="edge_ad.camera")
     cam = Camera(f"rtsp://127.0.0.1:{port}/stream", fast_cfg()).start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 5
+    while caplog.text.count("retrying in") < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert cam.read(timeout=0.05) is None and not cam.finished
     t0 = time.monotonic()
     cam.stop()
