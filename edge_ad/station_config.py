@@ -6,15 +6,13 @@ so a typo in /etc/edge_ad/station.yaml is one clear line, not a silent default.
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 import yaml
 
+from edge_ad.config import ConfigError, from_dict
 from edge_ad.errors import EdgeAdError
 
 # Jetson CSI camera (Argus). Fields: sensor_id, width, height, fps, flip. Same text as jetson/pipelines/csi.txt.
@@ -128,6 +126,9 @@ class StationConfig:
     runtime: str = "onnxruntime"  # onnxruntime | tensorrt
     threshold: Union[float, None] = None  # None: the bundle's calibrated threshold
     log_level: str = "INFO"
+    roi: Union[list[int], None] = None  # [x, y, width, height] of the frame to inspect; None: whole frame
+    frame_log: str = "/var/log/edge_ad/frames.jsonl"  # one JSON line per frame; empty: off
+    preview: bool = False  # show a window with the heatmap (needs a display and a GUI build of OpenCV)
     camera: CameraConfig = field(default_factory=CameraConfig)
     debounce: DebounceConfig = field(default_factory=DebounceConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
@@ -173,43 +174,12 @@ def load_station_config(path: str | Path) -> StationConfig:
 
 def station_config_from_dict(data: dict[str, Any], source: str = "<dict>") -> StationConfig:
     """Build and validate a StationConfig from plain data (YAML already parsed)."""
-    cfg = _build(StationConfig, data, "", source)
+    try:
+        cfg = from_dict(StationConfig, data)
+    except ConfigError as exc:
+        raise EdgeAdError(f"{source}: {exc}") from None
     _validate(cfg, source)
     return cfg
-
-
-def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
-    if not isinstance(data, dict):
-        raise EdgeAdError(f"{source}: key '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise EdgeAdError(
-            f"{source}: unknown key '{prefix}{unknown[0]}' (allowed under '{prefix.rstrip('.') or '<top>'}': "
-            f"{', '.join(sorted(names))})"
-        )
-    kwargs = {name: _convert(hints[name], value, f"{prefix}{name}", source) for name, value in data.items()}
-    return cls(**kwargs)
-
-
-def _convert(hint: Any, value: Any, key: str, source: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value if value is not None else {}, key + ".", source)
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (Union, types.UnionType) and type(None) in args:
-        if value is None:
-            return None
-        (hint,) = [a for a in args if a is not type(None)]
-    ok = (
-        (hint is bool and isinstance(value, bool))
-        or (hint is int and isinstance(value, int) and not isinstance(value, bool))
-        or (hint is float and isinstance(value, (int, float)) and not isinstance(value, bool))
-        or (hint is str and isinstance(value, str))
-    )
-    if not ok:
-        raise EdgeAdError(f"{source}: key '{key}' must be {hint.__name__}, got {value!r}")
-    return float(value) if hint is float else value
 
 
 def _get(cfg: StationConfig, key: str) -> Any:
@@ -221,7 +191,7 @@ def _get(cfg: StationConfig, key: str) -> Any:
 
 def _validate(cfg: StationConfig, source: str) -> None:
     def fail(key: str, why: str) -> None:
-        raise EdgeAdError(f"{source}: key '{key}' {why}, got {_get(cfg, key)!r}")
+        raise EdgeAdError(f"{source}: {key}: {why}, got {_get(cfg, key)!r}")
 
     for key, choices in _CHOICES.items():
         if _get(cfg, key) not in choices:
