@@ -19,6 +19,7 @@ from edge_ad.errors import EdgeAdError
 
 METHODS = ("rd", "rd_aug", "dual")
 TEACHERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+IMPORTANCES = ("magnitude", "taylor")
 
 
 class ConfigError(EdgeAdError):
@@ -135,12 +136,36 @@ class ScoringConfig:
 
 
 @dataclass
+class PruneConfig:
+    """Structural pruning of the students (`edge_ad prune`); the teacher is never pruned."""
+
+    ratio: float = 0.5  # fraction of channels removed from every prunable student layer
+    steps: int = 3  # reach the ratio in this many equal steps, recovering after each
+    importance: str = "magnitude"  # magnitude (L2 norm of weights) | taylor (|weight x gradient| of the loss)
+    finetune_epochs: int = 2  # recovery distillation epochs after each step
+    lr: float = 0.001  # recovery learning rate (Adam with the training betas and weight decay)
+    taylor_batches: int = 4  # batches whose gradients are summed before each taylor step
+    round_to: int = 8  # keep channel counts multiples of this (GPU-friendly); 1 = exact ratio
+
+    def validate(self) -> None:
+        _check(0.0 <= self.ratio < 1.0, "prune.ratio", f"must be in [0, 1), got {self.ratio}")
+        _check(self.steps >= 1, "prune.steps", "must be >= 1")
+        _check(self.importance in IMPORTANCES, "prune.importance",
+               f"must be one of {', '.join(IMPORTANCES)}, got {self.importance!r}")
+        _check(self.finetune_epochs >= 0, "prune.finetune_epochs", "must be >= 0")
+        _check(0 < self.lr < 1, "prune.lr", "must be in (0, 1)")
+        _check(self.taylor_batches >= 1, "prune.taylor_batches", "must be >= 1")
+        _check(self.round_to >= 1, "prune.round_to", "must be >= 1 (1 disables rounding)")
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
