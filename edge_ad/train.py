@@ -88,8 +88,7 @@ def train(cfg: Config, resume: bool = False, images: list[np.ndarray] | None = N
     device = resolve_device(cfg.train.device)
     images = load_training_images(cfg) if images is None else images
     model = ADModel(cfg.model).to(device)
-    opt = torch.optim.Adam(model.students.parameters(), lr=cfg.train.lr, betas=ADAM_BETAS,
-                           weight_decay=cfg.train.weight_decay)
+    opt = student_optimizer(model, cfg)
     start, history = 0, []
     ckpt_path = out / CHECKPOINT_FILE
     if resume and ckpt_path.is_file():
@@ -105,26 +104,11 @@ def train(cfg: Config, resume: bool = False, images: list[np.ndarray] | None = N
 
     raw = teacher_features(model, images, cfg, device)
     rng = np.random.default_rng(cfg.train.seed + start)
-    n, bs = len(images), cfg.train.batch_size
+    n = len(images)
     for epoch in range(start, cfg.train.epochs):
-        model.students.train()
         t0 = time.time()
-        order = torch.randperm(n).tolist()
-        bar = tqdm(range(0, n, bs), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="it")
-        total = 0.0
-        for i in bar:
-            idx = order[i:i + bs]
-            target = [f[idx] for f in raw]
-            inputs = target
-            if cfg.model.method == "rd_aug":
-                inputs = augmented_features(model, images, idx, target, cfg, device, rng)
-            loss = sum(distill_loss(t, s) for t, s in zip(model.pair_features(target), model.student_outputs(inputs)))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        history.append({"epoch": epoch + 1, "loss": total / n, "seconds": round(time.time() - t0, 2)})
+        loss = distill_epoch(model, images, raw, cfg, device, opt, rng, f"epoch {epoch + 1}/{cfg.train.epochs}")
+        history.append({"epoch": epoch + 1, "loss": loss, "seconds": round(time.time() - t0, 2)})
         atomic_save({"config": to_dict(cfg), "students": model.students.state_dict(), "optimizer": opt.state_dict(),
                      "epoch": epoch + 1, "history": history, "torch_rng": torch.get_rng_state()}, ckpt_path)
     (out / "history.json").write_text(json.dumps(history, indent=1))
@@ -136,6 +120,41 @@ def train(cfg: Config, resume: bool = False, images: list[np.ndarray] | None = N
             "train_images": n, "data_root": cfg.data.root, "threshold": threshold, "threshold_source": "train good scores"}
     save_model(model, cfg, spec, meta, out / MODEL_FILE)
     return out / MODEL_FILE
+
+
+def student_optimizer(model: ADModel, cfg: Config, lr: float | None = None) -> torch.optim.Optimizer:
+    """Adam over the students only (the teacher stays frozen), with RD4AD's betas."""
+    return torch.optim.Adam(model.students.parameters(), lr=cfg.train.lr if lr is None else lr, betas=ADAM_BETAS,
+                            weight_decay=cfg.train.weight_decay)
+
+
+def batch_loss(model: ADModel, images: list[np.ndarray], idx: list[int], raw: list[torch.Tensor], cfg: Config,
+               device: torch.device, rng: np.random.Generator) -> torch.Tensor:
+    """Distillation loss of one batch: students fed T(x) (or T(aug x) for rd_aug) must reproduce T(x)."""
+    target = [f[idx] for f in raw]
+    inputs = target
+    if cfg.model.method == "rd_aug":
+        inputs = augmented_features(model, images, idx, target, cfg, device, rng)
+    return sum(distill_loss(t, s) for t, s in zip(model.pair_features(target), model.student_outputs(inputs)))
+
+
+def distill_epoch(model: ADModel, images: list[np.ndarray], raw: list[torch.Tensor], cfg: Config, device: torch.device,
+                  opt: torch.optim.Optimizer, rng: np.random.Generator, desc: str = "epoch") -> float:
+    """One shuffled pass over the cached teacher features (used by training and pruning recovery); mean loss."""
+    model.students.train()
+    n, bs = len(images), cfg.train.batch_size
+    order = torch.randperm(n).tolist()
+    bar = tqdm(range(0, n, bs), desc=desc, unit="it")
+    total = 0.0
+    for i in bar:
+        idx = order[i:i + bs]
+        loss = batch_loss(model, images, idx, raw, cfg, device, rng)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    return total / n
 
 
 def augmented_features(model: ADModel, images: list[np.ndarray], idx: list[int], raw: list[torch.Tensor],
@@ -176,8 +195,10 @@ def fit_scoring(model: ADModel, images: list[np.ndarray], cfg: Config,
 
 
 def save_model(model: ADModel, cfg: Config, spec: ScoringSpec, meta: dict, path: Path) -> None:
+    """Pruned students (meta["pruned"]) are stored as whole modules: their shapes no longer follow the config."""
+    arch = model.students if meta.get("pruned") else None
     atomic_save({"format": "edge_ad-model-1", "config": to_dict(cfg), "students": model.students.state_dict(),
-                 "student_arch": None, "scoring": spec.to_dict(), "meta": meta}, path)
+                 "student_arch": arch, "scoring": spec.to_dict(), "meta": meta}, path)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[ADModel, Config, ScoringSpec, dict]:
