@@ -127,12 +127,30 @@ def _add_quant_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exclude", nargs="*", metavar="NODE", help="node names to keep in float (see the sensitivity report)")
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge_ad.loop import run_station
+    from edge_ad.service import StopFlag
+    from edge_ad.station_config import load_station_config
+
+    cfg = load_station_config(args.config)
+    if args.source:
+        cfg.camera.source = args.source
+    if args.preview:
+        cfg.preview = True
+    logging.getLogger().setLevel(cfg.log_level)
+    with StopFlag() as stop:
+        stats = run_station(cfg, stop, args.max_frames)
+    print(f"{stats.frames} frames, {stats.anomalous} anomalous, {stats.alarms} alarms, {stats.dropped} dropped, "
+          f"{stats.errors} errors")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from edge_ad.doctor import format_report, run_doctor
+    from edge_ad.doctor import doctor_ok, format_report, run_doctor
 
     checks = run_doctor(mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port, disk_path=args.disk_path)
     print(format_report(checks))
-    return 0
+    return 0 if doctor_ok(checks) else 1
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -201,6 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output path (default: <model>_int8_<mode>.onnx)")
     _add_quant_flags(p)
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("run", help="run the inspection loop on a camera (what the systemd service runs)",
+                       description="Capture -> ROI -> detect -> debounce -> alarms (log, MQTT, GPIO) -> evidence. "
+                                   "SIGTERM/SIGINT stop cleanly; SIGHUP reloads the part bundle.")
+    p.add_argument("--config", required=True, help="station YAML (see jetson/station.example.yaml)")
+    p.add_argument("--source", help="override camera.source: csi://0, /dev/video0, 0, rtsp://..., video file, image folder")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames (bench tests)")
+    p.add_argument("--preview", action="store_true", help="show a heatmap window (needs a display)")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("doctor", help="check this machine: Python, JetPack, TensorRT, CUDA, cameras, GPIO, broker, disk")
     p.add_argument("--mqtt-host", default="127.0.0.1")
