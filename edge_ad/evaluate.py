@@ -32,7 +32,7 @@ HEATMAPS_PER_TYPE = 3
 
 def run_split(infer: Infer, data_cfg: DataConfig, spec: ScoringSpec, samples: list[D.Sample], desc: str = "eval"):
     """Maps, scores, masks (input geometry) and valid boxes of every readable sample."""
-    kept, maps, scores, masks, boxes, originals = [], [], [], [], [], []
+    kept, maps, scores, masks, boxes = [], [], [], [], []
     for i in tqdm(range(0, len(samples), EVAL_BATCH), desc=desc, unit="batch", leave=False):
         batch, chunk = [], []
         for s in samples[i:i + EVAL_BATCH]:

@@ -8,7 +8,6 @@ explicit-precision parser expects) and `cpu` (uint8 activations, int8 per-channe
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
