@@ -118,6 +118,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from edge_ad.prune import prune_model
+
+    path = prune_model(args.model, args.ratio, args.steps, args.importance, args.epochs_per_step, args.out, args.data)
+    print(f"pruned model written to {path}; deploy it like any model: edge_ad export {path} --int8")
+    return 0
+
+
 def _add_quant_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib", help="folder of good images (or MVTec-layout folder; default: the training data)")
     p.add_argument("--calib-images", type=int, default=128, help="how many calibration images, chosen evenly")
@@ -219,6 +227,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output path (default: <model>_int8_<mode>.onnx)")
     _add_quant_flags(p)
     p.set_defaults(func=cmd_quantize)
+
+    from edge_ad.config import PruneConfig as PC
+
+    p = sub.add_parser("prune", help="shrink the student by structural pruning, recovering by distillation",
+                       description="Remove a fraction of the channels of every student layer (bottleneck and decoder; "
+                                   "the teacher and the student's output heads stay whole) in steps, fine-tuning by "
+                                   "distillation on the training images after each, then refit the threshold. Writes "
+                                   "model.pt, config.yaml and prune_history.json; export and quantize the result like any "
+                                   "model. Unset options come from the model's prune: config section. The other size "
+                                   "knob is the teacher: train with --teacher efficientnet_lite0 (the default and "
+                                   "smallest) rather than efficientnet_lite1/2.")
+    p.add_argument("model", help="trained model.pt or its folder")
+    p.add_argument("--ratio", type=float, metavar="R", help=f"fraction of channels removed per student layer, in [0, 1) (default "
+                   f"{PC.ratio}); parameters and MACs fall by up to 1-(1-ratio)^2")
+    p.add_argument("--steps", type=int, metavar="N", help=f"reach the ratio in N equal steps, recovering after each (default {PC.steps})")
+    p.add_argument("--importance", choices=["magnitude", "taylor"], help="which channels go: magnitude = smallest "
+                   "weight L2 norm; taylor = smallest |weight x gradient| of the distillation loss "
+                   f"(default {PC.importance})")
+    p.add_argument("--epochs-per-step", type=int, metavar="N", help=f"recovery distillation epochs after each step (default {PC.finetune_epochs})")
+    p.add_argument("--data", metavar="DIR", help="MVTec-layout folder whose train/good images are used (default: the model's training data)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: <model dir>/pruned_<ratio in %%>)")
+    p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("run", help="run the inspection loop on a camera (what the systemd service runs)",
                        description="Capture -> ROI -> detect -> debounce -> alarms (log, MQTT, GPIO) -> evidence. "
