@@ -93,7 +93,8 @@ def test_runtime_path_imports_no_torch(tiny_onnx):
     code = f"""
 import sys, numpy as np, json
 from edge_ad.runtime.detector import open_detector
-import edge_ad.scoring, edge_ad.metrics, edge_ad.data, edge_ad.runtime.onnx
+import edge_ad.scoring, edge_ad.metrics, edge_ad.data, edge_ad.runtime.onnx, edge_ad.loop, edge_ad.camera
+import edge_ad.alarms, edge_ad.service, edge_ad.evidence, edge_ad.bundle, edge_ad.evaluate, edge_ad.runtime.tensorrt
 det = open_detector({str(tiny_onnx)!r})
 r = det.detect(np.zeros((70, 90, 3), np.uint8))
 rs = det.detect_batch([np.zeros((64, 64, 3), np.uint8)] * 3)
