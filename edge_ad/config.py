@@ -85,7 +85,7 @@ class ModelConfig:
     shallow_strides: list[int] = field(default_factory=lambda: [2, 4])  # dual: texture pair
     deep_strides: list[int] = field(default_factory=lambda: [8, 16])  # dual: semantic pair
     fusion: str = "sum"  # dual: sum | product of the normalised pair maps
-    width: int = 128  # student base width (channels of the shallowest decoder stage)
+    width: int = 64  # student base width (shallowest decoder stage; deeper stages double, capped at 4x)
     bottleneck_blocks: int = 1  # residual blocks in the one-class bottleneck
 
     def validate(self) -> None:
