@@ -272,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 _EXTRA_COMMANDS: list = []  # other modules' `register(subparsers)` functions, added below
 
+from edge_ad import parts_cli  # noqa: E402 - calibrate, parts list|show|rollback (torch-free import)
+
+_EXTRA_COMMANDS.append(parts_cli.register)
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()

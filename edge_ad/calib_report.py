@@ -1,0 +1,112 @@
+"""The calibration report: score histogram with the threshold line, sample heatmaps, a Markdown page.
+
+matplotlib (Agg) draws the histogram when installed (edge_ad[dev]); otherwise cv2 draws a plain one,
+so a Jetson without matplotlib still gets a report with pictures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+HIST_SIZE = (900, 420)  # (width, height) of the histogram image in pixels
+GOOD_BGR, DEFECT_BGR, LINE_BGR = (80, 160, 60), (60, 60, 220), (200, 80, 0)
+
+
+def histogram_png(good: list[float], defects: list[float], threshold: float, path: Path, bins: int = 30) -> Path:
+    """Histogram of validation-good (and defect) scores with the threshold as a vertical line."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return _histogram_cv2(good, defects, threshold, path, bins)
+    lo, hi = _range(good, defects, threshold)
+    edges = np.linspace(lo, hi, bins + 1)
+    fig, ax = plt.subplots(figsize=(HIST_SIZE[0] / 100, HIST_SIZE[1] / 100), dpi=100)
+    ax.hist(good, bins=edges, alpha=0.7, color="tab:green", label=f"validation good ({len(good)})")
+    if defects:
+        ax.hist(defects, bins=edges, alpha=0.6, color="tab:red", label=f"defects ({len(defects)})")
+    ax.axvline(threshold, color="tab:blue", linestyle="--", label=f"threshold {threshold:.4g}")
+    ax.set_xlabel("anomaly score (deployed model)")
+    ax.set_ylabel("images")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _range(good: list[float], defects: list[float], threshold: float) -> tuple[float, float]:
+    vals = np.array(list(good) + list(defects) + [threshold], dtype=np.float64)
+    lo, hi = float(vals.min()), float(vals.max())
+    pad = (hi - lo) * 0.05 or abs(hi) * 0.05 or 1.0
+    return lo - pad, hi + pad
+
+
+def _histogram_cv2(good: list[float], defects: list[float], threshold: float, path: Path, bins: int) -> Path:
+    w, h = HIST_SIZE
+    left, right, top, bottom = 60, 20, 40, 50
+    img = np.full((h, w, 3), 255, np.uint8)
+    lo, hi = _range(good, defects, threshold)
+    edges = np.linspace(lo, hi, bins + 1)
+    series = [(np.histogram(good, edges)[0], GOOD_BGR)]
+    if defects:
+        series.append((np.histogram(defects, edges)[0], DEFECT_BGR))
+    peak = max(int(c.max()) for c, _ in series) or 1
+    x_of = lambda v: int(left + (v - lo) / (hi - lo) * (w - left - right))  # noqa: E731
+    y_of = lambda c: int(h - bottom - c / peak * (h - top - bottom))  # noqa: E731
+    for k, (counts, colour) in enumerate(series):
+        for i, c in enumerate(counts):
+            if c:
+                x0, x1 = x_of(edges[i]), x_of(edges[i + 1])
+                half = (x1 - x0) // len(series)
+                cv2.rectangle(img, (x0 + k * half, y_of(c)), (x0 + (k + 1) * half - 1, h - bottom), colour, -1)
+    cv2.line(img, (left, h - bottom), (w - right, h - bottom), (0, 0, 0), 1)
+    cv2.line(img, (left, top), (left, h - bottom), (0, 0, 0), 1)
+    xt = x_of(threshold)
+    for y in range(top, h - bottom, 10):
+        cv2.line(img, (xt, y), (xt, min(y + 5, h - bottom)), LINE_BGR, 2)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(img, f"{lo:.4g}", (left, h - bottom + 20), font, 0.45, (0, 0, 0), 1)
+    cv2.putText(img, f"{hi:.4g}", (w - right - 60, h - bottom + 20), font, 0.45, (0, 0, 0), 1)
+    cv2.putText(img, "anomaly score (deployed model)", (w // 2 - 120, h - 12), font, 0.5, (0, 0, 0), 1)
+    cv2.putText(img, str(peak), (10, top + 5), font, 0.45, (0, 0, 0), 1)
+    legend = f"green: validation good ({len(good)})" + (f"   red: defects ({len(defects)})" if defects else "")
+    cv2.putText(img, legend + f"   dashed: threshold {threshold:.4g}", (left, 25), font, 0.5, (0, 0, 0), 1)
+    cv2.imwrite(str(path), img)
+    return path
+
+
+def _table(rows: list[tuple[str, str]]) -> list[str]:
+    return ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+
+
+def write_report(path: Path, summary: list[tuple[str, str]], capture: dict, stage_seconds: dict[str, float],
+                 histogram: str, heatmaps: list[tuple[str, str]], warnings: list[str], engine: dict,
+                 versions: dict[str, str]) -> Path:
+    """report.md: summary, capture counts, histogram, heatmaps, time per stage, engine, warnings, versions."""
+    lines = [f"# Calibration report: {dict(summary).get('part', '')}", ""]
+    lines += _table(summary) + [""]
+    rejected = capture.get("rejected", {})
+    lines += ["## Capture", "", f"Kept {capture.get('images', 0)} images ({capture.get('new', 0)} new in the last run); "
+              "rejected in the last run: " + (", ".join(f"{k} {v}" for k, v in rejected.items() if v) or "none") + ".", ""]
+    lines += ["## Scores", "", f"![score histogram]({histogram})", "",
+              "Scores of the held-out validation good images (and defect images when given), scored by the deployed "
+              "INT8 model. Frames at or above the dashed line raise an alarm.", ""]
+    if heatmaps:
+        lines += ["## Sample heatmaps", "", "Left: network input; right: anomaly map (white outline: at or above the threshold).", ""]
+        lines += [f"**{caption}**\n\n![{caption}]({name})\n" for name, caption in heatmaps]
+    lines += ["## Time per stage", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in stage_seconds.items()]
+    lines += [f"| total | {sum(stage_seconds.values()):.1f} |", ""]
+    lines += ["## TensorRT engine", "", (f"Built: {engine.get('file')} ({engine.get('trt_version')}, {engine.get('gpu_name')})"
+                                         if engine.get("file") else f"Not built: {engine.get('skipped', 'unknown reason')}"), ""]
+    if warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
+    lines += ["## Software", "", ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+    path.write_text("\n".join(lines))
+    return path
