@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from edge_ad import train as T
 from edge_ad.config import Config, save_config
@@ -53,14 +54,17 @@ def student_cost(model: ADModel, cfg: Config) -> tuple[int, int]:
     return params, macs
 
 
-def effective_round_to(cfg: Config) -> int | None:
-    """prune.round_to, unless rounding would empty the narrowest layer (then exact channel counts)."""
+def effective_round_to(model: ADModel, cfg: Config) -> int | None:
+    """prune.round_to, unless rounding would empty the narrowest prunable layer (then exact channel counts)."""
     r = cfg.prune.round_to
     if r <= 1:
         return None
-    if int(cfg.model.width * (1 - cfg.prune.ratio)) < r:
-        log.warning("prune.round_to=%d disabled: width %d at ratio %.2f keeps fewer channels than that",
-                    r, cfg.model.width, cfg.prune.ratio)
+    heads = {id(h) for s in model.students for h in s.heads}
+    narrowest = min(m.out_channels for m in model.students.modules()
+                    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and id(m) not in heads)
+    if int(narrowest * (1 - cfg.prune.ratio)) < r:
+        log.warning("prune.round_to=%d not applied: the narrowest student layer (%d channels) keeps fewer at ratio %.2f",
+                    r, narrowest, cfg.prune.ratio)
         return None
     return r
 
@@ -113,7 +117,7 @@ def prune_model(model_path: str | Path, ratio: float | None = None, steps: int |
     params_before, macs_before = student_cost(model, cfg)
     raw = T.teacher_features(model, images, cfg, device)
     rng = np.random.default_rng(cfg.train.seed)
-    round_to = effective_round_to(cfg)
+    round_to = effective_round_to(model, cfg)
     pruners = make_pruners(model, cfg, round_to)
     history = []
     for step in range(1, p.steps + 1):

@@ -122,6 +122,21 @@ def test_bad_settings_are_one_clear_line(tiny_model, tmp_path, capsys):
 
 
 def test_round_to_never_empties_a_layer():
-    assert effective_round_to(load_config(None, {"model.width": 128, "prune.ratio": 0.7})) == 8
-    assert effective_round_to(load_config(None, {"model.width": 16, "prune.ratio": 0.7})) is None  # 4 channels left
-    assert effective_round_to(load_config(None, {"prune.round_to": 1})) is None
+    from edge_ad.models.model import ADModel
+
+    def rounding(**ov):
+        cfg = load_config(None, {f"prune.{k}": v for k, v in ov.items()} | {"model.width": 16})
+        return effective_round_to(ADModel(cfg.model), cfg)
+
+    assert rounding(ratio=0.5) == 8  # 16 -> 8 channels
+    assert rounding(ratio=0.7) is None  # 16 -> 4 channels: rounding down to 8 would leave none
+    assert rounding(ratio=0.5, round_to=1) is None
+
+
+def test_cli_help_names_both_knobs(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["prune", "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "edge_ad prune" in out
+    for word in ("--ratio", "--steps", "--importance", "--epochs-per-step", "--out", "taylor", "efficientnet_lite0"):
+        assert word in out
