@@ -20,7 +20,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +43,7 @@ STATE_FORMAT = "edge_ad-calibration-1"
 CAPTURED = "captured"  # never deleted by any stage, failure or --restart
 REJECTED = "rejected"
 KEEP_ON_RESTART = (CAPTURED, REJECTED)
-RESUMABLE_DIRS = {"capture": CAPTURED, "train": "model"}  # stage folders kept when the stage restarts
+RESUMABLE_DIRS = {"capture": CAPTURED, "train": "model"}  # stage folders kept when the stage reruns
 MAX_FRAMES_PER_IMAGE = 20  # capture.max_frames = 0: give up on a live camera after 20 x n frames
 VERSION_PACKAGES = ("numpy", "opencv-python-headless", "opencv-python", "onnx", "onnxruntime", "torch", "tensorrt")
 
@@ -169,13 +169,12 @@ def calibrate(job: Job, restart: bool = False, hook: Hook | None = None) -> Cali
         if state.done(stage):
             continue
         _say(f"[{i}/{len(STAGES)}] {stage}")
-        if hook:
-            hook("start", {"stage": stage})
-        folder = RESUMABLE_DIRS.get(stage)
-        if folder is None:
+        if stage not in RESUMABLE_DIRS:
             shutil.rmtree(job.dir / stage, ignore_errors=True)
         t0 = time.perf_counter()
         try:
+            if hook:
+                hook("start", {"stage": stage})
             outputs = _RUNNERS[stage](job, state, hook)
         except KeyboardInterrupt:
             _say(f"interrupted during {stage}: rerun the same command to continue from there")
@@ -220,18 +219,6 @@ def _clear_work(job: Job) -> None:
 # ----------------------------------------------------------------------------- 1. capture
 
 
-def _frame_name(src_is_dir: bool, frame, live: bool, taken: set[str]) -> str:
-    """Folders keep the file's name and videos the frame number (so a rerun skips them); cameras count on."""
-    if src_is_dir:
-        return f"{Path(frame.name).stem}.png"
-    if not live:
-        return f"frame_{frame.index:06d}.png"
-    seq = len(taken)
-    while f"cam_{seq:06d}.png" in taken:
-        seq += 1
-    return f"cam_{seq:06d}.png"
-
-
 def _save_png(path: Path, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", image)
     if not ok:
@@ -250,6 +237,62 @@ def _crop(image: np.ndarray, roi: list[int] | None) -> np.ndarray:
     return crop_roi(image, roi)
 
 
+def _folder_frames(job: Job, taken: set[str], unreadable: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+    """Images of a folder in a seeded shuffled order (so n of many cover the whole set), minus those kept earlier."""
+    paths = D.list_images(Path(job.source).expanduser())
+    if not paths:
+        raise CalibrationError(f"no images ({', '.join(D.IMAGE_SUFFIXES)}) in {job.source}")
+    for i in np.random.default_rng(job.recipe.calib.split.seed).permutation(len(paths)):
+        name = f"{paths[i].stem}.png"
+        if name in taken:
+            continue
+        try:
+            yield name, D.load_image(paths[i])
+        except D.ImageError as e:
+            log.warning("capture: skipping %s", e)
+            unreadable.append(paths[i].name)
+
+
+def _camera_frames(job: Job, taken: set[str], filt: QualityFilter) -> Iterator[tuple[str, np.ndarray]]:
+    """Frames of a video file or a live camera (one every capture.interval_s); a lost camera is a CalibrationError."""
+    from edge_ad.camera import Camera
+
+    cap = job.recipe.calib.capture
+    camera = Camera(job.source, job.camera, mode="every")
+    max_frames = cap.max_frames or MAX_FRAMES_PER_IMAGE * cap.n
+    frames, last = 0, -float("inf")
+    try:
+        camera.start()
+        while True:
+            try:
+                frame = camera.read(timeout=cap.frame_timeout_s if camera.live else 0.5)
+            except EdgeAdError as e:
+                raise CalibrationError(_lost(job, len(taken), str(e))) from None
+            if frame is None:
+                if camera.live:
+                    raise CalibrationError(_lost(job, len(taken), f"no frame for {cap.frame_timeout_s:g} s"))
+                if camera.finished:
+                    return
+                continue
+            if not camera.live:
+                yield f"frame_{frame.index:06d}.png", frame.image  # frame numbers: a rerun skips kept ones
+                continue
+            if time.monotonic() - last < cap.interval_s:
+                continue
+            last = time.monotonic()
+            frames += 1
+            if frames > max_frames:
+                raise CalibrationError(f"{max_frames} frames from {job.source} gave only {len(taken)} usable images "
+                                       f"({filt.summary()}): check focus and lighting, move the part between shots, "
+                                       "or relax the recipe's quality: thresholds")
+            seq = len(taken)
+            while f"cam_{seq:06d}.png" in taken:
+                seq += 1
+            yield f"cam_{seq:06d}.png", frame.image
+    finally:
+        camera.stop()
+
+
 def stage_capture(job: Job, state: State, hook: Hook | None) -> dict:
     """Keep up to capture.n good frames (PNG, as they arrive), rejecting blurred, badly exposed and duplicate ones."""
     cap = job.recipe.calib.capture
@@ -262,61 +305,39 @@ def stage_capture(job: Job, state: State, hook: Hook | None) -> dict:
     names = {p.name for p in existing}
     new, frames = 0, 0
     saved_rejects: dict[str, int] = {}
+    unreadable: list[str] = []
     if len(existing) < cap.n:
         if not job.source:
             raise CalibrationError(f"{len(existing)} of {cap.n} images captured so far: give --source (a camera URI "
                                    "or an image folder) to capture the rest")
         from tqdm import tqdm
 
-        from edge_ad.camera import Camera
-
-        src_is_dir = Path(job.source).expanduser().is_dir()
-        camera = Camera(job.source, job.camera, mode="every")
-        live = camera.live
-        max_frames = cap.max_frames or MAX_FRAMES_PER_IMAGE * cap.n
-        last_kept = 0.0
-        bar = tqdm(total=cap.n, initial=len(existing), desc="capture", unit="img")
+        is_dir = Path(job.source).expanduser().is_dir()
+        source = _folder_frames(job, names, unreadable) if is_dir else _camera_frames(job, names, filt)
         try:
-            camera.start()
-            while len(names) < cap.n:
-                try:
-                    frame = camera.read(timeout=cap.frame_timeout_s if live else 0.5)
-                except EdgeAdError as e:
-                    raise CalibrationError(_lost(job, len(names), str(e))) from None
-                if frame is None:
-                    if live:
-                        raise CalibrationError(_lost(job, len(names), f"no frame for {cap.frame_timeout_s:g} s"))
-                    if camera.finished:
+            with tqdm(total=cap.n, initial=len(existing), desc="capture", unit="img") as bar:
+                for name, image in source:
+                    frames += 1
+                    if name in names:  # a resumed video: this frame was kept by an earlier run
+                        continue
+                    image = _crop(image, job.roi)
+                    reason = filt.check(image)
+                    if reason is not None:
+                        if saved_rejects.get(reason, 0) < cap.keep_rejected:
+                            saved_rejects[reason] = saved_rejects.get(reason, 0) + 1
+                            _save_png(rej_dir / f"{reason}_{name}", image)
+                        bar.set_postfix(rejected=filt.rejected)
+                        continue
+                    _save_png(cap_dir / name, image)
+                    names.add(name)
+                    new += 1
+                    bar.update(1)
+                    if hook:
+                        hook("kept", {"name": name, "count": len(names)})
+                    if len(names) >= cap.n:
                         break
-                    continue
-                frames += 1
-                if live and frames > max_frames:
-                    raise CalibrationError(f"{frames - 1} frames from {job.source} gave only {len(names)} usable "
-                                           f"images ({filt.summary()}): check focus, lighting and that the part moves "
-                                           f"between shots, or relax the recipe's quality thresholds")
-                if live and time.monotonic() - last_kept < cap.interval_s:
-                    continue
-                name = _frame_name(src_is_dir, frame, live, names)
-                if name in names:  # a resumed folder: this file was kept by an earlier run
-                    continue
-                image = _crop(frame.image, job.roi)
-                reason = filt.check(image)
-                if reason is not None:
-                    if saved_rejects.get(reason, 0) < cap.keep_rejected:
-                        saved_rejects[reason] = saved_rejects.get(reason, 0) + 1
-                        _save_png(rej_dir / f"{reason}_{name}", image)
-                    bar.set_postfix(rejected=filt.rejected)
-                    continue
-                _save_png(cap_dir / name, image)
-                names.add(name)
-                new += 1
-                last_kept = time.monotonic()
-                bar.update(1)
-                if hook:
-                    hook("kept", {"name": name, "count": len(names)})
         finally:
-            bar.close()
-            camera.stop()
+            source.close()  # stops the camera now, also on Ctrl-C or an error
     counts = dict(filt.counts)
     _say(f"capture: {len(names)} images in {cap_dir} ({new} new); this run {filt.summary()}")
     warnings = []
@@ -338,8 +359,8 @@ def stage_capture(job: Job, state: State, hook: Hook | None) -> dict:
                         f"({job.recipe.config.data.resize}); consider data.resize: letterbox or a fixed roi")
     for w in warnings:
         log.warning("%s", w)
-    return {"images": len(names), "new": new, "frames": frames, "rejected": counts, "aspect_spread": round(spread, 4),
-            "warnings": warnings, "dir": str(cap_dir)}
+    return {"images": len(names), "new": new, "frames": frames, "rejected": counts, "unreadable": unreadable,
+            "aspect_spread": round(spread, 4), "warnings": warnings, "dir": str(cap_dir)}
 
 
 def _lost(job: Job, kept: int, why: str) -> str:

@@ -1,0 +1,305 @@
+"""edge_ad calibrate end to end on the demo part (64x64, width 16, 1 epoch), its resumability, the
+quality filters, bad inputs, and `edge_ad parts list|show|rollback`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_ad import bundle as B
+from edge_ad import data as D
+from edge_ad.calibrate import STAGES, STATE_FILE, CalibrationError, Job, calibrate
+from edge_ad.cli import main
+from edge_ad.quality import QualityConfig, filter_images, measure
+from edge_ad.recipe import Recipe, load_recipe
+from edge_ad.station_config import CameraConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_RECIPE = {"data.image_size": [64, 64], "model.width": 16, "train.epochs": 3, "train.batch_size": 4,
+               "train.threads": 2, "capture.n": 40, "capture.min_images": 6, "quantize.calib_images": 8,
+               "report.heatmaps": 2}
+
+
+def tiny_recipe(**extra) -> Recipe:
+    return load_recipe(None, {**TINY_RECIPE, **extra})
+
+
+def good_images(demo_root: Path) -> list[Path]:
+    return D.list_images(demo_root / "train" / "good")
+
+
+def defect_folder(demo_root: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for s in D.list_split(demo_root, "test"):
+        if s.label:
+            shutil.copy(s.path, dest / f"{s.defect}_{s.path.name}")
+    return dest
+
+
+def stop_after(stage: str):
+    """Hook that simulates Ctrl-C right after `stage` has finished."""
+    def hook(event: str, info: dict) -> None:
+        if event == "done" and info["stage"] == stage:
+            raise KeyboardInterrupt
+    return hook
+
+
+def state_of(job: Job) -> dict:
+    return json.loads((job.dir / STATE_FILE).read_text())
+
+
+# ----------------------------------------------------------------------------- the whole pipeline
+
+
+@pytest.fixture(scope="module")
+def first(demo_root, tmp_path_factory):
+    """v1, made the hard way: interrupted after training, then a bundle root that turned into a file, then resumed."""
+    tmp = tmp_path_factory.mktemp("calib")
+    job = Job(part="disc", recipe=tiny_recipe(), source=str(demo_root / "train" / "good"),
+              parts_root=tmp / "parts", work=tmp / "work")
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(job, hook=stop_after("train"))
+    model_pt = job.dir / "model" / "model.pt"
+    trained_at = model_pt.stat().st_mtime_ns
+
+    def break_bundle_root(event: str, info: dict) -> None:
+        if event == "start" and info["stage"] == "bundle":
+            job.parts_root.write_text("a file where the bundle folder must go")
+    started: list[str] = []
+    with pytest.raises(CalibrationError, match="could not write bundle"):
+        calibrate(job, hook=lambda e, i: (started.append(i["stage"]) if e == "start" else None, break_bundle_root(e, i)))
+    after_failure = state_of(job)
+    job.parts_root.unlink()
+    resumed: list[str] = []
+    result = calibrate(job, hook=lambda e, i: resumed.append(i["stage"]) if e == "start" else None)
+    return {"job": job, "result": result, "started": started, "resumed": resumed, "after_failure": after_failure,
+            "trained_at": trained_at, "model_pt": model_pt, "tmp": tmp}
+
+
+def test_interrupted_calibration_resumes_without_redoing_stages(first):
+    assert first["started"] == list(STAGES[3:])  # capture, split and train were not run again
+    assert first["model_pt"].stat().st_mtime_ns == first["trained_at"]
+    assert "bundle" not in first["after_failure"]["stages"] and "report" in first["after_failure"]["stages"]
+    assert first["resumed"] == ["bundle"]
+    state = state_of(first["job"])
+    assert state["complete"] and state["version"] == 1 and set(state["stages"]) == set(STAGES)
+
+
+def test_bundle_layout_manifest_and_threshold(first, demo_root):
+    job, res = first["job"], first["result"]
+    assert res.version == 1 and res.bundle == B.resolve(job.parts_root, "disc")
+    names = {p.name for p in res.bundle.iterdir()}
+    assert {"model.onnx", "model.json", "model_fp32.onnx", "model_fp32.json", "calibration.cache", "report.md",
+            "histogram.png", "scores.json", "recipe.yaml", "manifest.json"} <= names
+    assert {n for n in names if n.startswith("heatmap_")} and "model.engine" not in names  # no TensorRT here
+    assert B.verify(res.bundle) == []
+    man = B.read_manifest(res.bundle)
+    assert man["input_size"] == [64, 64] and man["deployed"]["precision"] == "int8"
+    assert man["recipe"]["model"]["width"] == 16 and man["recipe"]["prune"]["enabled"] is False
+    assert set(man["stage_seconds"]) == set(STAGES[:-1]) and "torch" in man["versions"]
+    assert "TensorRT not installed" in man["engine"]["skipped"]
+    assert man["capture"]["images"] == len(good_images(demo_root)) and man["split"]["val"] == 4
+    assert man["metrics"]["val_false_alarm_rate"] == 0.0  # quantile 0.99 of 4 scores, plus a 10 % margin
+    info = json.loads((res.bundle / "model.json").read_text())
+    assert info["threshold"] == man["threshold"] and info["meta"]["precision"] == "int8"
+    assert "validation good" in info["meta"]["threshold_source"]
+    report = (res.bundle / "report.md").read_text()
+    assert "](histogram.png)" in report and f"{man['threshold']:.5g}" in report and "| train |" in report
+    assert cv2.imread(str(res.bundle / "histogram.png")) is not None
+    assert oct(res.bundle.stat().st_mode & 0o777) == "0o755" and oct((res.bundle / "model.onnx").stat().st_mode & 0o777) == "0o644"
+    assert sorted(p.name for p in (job.dir / "captured").iterdir()) == [p.name for p in good_images(demo_root)]
+
+
+def test_detector_on_the_bundle_scores_sensibly(first, demo_root):
+    from edge_ad import metrics as M
+    from edge_ad.runtime.detector import open_detector
+
+    det = open_detector(B.resolve(first["job"].parts_root, "disc"))
+    assert type(det.session).__name__ == "OrtSession" and det.threshold == first["result"].threshold
+    samples = D.list_split(demo_root, "test")
+    results = [(s, det.detect(D.load_image(s.path))) for s in samples]
+    assert sum(r.is_anomaly for s, r in results if not s.label) <= 1  # unseen good parts pass
+    masks = [D.prepare_mask(D.load_mask(s.mask_path, (128, 128)), det.info.data) for s, _ in results]
+    assert M.pixel_auroc(masks, [r.anomaly_map for _, r in results]) > 0.6  # defects are where the map is hot
+    broken = D.load_image(samples[0].path).copy()
+    broken[40:72, 40:72] = np.random.default_rng(0).integers(0, 256, (32, 32, 3))  # a gross defect
+    r = det.detect(broken)
+    y, x = np.unravel_index(np.argmax(r.anomaly_map), r.anomaly_map.shape)
+    assert r.is_anomaly and 16 <= y < 40 and 16 <= x < 40  # the patch, at 64 x 64 input
+
+
+def test_second_calibration_with_defects_and_pruning_then_rollback(first, demo_root, capsys):
+    job = first["job"]
+    defects = defect_folder(demo_root, first["tmp"] / "defects")
+    job2 = Job(part="disc", recipe=tiny_recipe(**{"prune.enabled": True, "prune.ratio": 0.25, "prune.steps": 1,
+                                                   "prune.finetune_epochs": 0}),
+               source=job.source, defects=defects, parts_root=job.parts_root, work=job.work)
+    res = calibrate(job2)
+    assert res.version == 2 and B.current_version(job.parts_root, "disc") == 2
+    man = res.manifest
+    assert man["threshold_source"].startswith("F1-optimal") and man["metrics"]["defects"] == len(D.list_images(defects))
+    assert 0.0 <= man["metrics"]["image_auroc"] <= 1.0 and "f1" in man["metrics"]
+    assert json.loads((res.bundle / "model.json").read_text())["meta"]["pruned"] is True
+    assert any(n.endswith("_defect.png") for n in man["files"])
+
+    root = str(job.parts_root)
+    assert main(["parts", "list", "--parts-root", root]) == 0
+    assert "disc: current v2; versions v1 v2*" in capsys.readouterr().out
+    assert main(["parts", "rollback", "disc", "--parts-root", root]) == 0
+    assert "current v2 -> v1" in capsys.readouterr().out
+    assert B.resolve(job.parts_root, "disc").name == "v1"
+    assert main(["parts", "show", "disc", "--parts-root", root]) == 0
+    out = capsys.readouterr().out
+    assert "* v1" in out and "  v2" in out and "files ok" in out and "F1" in out
+    assert main(["parts", "rollback", "disc", "--to", "7", "--parts-root", root]) == 2
+    assert "has no version v7" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- quality filters
+
+
+def test_quality_filters_count_each_reason(demo_root):
+    sharp = D.load_image(good_images(demo_root)[0])
+    other = D.load_image(good_images(demo_root)[1])
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 3)
+    over = np.clip(sharp.astype(np.int32) * 3 + 120, 0, 255).astype(np.uint8)
+    under = (sharp // 12).astype(np.uint8)
+    noisy_copy = np.clip(sharp + np.random.default_rng(0).normal(0, 1.5, sharp.shape), 0, 255).round().astype(np.uint8)
+    cfg = QualityConfig()
+    assert measure(blurred, cfg)["sharpness"] < cfg.blur_min_variance < measure(sharp, cfg)["sharpness"]
+    kept, counts = filter_images([sharp, blurred, over, noisy_copy, under, other, sharp], cfg)
+    assert kept == [0, 5]
+    assert counts == {"blurred": 1, "over_exposed": 1, "under_exposed": 1, "near_duplicate": 2}
+    kept, counts = filter_images([sharp, blurred, sharp], QualityConfig(enabled=False))
+    assert kept == [0, 1, 2] and sum(counts.values()) == 0
+
+
+def test_histogram_without_matplotlib(tmp_path):
+    from edge_ad.calib_report import HIST_SIZE, LINE_BGR, _histogram_cv2
+
+    path = _histogram_cv2([1.0, 1.1, 1.2, 1.15], [2.0, 2.5], 1.5, tmp_path / "h.png", bins=10)
+    img = cv2.imread(str(path))
+    assert img.shape[:2] == (HIST_SIZE[1], HIST_SIZE[0])
+    assert (np.abs(img.astype(int) - LINE_BGR).sum(axis=2) == 0).any()  # the threshold line is drawn
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+
+def folder_job(tmp_path: Path, images: list[np.ndarray], **recipe) -> Job:
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    for i, im in enumerate(images):
+        cv2.imwrite(str(src / f"{i:03d}.png"), im)
+    return Job(part="p", recipe=tiny_recipe(**recipe), source=str(src), parts_root=tmp_path / "parts",
+               work=tmp_path / "work")
+
+
+def test_identical_frames_are_rejected_as_duplicates(demo_root, tmp_path):
+    img = D.load_image(good_images(demo_root)[0])
+    job = folder_job(tmp_path, [img] * 10)
+    with pytest.raises(CalibrationError, match=r"too few usable images.*near_duplicate 9.*identical"):
+        calibrate(job)
+    assert len(D.list_images(job.dir / "captured")) == 1  # kept, never deleted
+    assert len(D.list_images(job.dir / "rejected")) == 5  # capture.keep_rejected examples
+    assert state_of(job)["stages"] == {} and not job.parts_root.exists()
+
+
+def test_too_few_images_then_more_continues_capture(demo_root, tmp_path):
+    imgs = [D.load_image(p) for p in good_images(demo_root)]
+    job = folder_job(tmp_path, imgs[:3])
+    with pytest.raises(CalibrationError, match=r"too few usable images for training: 3 \(need at least 6"):
+        calibrate(job)
+    first = {p.name: p.stat().st_mtime_ns for p in D.list_images(job.dir / "captured")}
+    assert len(first) == 3
+    folder_job(tmp_path, imgs)  # the user adds images to the same folder and reruns
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(job, hook=stop_after("capture"))
+    out = state_of(job)["stages"]["capture"]["outputs"]
+    assert out["images"] == len(imgs) and out["new"] == len(imgs) - 3
+    assert all((job.dir / "captured" / n).stat().st_mtime_ns == t for n, t in first.items())
+
+
+def test_mixed_aspect_ratios_are_allowed_with_a_warning(demo_root, tmp_path):
+    imgs = [D.load_image(p) for p in good_images(demo_root)[:8]]
+    imgs[::2] = [cv2.resize(im, (192, 128)) for im in imgs[::2]]
+    job = folder_job(tmp_path, imgs)
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(job, hook=stop_after("capture"))
+    out = state_of(job)["stages"]["capture"]["outputs"]
+    assert out["images"] == 8 and out["aspect_spread"] == pytest.approx(0.5)
+    assert any("aspect ratios differ by 50%" in w for w in out["warnings"])
+
+
+def test_camera_lost_mid_capture_keeps_frames(tmp_path):
+    from edge_ad.demo_data import render_sample
+
+    video = tmp_path / "cam.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 20, (128, 128))
+    for i in range(8):
+        writer.write(render_sample(0, "train", i, None, 128)[0])
+    writer.release()
+    cam = CameraConfig(live=True, reconnect_min_s=0.2, reconnect_max_s=0.4)
+    job = Job(part="p", recipe=tiny_recipe(**{"capture.frame_timeout_s": 1.0}), source=str(video),
+              parts_root=tmp_path / "parts", work=tmp_path / "work", camera=cam)
+
+    def unplug(event: str, info: dict) -> None:
+        if event == "kept" and info["count"] == 1:
+            video.unlink()  # frames already buffered by the decoder still arrive, then nothing
+    with pytest.raises(CalibrationError, match=r"camera .* lost \(no frame for 1 s\); kept the \d+ images.*rerun"):
+        calibrate(job, hook=unplug)
+    kept = D.list_images(job.dir / "captured")
+    assert len(kept) >= 1 and all(p.name.startswith("cam_") for p in kept)
+    with pytest.raises(CalibrationError, match="give --source"):
+        calibrate(Job(part="p", recipe=job.recipe, parts_root=job.parts_root, work=job.work))
+
+
+def test_bundle_root_that_is_a_file_fails_before_any_work(demo_root, tmp_path):
+    job = folder_job(tmp_path, [D.load_image(p) for p in good_images(demo_root)[:2]])
+    job.parts_root.write_text("")
+    with pytest.raises(CalibrationError, match="exists and is not a folder.*--parts-root"):
+        calibrate(job)
+    assert not job.work.exists()
+
+
+# ----------------------------------------------------------------------------- recipes and CLI
+
+
+def test_recipes_load_and_default_matches_builtin():
+    assert load_recipe(ROOT / "calibration" / "default.yaml").to_dict() == Recipe().to_dict()
+    assert load_recipe(ROOT / "calibration" / "textured.yaml").config.model.method == "dual"
+    assert load_recipe(ROOT / "calibration" / "objects.yaml").config.model.method == "rd_aug"
+    r = load_recipe(None, {"prune.enabled": True, "prune.ratio": 0.3})
+    assert r.prune and r.config.prune.ratio == 0.3 and r.to_dict()["prune"]["enabled"] is True
+    with pytest.raises(Exception, match=r"quality\.blur_min_variance: expected float"):
+        load_recipe(None, {"quality.blur_min_variance": "high"})
+
+
+def test_cli_calibrate_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("captur:\n  n: 5\n")
+    assert main(["calibrate", "--part", "p", "--source", str(tmp_path), "--recipe", str(bad)]) == 2
+    assert "captur: unknown section" in capsys.readouterr().err
+    assert main(["calibrate", "--part", "../x", "--source", str(tmp_path), "--work", str(tmp_path / "w")]) == 2
+    assert "invalid part name" in capsys.readouterr().err
+    assert main(["parts", "list", "--parts-root", str(tmp_path / "none")]) == 0
+    assert "no parts in" in capsys.readouterr().out
+
+
+def test_cli_station_gives_camera_roi_and_parts_dir(demo_root, tmp_path, capsys):
+    import yaml
+
+    job = folder_job(tmp_path, [D.load_image(p) for p in good_images(demo_root)[:3]])
+    station = tmp_path / "station.yaml"
+    station.write_text(yaml.safe_dump({"part": "p", "parts_dir": str(tmp_path / "station_parts"), "roi": [16, 8, 96, 64],
+                                       "camera": {"source": job.source}}))
+    assert main(["calibrate", "--part", "p", "--station", str(station), "--work", str(job.work),
+                 "--set", "capture.min_images=6", "--set", "capture.n=10"]) == 2
+    assert "too few usable images for training: 3" in capsys.readouterr().err
+    shots = D.list_images(job.dir / "captured")
+    assert len(shots) == 3 and all(D.load_image(p).shape == (64, 96, 3) for p in shots)
