@@ -5,6 +5,10 @@ Each finished stage is recorded in <work>/<part>/state.json with its outputs, so
 (Ctrl-C, kill, a lost camera) continues from the last finished stage when the same command is rerun.
 Captured images (<work>/<part>/captured/) are never deleted, not even by --restart.
 
+Work folder <work>/<part>/: captured/ (PNG, as they arrive), rejected/ (a few examples per reason),
+dataset/ (train/good links + val.txt), model/ (training, with checkpoint.pt), prune/, export/, quantize/,
+threshold/, engine/, report/, bundle/ (staging), state.json.
+
 Bundle layout (parts/<part>/v<N>/): model.onnx + model.json = the deployed INT8 model with the calibrated
 threshold (what open_detector picks), model_fp32.onnx + model_fp32.json, calibration.cache (TensorRT),
 model.engine when TensorRT was available, report.md, histogram.png, heatmap_*.png, scores.json,
@@ -14,6 +18,7 @@ recipe.yaml, manifest.json.
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
 import logging
 import os
@@ -43,7 +48,9 @@ STATE_FORMAT = "edge_ad-calibration-1"
 CAPTURED = "captured"  # never deleted by any stage, failure or --restart
 REJECTED = "rejected"
 KEEP_ON_RESTART = (CAPTURED, REJECTED)
-RESUMABLE_DIRS = {"capture": CAPTURED, "train": "model"}  # stage folders kept when the stage reruns
+STAGE_DIRS = {"capture": CAPTURED, "split": "dataset", "train": "model"}  # others: <work>/<part>/<stage>/
+RESUMABLE = ("capture", "train")  # their folders survive a rerun of the stage (captured images, training checkpoint)
+LOCK_FILE = ".lock"
 MAX_FRAMES_PER_IMAGE = 20  # capture.max_frames = 0: give up on a live camera after 20 x n frames
 VERSION_PACKAGES = ("numpy", "opencv-python-headless", "opencv-python", "onnx", "onnxruntime", "torch", "tensorrt")
 
@@ -145,6 +152,15 @@ def calibrate(job: Job, restart: bool = False, hook: Hook | None = None) -> Cali
     B.check_part_name(job.part)
     _preflight(job)
     job.dir.mkdir(parents=True, exist_ok=True)
+    with open(job.dir / LOCK_FILE, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise CalibrationError(f"another calibrate of {job.part} is running in {job.dir}") from None
+        return _run_stages(job, restart, hook)
+
+
+def _run_stages(job: Job, restart: bool, hook: Hook | None) -> CalibrationResult:
     fp = job.fingerprint()
     state = State(job.dir / STATE_FILE, fp)
     why = None
@@ -169,8 +185,8 @@ def calibrate(job: Job, restart: bool = False, hook: Hook | None = None) -> Cali
         if state.done(stage):
             continue
         _say(f"[{i}/{len(STAGES)}] {stage}")
-        if stage not in RESUMABLE_DIRS:
-            shutil.rmtree(job.dir / stage, ignore_errors=True)
+        if stage not in RESUMABLE:
+            shutil.rmtree(job.dir / STAGE_DIRS.get(stage, stage), ignore_errors=True)
         t0 = time.perf_counter()
         try:
             if hook:
@@ -211,7 +227,7 @@ def _clear_work(job: Job) -> None:
     if not job.dir.is_dir():
         return
     for p in job.dir.iterdir():
-        if p.name in KEEP_ON_RESTART or p.name == STATE_FILE:
+        if p.name in KEEP_ON_RESTART or p.name in (STATE_FILE, LOCK_FILE):
             continue
         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
@@ -393,7 +409,7 @@ def stage_split(job: Job, state: State, hook: Hook | None) -> dict:
                                f"need at least {need + n_val}: capture more")
     val = sorted(paths[i] for i in order[:n_val])
     train = sorted(paths[i] for i in order[n_val:])
-    root = job.dir / "split"
+    root = job.dir / STAGE_DIRS["split"]
     good = root / "train" / "good"
     good.mkdir(parents=True)
     for p in train:
@@ -413,7 +429,7 @@ def _val_paths(job: Job, state: State) -> list[Path]:
 def _model_config(job: Job, state: State):
     cfg = copy.deepcopy(job.recipe.config)
     cfg.data.root = state.out("split")["root"]
-    cfg.train.out_dir = str(job.dir / "model")
+    cfg.train.out_dir = str(job.dir / STAGE_DIRS["train"])
     return cfg
 
 

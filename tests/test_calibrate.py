@@ -160,6 +160,33 @@ def test_second_calibration_with_defects_and_pruning_then_rollback(first, demo_r
     assert "has no version v7" in capsys.readouterr().err
 
 
+def test_engine_stage_builds_or_says_why_not(first):
+    from edge_ad.calibrate import State, stage_engine
+    from edge_ad.errors import EdgeAdError
+
+    job = Job(part="disc", recipe=tiny_recipe(**{"engine.build": "always"}), parts_root=first["job"].parts_root,
+              work=first["job"].work)
+    state = State(job.dir / STATE_FILE, job.fingerprint())
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(EdgeAdError, match="TensorRT not installed"):
+            stage_engine(job, state, None)
+        pytest.skip("TensorRT not installed: building the engine needs a Jetson or GPU")
+    out = stage_engine(job, state, None)
+    assert Path(out["file"]).is_file() and out["max_score_diff_rel_threshold"] < 0.05
+
+
+def test_one_calibration_per_part_at_a_time(first):
+    import fcntl
+
+    job = first["job"]
+    with open(job.dir / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(CalibrationError, match="another calibrate of disc is running"):
+            calibrate(job)
+
+
 # ----------------------------------------------------------------------------- quality filters
 
 
