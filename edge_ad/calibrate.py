@@ -151,8 +151,12 @@ def calibrate(job: Job, restart: bool = False, hook: Hook | None = None) -> Cali
     """Run (or continue) every stage for one part and return the bundle that `current` now points at."""
     B.check_part_name(job.part)
     _preflight(job)
-    job.dir.mkdir(parents=True, exist_ok=True)
-    with open(job.dir / LOCK_FILE, "w") as lock:
+    try:
+        job.dir.mkdir(parents=True, exist_ok=True)
+        lock = open(job.dir / LOCK_FILE, "w")
+    except OSError as e:
+        raise CalibrationError(f"cannot use the work folder {job.dir}: {e.strerror or e}") from None
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -197,7 +201,13 @@ def _run_stages(job: Job, restart: bool, hook: Hook | None) -> CalibrationResult
             raise
         except EdgeAdError as e:
             raise CalibrationError(f"{stage}: {e}") from None
-        state.record(stage, outputs, time.perf_counter() - t0)
+        except OSError as e:  # a full disk, a folder that became read-only: one line, finished stages kept
+            where = f" ({e.filename})" if e.filename else ""
+            raise CalibrationError(f"{stage}: {e.strerror or e}{where}; fix it and rerun to continue") from None
+        try:
+            state.record(stage, outputs, time.perf_counter() - t0)
+        except OSError as e:
+            raise CalibrationError(f"cannot save {state.path}: {e.strerror or e}; rerun to continue") from None
         if hook:
             hook("done", {"stage": stage, "outputs": outputs})
     out = state.out("bundle")
@@ -218,7 +228,7 @@ def _preflight(job: Job) -> None:
     probe = job.parts_root
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    if not os.access(probe, os.W_OK):
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise CalibrationError(f"cannot write part bundles under {job.parts_root}: {probe} is not writable")
 
 
