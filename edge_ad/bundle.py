@@ -16,6 +16,7 @@ from pathlib import Path
 from edge_ad.errors import EdgeAdError
 
 MANIFEST = "manifest.json"
+FILE_MODE, DIR_MODE = 0o644, 0o755  # bundles are written by calibrate and read by the service's own user
 CURRENT = "current"
 _VERSION = re.compile(r"^v(\d+)$")
 _PART_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -66,29 +67,35 @@ def write_bundle(root: str | Path, part: str, files: dict[str, Path], manifest: 
     """Copy files into a new parts/<part>/v<N>/ with a manifest of hashes; optionally switch `current`."""
     check_part_name(part)
     d = Path(root) / part
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=d))
+    tmp = None
     try:
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=d))
+        os.chmod(tmp, DIR_MODE)  # mkdtemp makes 0700: the service user must read the bundle
         hashes = {}
         for name, src in files.items():
             src = Path(src)
             if not src.is_file():
                 raise EdgeAdError(f"bundle file missing: {src}")
-            shutil.copy2(src, tmp / name)
+            shutil.copyfile(src, tmp / name)
+            os.chmod(tmp / name, FILE_MODE)
             hashes[name] = sha256(tmp / name)
         version = (max(versions(root, part), default=0)) + 1
         doc = {**manifest, "part": part, "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": hashes}
         (tmp / MANIFEST).write_text(json.dumps(doc, indent=1, default=str))
+        os.chmod(tmp / MANIFEST, FILE_MODE)
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         final = d / f"v{version}"
         os.rename(tmp, final)  # fails rather than overwrite if a concurrent writer took the number
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise EdgeAdError(f"could not write bundle for part {part} in {d}: {e.strerror or e}") from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     if activate:
         switch_current(root, part, version)

@@ -54,7 +54,6 @@ LOCK_FILE = ".lock"
 MAX_FRAMES_PER_IMAGE = 20  # capture.max_frames = 0: give up on a live camera after 20 x n frames
 VERSION_PACKAGES = ("numpy", "opencv-python-headless", "opencv-python", "onnx", "onnxruntime", "torch", "tensorrt")
 
-FILE_MODE, DIR_MODE = 0o644, 0o755  # bundle files: readable by the station service's user
 Hook = Callable[[str, dict], None]  # (event, info): "start"/"done" per stage, "kept" per captured frame
 
 
@@ -704,14 +703,7 @@ def stage_bundle(job: Job, state: State, hook: Hook | None) -> dict:
         "versions": software_versions(), "stage_seconds": state.seconds(),
         "warnings": list(state.out("capture").get("warnings", [])),
     }
-    try:
-        for src in files.values():  # temp-file writers make 0600 files: the service user must read the bundle
-            os.chmod(src, FILE_MODE)
-        path = B.write_bundle(job.parts_root, job.part, files, manifest, activate=False)
-        os.chmod(path, DIR_MODE)  # write_bundle's mkdtemp folder is 0700
-        B.switch_current(job.parts_root, job.part, int(path.name[1:]))
-    except OSError as e:  # mkdir/mkdtemp of the part folder happen before write_bundle's own guard
-        raise CalibrationError(f"could not write bundle for part {job.part} in {job.parts_root}: {e.strerror or e}") from None
+    path = B.write_bundle(job.parts_root, job.part, files, manifest)  # EdgeAdError on disk problems
     return {"path": str(path), "version": int(path.name[1:])}
 
 

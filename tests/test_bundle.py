@@ -46,3 +46,20 @@ def test_failed_write_leaves_nothing(tmp_path):
 def test_resolve_without_bundle_is_clear(tmp_path):
     with pytest.raises(EdgeAdError, match="edge_ad calibrate"):
         B.resolve(tmp_path, "nothing")
+
+
+def test_bundle_is_readable_by_other_users(tmp_path):
+    from edge_ad.export import _atomic_write_bytes
+
+    src = tmp_path / "model.onnx"
+    _atomic_write_bytes(b"x", src)  # mkstemp-based writer: must not leave 0600
+    assert src.stat().st_mode & 0o044 == 0o044
+    b = B.write_bundle(tmp_path / "parts", "p", {"model.onnx": src}, {})
+    assert b.stat().st_mode & 0o755 == 0o755
+    assert all(f.stat().st_mode & 0o644 == 0o644 for f in b.iterdir())
+
+
+def test_file_in_place_of_parts_root_is_clear(tmp_path):
+    (tmp_path / "parts").write_text("not a folder")
+    with pytest.raises(EdgeAdError, match="could not write bundle"):
+        B.write_bundle(tmp_path / "parts", "p", make_files(tmp_path, "x"), {})

@@ -5,7 +5,7 @@ import pytest
 
 from edge_ad.cli import build_parser, main
 
-SUBCOMMANDS = ["demo", "train", "eval", "predict", "export", "quantize", "doctor"]
+SUBCOMMANDS = ["demo", "train", "eval", "predict", "export", "quantize", "prune", "calibrate", "parts", "run", "doctor"]
 
 
 def run_cli(*args):
