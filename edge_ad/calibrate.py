@@ -482,13 +482,7 @@ def stage_quantize(job: Job, state: State, hook: Hook | None) -> dict:
     calib = calibration_batch(state.out("split")["root"], job.recipe.config.data, q.calib_images)
     out_dir = job.dir / "quantize"
     cache = out_dir / "calibration.cache"
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.WARNING))  # onnxruntime logs one INFO line per rescaled bias to the root logger
-    try:
-        path = quantize(state.out("export")["onnx"], out_dir / "model.onnx", calib, q.mode, q.method, q.exclude, cache)
-    finally:
-        root.setLevel(level)
+    path = quantize(state.out("export")["onnx"], out_dir / "model.onnx", calib, q.mode, q.method, q.exclude, cache)
     return {"onnx": str(path), "json": str(path.with_suffix(".json")), "cache": str(cache), "calib_images": len(calib)}
 
 

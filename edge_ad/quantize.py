@@ -8,6 +8,7 @@ explicit-precision parser expects) and `cpu` (uint8 activations, int8 per-channe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from pathlib import Path
@@ -96,7 +97,7 @@ def quantize(onnx_path: str | Path, out_path: str | Path, calib: np.ndarray, mod
     extra = {"ActivationSymmetric": mode == "trt", "WeightSymmetric": True}
     if method == "percentile":
         extra["CalibPercentile"] = 99.99
-    with tempfile.TemporaryDirectory(prefix="edge_ad_quant.") as tmp:
+    with tempfile.TemporaryDirectory(prefix="edge_ad_quant.") as tmp, _quiet_root_logger():
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         cache_json = Path(tmp) / "ranges.json"
@@ -113,6 +114,18 @@ def quantize(onnx_path: str | Path, out_path: str | Path, calib: np.ndarray, mod
                       "excluded_nodes": list(exclude or []), "fp32_model": str(src)})
     write_manifest(info, out)
     return out
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """onnxruntime's quantizer logs one INFO line per rescaled bias to the root logger: keep warnings only."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _ranges(cache_json: Path) -> dict[str, float]:
