@@ -7,12 +7,12 @@ import json
 import os
 import platform
 import sys
-from importlib import metadata
 from pathlib import Path
+
+from edge_ad.versions import software_versions
 
 RESULTS = Path(__file__).parent / "results"
 DATA_ROOT = Path(os.environ.get("EDGE_AD_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-PACKAGES = ("edge_ad", "torch", "onnxruntime", "onnx", "numpy", "opencv-python-headless", "torch-pruning")
 
 
 def machine() -> dict:
@@ -28,21 +28,11 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(mem_kb / 2**20, 1), "python": platform.python_version()}
 
 
-def versions() -> dict:
-    out = {}
-    for p in PACKAGES:
-        try:
-            out[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
 def write_results(name: str, rows: list[dict], columns: list[tuple[str, str]], notes: str = "") -> Path:
     """benchmarks/results/<name>.json (machine, date, command, versions, rows) and the same table as .md."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     doc = {"machine": machine(), "date": _dt.datetime.now().isoformat(timespec="seconds"),
-           "command": "python " + " ".join(sys.argv), "versions": versions(), "rows": rows}
+           "command": "python " + " ".join(sys.argv), "versions": software_versions(), "rows": rows}
     (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=1, default=float))
     pct = {"image_auroc", "pixel_auroc", "aupro"}
     lines = [f"# {name}", "", f"Machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores, "

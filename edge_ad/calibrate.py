@@ -22,7 +22,6 @@ import fcntl
 import json
 import logging
 import os
-import platform
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ import yaml
 from edge_ad import bundle as B
 from edge_ad import data as D
 from edge_ad.errors import EdgeAdError
+from edge_ad.versions import software_versions
 from edge_ad.quality import QualityFilter
 from edge_ad.recipe import Recipe
 from edge_ad.station_config import CameraConfig
@@ -52,7 +52,6 @@ STAGE_DIRS = {"capture": CAPTURED, "split": "dataset", "train": "model"}  # othe
 RESUMABLE = ("capture", "train")  # their folders survive a rerun of the stage (captured images, training checkpoint)
 LOCK_FILE = ".lock"
 MAX_FRAMES_PER_IMAGE = 20  # capture.max_frames = 0: give up on a live camera after 20 x n frames
-VERSION_PACKAGES = ("numpy", "opencv-python-headless", "opencv-python", "onnx", "onnxruntime", "torch", "tensorrt")
 
 Hook = Callable[[str, dict], None]  # (event, info): "start"/"done" per stage, "kept" per captured frame
 
@@ -591,20 +590,6 @@ def _engine_parity(job: Job, state: State, engine: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------- 8. report, bundle
-
-
-def software_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    import edge_ad
-
-    out = {"edge_ad": edge_ad.__version__, "python": platform.python_version()}
-    for p in VERSION_PACKAGES:
-        try:
-            out[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def _heatmaps(job: Job, state: State, out_dir: Path) -> list[tuple[str, str]]:

@@ -216,15 +216,15 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
-    """Load a YAML config (or defaults when path is None), apply dotted overrides, validate."""
+def read_yaml(path: str | Path | None, overrides: dict | None = None, what: str = "config") -> tuple[dict, str]:
+    """A YAML mapping (empty when path is None) with dotted overrides applied, and its name for messages."""
     raw: dict = {}
     where = "defaults"
     if path is not None:
         p = Path(path)
         where = str(p)
         if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
+            raise ConfigError(f"{what} file not found: {p}")
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
@@ -235,6 +235,12 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
+    return raw, where
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
+    """Load a YAML config (or defaults when path is None), apply dotted overrides, validate."""
+    raw, where = read_yaml(path, overrides)
     try:
         cfg = from_dict(Config, raw)
         cfg.validate()

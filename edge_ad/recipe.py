@@ -13,9 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
-from edge_ad.config import Config, ConfigError, from_dict, to_dict
+from edge_ad.config import Config, ConfigError, from_dict, read_yaml, to_dict
 from edge_ad.quality import QualityConfig
 
 QUANT_MODES = ("trt", "cpu")
@@ -177,21 +176,7 @@ def _split_prune(raw: dict, name: str, config_has_prune: bool) -> tuple[dict, bo
 
 def load_recipe(path: str | Path | None = None, overrides: dict | None = None) -> Recipe:
     """Read a recipe YAML (None: built-in defaults, the same as calibration/default.yaml); dotted overrides win."""
-    raw: dict = {}
-    name = "defaults"
-    if path is not None:
-        p = Path(path)
-        name = str(p)
-        if not p.is_file():
-            raise ConfigError(f"recipe not found: {p} (see calibration/*.yaml for templates)")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from None
-    for dotted, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"recipe not found: {path} (see calibration/*.yaml for templates)")
+    raw, name = read_yaml(path, overrides, "recipe")
     return recipe_from_dict(raw, name)
