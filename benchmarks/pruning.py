@@ -1,7 +1,7 @@
 """Accuracy vs speed of structurally pruned students: params, MACs, ORT FP32/INT8 latency, image/pixel AUROC.
 
 Starts from the rd models trained by benchmarks/accuracy.py (<work>/<dataset>/rd/model.pt). For every ratio
-it prunes the student (ratio 0 = the trained model itself), exports FP32 ONNX and INT8 (trt mode), scores
+it prunes the student (ratio 0 = the trained model itself), exports FP32 ONNX and INT8 (cpu-mode QDQ), scores
 both on the test split, and times both end to end, each in its own process (benchmarks/speed.py's worker).
 Writes benchmarks/results/pruning.{json,md} and pruning.png (image AUROC vs INT8 latency).
 
@@ -31,7 +31,7 @@ from edge_ad.quantize import DEFAULT_CALIB_IMAGES, calibration_batch, quantize  
 from edge_ad.runtime.detector import open_detector  # noqa: E402
 
 METHOD = "rd"
-QUANT_MODE, CALIB_METHOD = "trt", "percentile"
+QUANT_MODE, CALIB_METHOD = "cpu", "percentile"  # cpu mode: the fast INT8 path of ORT on x86
 COLUMNS = [("dataset", "data set"), ("prune_ratio", "ratio"), ("precision", "precision"), ("params", "student params"),
            ("macs", "student MACs"), ("student_macs_share", "student share of MACs"), ("image_auroc", "image AUROC %"),
            ("pixel_auroc", "pixel AUROC %"), ("aupro", "AUPRO %"), ("ms_median", "ms median"), ("ms_p99", "ms p99"),
@@ -99,7 +99,7 @@ def plot(rows: list[dict], path: Path) -> Path:
         for r in pts:
             ax.annotate(f"{r['prune_ratio']:g}", (r["ms_median"], 100 * r["image_auroc"]), textcoords="offset points",
                         xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("ORT INT8 (trt QDQ) end-to-end latency, ms median")
+    ax.set_xlabel(f"ORT INT8 ({QUANT_MODE} QDQ) end-to-end latency, ms median")
     ax.set_ylabel("image AUROC %")
     ax.set_title("Student pruning: accuracy vs speed (labels: pruning ratio)")
     ax.grid(alpha=0.3)
@@ -159,7 +159,7 @@ NOTES = ("rd models from benchmarks/accuracy.py; ratio = fraction of channels re
          "(bottleneck and decoder; teacher and output heads whole), reached in equal steps with recovery distillation "
          "after each, threshold refitted (ratio 0 = the trained model). Params and MACs are the student's "
          "(torch-pruning counter); 'student share' is the student's part of all conv MACs (teacher included). "
-         "Accuracy from ONNX Runtime on the full test split (FP32, and INT8 trt-mode QDQ with percentile calibration "
+         "Accuracy from ONNX Runtime on the full test split (FP32, and INT8 cpu-mode QDQ with percentile calibration "
          "on train/good images). Latency: batch 1, end to end (preprocess + inference + maps + blur + score), each "
          "model in its own process, median/p99 after warm-up, measured one model at a time on a shared machine.")
 
