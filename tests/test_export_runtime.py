@@ -102,3 +102,26 @@ print(json.dumps({{"torch": "torch" in sys.modules, "n": len(rs), "score": r.sco
 """
     out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert out == {"torch": False, "n": 3, "score": out["score"]} and np.isfinite(out["score"])
+
+
+@pytest.mark.parametrize("method", ["rd", "rd_aug", "dual"])
+def test_exported_graphs_use_only_tensorrt_ops(method, demo_root, tmp_path):
+    """FP32, fused and TensorRT-mode QDQ graphs of every method parse natively in TensorRT 8.6 and 10.3."""
+    from edge_ad.config import load_config
+    from edge_ad.export import export_onnx
+    from edge_ad.quantize import calibration_batch, quantize
+    from edge_ad.runtime.trt_ops import check_onnx_ops
+    from edge_ad.train import train
+    from model_fixtures import TINY
+
+    cfg = load_config(None, {**TINY, "train.epochs": 1, "model.method": method, "data.root": str(demo_root),
+                             "train.out_dir": str(tmp_path)})
+    pt = train(cfg)
+    fp32 = export_onnx(pt, tmp_path / "model.onnx")
+    fused = export_onnx(pt, tmp_path / "fused.onnx", fused=True)
+    q = quantize(fp32, tmp_path / "q.onnx", calibration_batch(demo_root, cfg.data, 8), "trt", "minmax")
+    for graph in (fp32, fused, q):
+        for version in ("8.6", "10.3"):
+            assert check_onnx_ops(graph, version) == [], (graph.name, version)
+    cpu = quantize(fp32, tmp_path / "q_cpu.onnx", calibration_batch(demo_root, cfg.data, 8), "cpu", "minmax")
+    assert check_onnx_ops(cpu)  # uint8 activations are flagged: cpu mode is not for TensorRT
