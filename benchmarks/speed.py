@@ -112,9 +112,12 @@ def build_models(work: Path, calib_n: int) -> list[dict]:
         base = {"model": method, "params": params, "macs": macs}
         specs.append({**base, "path": pt, "backend": "torch", "precision": "fp32", "variant": ""})
         specs.append({**base, "path": onnx, "backend": "onnxruntime", "precision": "fp32", "variant": ""})
-        for mode in ("trt", "cpu"):
-            q = quantize(onnx, work / method / f"model_int8_{mode}.onnx", calib, mode, "percentile")
-            specs.append({**base, "path": q, "backend": "onnxruntime", "precision": "int8", "variant": f"{mode} QDQ"})
+        for mode, float_teacher in (("trt", True), ("cpu", True), ("cpu", False)):
+            tag = "" if float_teacher else "_int8teacher"
+            q = quantize(onnx, work / method / f"model_int8_{mode}{tag}.onnx", calib, mode, "percentile",
+                         float_teacher=float_teacher)
+            specs.append({**base, "path": q, "backend": "onnxruntime", "precision": "int8",
+                          "variant": f"{mode} QDQ" + (", teacher fp32" if float_teacher else ", teacher int8 too")})
     ref = ReferenceRD4AD().eval()
     ref_path = work / "reference" / "model.onnx"
     ref_path.parent.mkdir(parents=True, exist_ok=True)

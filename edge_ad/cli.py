@@ -113,8 +113,17 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     calib = calibration_batch(calib_src, info.data, args.calib_images)
     out = Path(args.out) if args.out else src.with_name(f"{src.stem}_int8_{args.mode}.onnx")
     cache = out.with_suffix(".cache") if args.mode == "trt" else None
-    path = quantize(src, out, calib, args.mode, args.calib_method, args.exclude or [], cache)
+    path = quantize(src, out, calib, args.mode, args.calib_method, args.exclude or [], cache,
+                    float_teacher=not args.int8_teacher)
     print(f"INT8 ({args.mode}, {args.calib_method}, {len(calib)} images) written to {path}" + (f"; TensorRT cache {cache}" if cache else ""))
+    if args.sensitivity:
+        from edge_ad.quantize import format_sensitivity, sensitivity
+
+        report = sensitivity(src, path, calib)
+        rep_path = path.with_suffix(".sensitivity.json")
+        rep_path.write_text(json.dumps(report, indent=1))
+        print(format_sensitivity(report))
+        print(f"full report: {rep_path}")
     return 0
 
 
@@ -132,7 +141,12 @@ def _add_quant_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", default="trt", choices=["trt", "cpu"],
                    help="trt: symmetric int8 QDQ for TensorRT; cpu: uint8 activations, fastest in onnxruntime on x86")
     p.add_argument("--calib-method", default="percentile", choices=["minmax", "percentile", "entropy"])
-    p.add_argument("--exclude", nargs="*", metavar="NODE", help="node names to keep in float (see the sensitivity report)")
+    p.add_argument("--exclude", nargs="*", metavar="NODE", help="node names to keep in float (see --sensitivity)")
+    p.add_argument("--int8-teacher", action="store_true",
+                   help="quantize the teacher too (faster; by default it stays float because its INT8 noise "
+                        "dominates the 1-cos maps)")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="after quantizing, report per-layer and per-output INT8 error against FP32 (worst layers first)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -64,7 +64,24 @@ def test_int8_keeps_maps(tiny_onnx, demo_root, tmp_path, mode):
         img = D.load_image(s.path)
         a, b = fp.detect(img).anomaly_map, i8.detect(img).anomaly_map
         assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9  # the pixel map does not collapse
-    assert ModelInfo.load(q.with_suffix(".json")).meta["quant_mode"] == mode
+    meta = ModelInfo.load(q.with_suffix(".json")).meta
+    assert meta["quant_mode"] == mode and meta["float_teacher"]
+    assert meta["excluded_nodes"] and all("/teacher/" in n for n in meta["excluded_nodes"])
+
+
+def test_sensitivity_report_names_layers(tiny_onnx, demo_root, tmp_path):
+    from edge_ad.quantize import calibration_batch, format_sensitivity, quantize, sensitivity
+
+    calib = calibration_batch(demo_root, ModelInfo.load(tiny_onnx.with_suffix(".json")).data, 8)
+    q = quantize(tiny_onnx, tmp_path / "q.onnx", calib, "cpu", "minmax", float_teacher=False)
+    rep = sensitivity(tiny_onnx, q, calib, n=4)
+    assert rep["layers"] and all(r["node"] for r in rep["layers"])
+    assert [r["sqnr_db"] for r in rep["layers"]] == sorted(r["sqnr_db"] for r in rep["layers"])
+    assert set(rep["outputs_rel_mae"]) == {"map0", "map1", "map2"}
+    q2 = quantize(tiny_onnx, tmp_path / "q2.onnx", calib, "cpu", "minmax", float_teacher=True)
+    rep2 = sensitivity(tiny_onnx, q2, calib, n=4)
+    assert sum(rep2["outputs_rel_mae"].values()) < sum(rep["outputs_rel_mae"].values())  # float teacher: closer maps
+    assert "--exclude" in format_sensitivity(rep)
 
 
 def test_bad_inputs_are_clear(tiny_onnx, tmp_path):
