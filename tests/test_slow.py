@@ -1,0 +1,27 @@
+"""Training-heavy checks (minutes): `python -m pytest -m slow`. Not in the default run or CI."""
+
+import pytest
+
+from model_fixtures import shared_dataset
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_reaches_its_target(tmp_path):
+    from edge_ad.demo import run_demo
+
+    res = run_demo(tmp_path / "demo")
+    assert res["torch"]["image_auroc"] >= 0.95 and res["onnxruntime"]["image_auroc"] >= 0.95
+    assert abs(res["torch"]["image_auroc"] - res["onnxruntime"]["image_auroc"]) <= 0.001
+
+
+def test_rd_on_bottle_short_schedule(tmp_path):
+    from edge_ad.config import load_config
+    from edge_ad.evaluate import evaluate
+    from edge_ad.train import load_model, model_outputs, train
+
+    root = shared_dataset("bottle")
+    cfg = load_config(None, {"data.root": str(root), "train.epochs": 4, "train.out_dir": str(tmp_path)})
+    model, cfg, spec, _ = load_model(train(cfg))
+    res = evaluate(lambda b: model_outputs(model, b), cfg.data, spec, root)
+    assert res["image_auroc"] >= 0.98 and res["pixel_auroc"] >= 0.97
