@@ -152,6 +152,7 @@ def inspect_frame(frame, cfg: StationConfig, det: AnomalyDetector, version: str,
                                str(ev.path or ""), frame.time, frame.index))
         stats.alarms += 1
         rec["event"] = str(ev.path or "")
+        rec["alarm_latency_ms"] = round((time.time() - frame.time) * 1e3, 2)  # capture -> alarm handed to sinks
     frame_log.write(rec)
     return r
 
