@@ -34,22 +34,28 @@ def write_results(name: str, rows: list[dict], columns: list[tuple[str, str]], n
     doc = {"machine": machine(), "date": _dt.datetime.now().isoformat(timespec="seconds"),
            "command": "python " + " ".join(sys.argv), "versions": software_versions(), "rows": rows}
     (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=1, default=float))
+    (RESULTS / f"{name}.md").write_text(render_markdown(name, doc, columns, notes))
+    return RESULTS / f"{name}.json"
+
+
+def render_markdown(name: str, doc: dict, columns: list[tuple[str, str]], notes: str = "") -> str:
+    """The result table for people: AUROC-like columns in percent, other numbers to 3 significant digits."""
     pct = {"image_auroc", "pixel_auroc", "aupro"}
+    esc = lambda text: str(text).replace("|", "\\|")  # noqa: E731 - a pipe would split the Markdown cell
     lines = [f"# {name}", "", f"Machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores, "
              f"{doc['machine']['ram_gb']} GB RAM. Date: {doc['date']}.", "", f"Command: `{doc['command']}`", ""]
     if notes:
         lines += [notes, ""]
-    lines += ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
-    for r in rows:
+    lines += ["| " + " | ".join(esc(h) for _, h in columns) + " |", "|" + "---|" * len(columns)]
+    for r in doc["rows"]:
         cells = []
         for key, _ in columns:
             v = r.get(key, "")
             if isinstance(v, float):
                 v = f"{100 * v:.1f}" if key in pct or key.endswith("_auroc") else f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
-            cells.append(str(v))
+            cells.append(esc("" if v is None else v))
         lines.append("| " + " | ".join(cells) + " |")
-    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
-    return RESULTS / f"{name}.json"
+    return "\n".join(lines) + "\n"
 
 
 def load_rows(name: str) -> list[dict]:
