@@ -103,15 +103,22 @@ def build_models(work: Path, calib_n: int) -> list[dict]:
     from reference_rd4ad import ReferenceRD4AD
 
     specs = []
-    for method in ("rd", "dual"):
-        cfg = load_config(None, {"model.method": method, "data.root": str(DATA_ROOT / "bottle")})
+    for method, ratio in (("rd", 0.0), ("rd", 0.5), ("dual", 0.0)):
+        cfg = load_config(None, {"model.method": method, "data.root": str(DATA_ROOT / "bottle"), "prune.ratio": ratio,
+                                 "prune.steps": 1})
         torch.manual_seed(0)
         model = ADModel(cfg.model).eval()
+        if ratio:  # structure only (timing does not depend on the weights): edge_ad prune also fine-tunes
+            from edge_ad.prune import effective_round_to, make_pruners
+
+            for pruner in make_pruners(model, cfg, effective_round_to(model, cfg)):
+                pruner.step()
+            method = f"rd pruned {ratio}"
         spec = ScoringSpec(out_size=(256, 256), groups=model.groups, group_scales=[1.0] * len(model.groups),
                            fusion=cfg.model.fusion)
-        pt = work / method / "model.pt"
+        pt = work / method.replace(" ", "_") / "model.pt"
         pt.parent.mkdir(parents=True, exist_ok=True)
-        save_model(model, cfg, spec, {"threshold": 1.0, "data_root": cfg.data.root}, pt)
+        save_model(model, cfg, spec, {"threshold": 1.0, "data_root": cfg.data.root, "pruned": bool(ratio)}, pt)
         onnx = export_onnx(pt, pt.with_suffix(".onnx"))
         info = ModelInfo.load(onnx.with_suffix(".json"))
         calib = calibration_batch(DATA_ROOT / "bottle", info.data, calib_n) if (DATA_ROOT / "bottle").is_dir() else \
@@ -122,7 +129,7 @@ def build_models(work: Path, calib_n: int) -> list[dict]:
         specs.append({**base, "path": onnx, "backend": "onnxruntime", "precision": "fp32", "variant": ""})
         for mode, float_teacher in (("trt", True), ("cpu", True), ("cpu", False)):
             tag = "" if float_teacher else "_int8teacher"
-            q = quantize(onnx, work / method / f"model_int8_{mode}{tag}.onnx", calib, mode, "percentile",
+            q = quantize(onnx, pt.parent / f"model_int8_{mode}{tag}.onnx", calib, mode, "percentile",
                          float_teacher=float_teacher)
             specs.append({**base, "path": q, "backend": "onnxruntime", "precision": "int8",
                           "variant": f"{mode} QDQ" + (", teacher fp32" if float_teacher else ", teacher int8 too")})
