@@ -60,7 +60,9 @@ def main() -> None:
 
 NOTES = ("Trained on train/good only, scored on the full test split with the torch backend (FP32). "
          "Pixel metrics are computed at the network input resolution over real image content (letterbox padding excluded). "
-         "Training minutes include teacher feature caching and were measured on a shared 2-core machine.")
+         "Training minutes include teacher feature caching and were measured on a shared 2-core machine. "
+         "Rows come from more than one run of this script (each run replaces only the data sets and methods it was "
+         "given; the command above is the last run): `--methods rd` first, then `--methods rd_aug dual`.")
 
 if __name__ == "__main__":
     main()
