@@ -25,7 +25,8 @@ from edge_ad.loop import run_station  # noqa: E402
 from edge_ad.runtime.detector import open_detector  # noqa: E402
 from edge_ad.station_config import station_config_from_dict  # noqa: E402
 
-COLUMNS = [("variant", "variant"), ("fps", "frames/s"), ("overhead_pct", "overhead vs bare %"), ("ms_p50", "latency p50 ms"),
+COLUMNS = [("variant", "variant"), ("fps", "frames/s"), ("overhead_pct", "overhead vs bare reading the video %"),
+           ("overhead_vs_predecoded_pct", "overhead vs bare on decoded frames %"), ("ms_p50", "latency p50 ms"),
            ("ms_p99", "latency p99 ms"), ("alarm_ms_p50", "capture->alarm p50 ms"),
            ("alarm_ms_p99", "capture->alarm p99 ms"), ("dropped", "dropped"),
            ("p99_first_half", "p99 1st half ms"), ("p99_second_half", "p99 2nd half ms"), ("frames", "frames")]
@@ -91,7 +92,16 @@ def main() -> None:
         for f in frames:
             det.detect(f)
         bare_fps = len(frames) / (time.perf_counter() - t0)
-        rows = [{"variant": "bare detector (same frames, decoded)", "fps": bare_fps, "frames": len(frames)}]
+        cap, n, t0 = cv2.VideoCapture(str(video)), 0, time.perf_counter()
+        while True:  # the same detector reading the same video itself: decode + detect, nothing else
+            ok, f = cap.read()
+            if not ok:
+                break
+            det.detect(f)
+            n += 1
+        bare_decode_fps = n / (time.perf_counter() - t0)
+        rows = [{"variant": "bare detector, frames decoded beforehand", "fps": bare_fps, "frames": len(frames)},
+                {"variant": "bare detector reading the video (decode + detect)", "fps": bare_decode_fps, "frames": n}]
 
         cfg = station_config_from_dict(station(bundle / "model.onnx", video, work, file_mode="every"))
         t0 = time.perf_counter()
@@ -101,7 +111,8 @@ def main() -> None:
         recs = [json.loads(x) for x in (work / "frames.jsonl").read_text().splitlines()]
         alarm_lat = [r["alarm_latency_ms"] for r in recs if "alarm_latency_ms" in r]
         rows.append({"variant": "loop, video file, every frame (includes decode)", "fps": loop_fps,
-                     "overhead_pct": 100 * (bare_fps / loop_fps - 1), "ms_p50": pct(lat, 50), "ms_p99": pct(lat, 99),
+                     "overhead_pct": 100 * (bare_decode_fps / loop_fps - 1),
+                     "overhead_vs_predecoded_pct": 100 * (bare_fps / loop_fps - 1), "ms_p50": pct(lat, 50), "ms_p99": pct(lat, 99),
                      "alarm_ms_p50": pct(alarm_lat, 50), "alarm_ms_p99": pct(alarm_lat, 99), "dropped": stats.dropped, "frames": stats.frames,
                      "alarms": stats.alarms})
 
@@ -120,9 +131,9 @@ def main() -> None:
     write_results("loop", rows, COLUMNS, NOTES.format(model=model, threads=args.threads))
 
 
-NOTES = ("Model: `{model}` (onnxruntime, {threads} threads, batch 1). The bare detector runs on frames already decoded; "
-         "the loop decodes the MJPG video itself in its grabber thread and writes a JSON line per frame, alarms "
-         "(log sink) and evidence JPEGs. Latency is capture (grab time) to verdict. With a camera faster than "
+NOTES = ("Model: `{model}` (onnxruntime, {threads} threads, batch 1). The bare detector runs once on frames already "
+         "decoded and once reading the MJPG video itself; the loop decodes in its grabber thread and also writes a JSON "
+         "line per frame, alarms (log sink) and evidence JPEGs (17 alarms in 300 frames: far more than a real line). Latency is capture (grab time) to verdict. With a camera faster than "
          "inference the grabber keeps only the newest frame: dropped frames grow, latency does not.")
 
 if __name__ == "__main__":
