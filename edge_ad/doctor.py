@@ -192,26 +192,26 @@ def _devices(pattern: str) -> tuple[list[str], list[str]]:
     return nodes, usable
 
 
-def check_cameras(pattern: str = CAMERA_GLOB) -> Check:
+def _device_check(name: str, pattern: str, what: str, fix_missing: str, fix_access: str) -> Check:
+    """Device nodes that must exist and be readable/writable by this user (optional checks)."""
     nodes, usable = _devices(pattern)
     if not nodes:
-        fix = "connect a USB or CSI camera (v4l2-ctl --list-devices lists them); file and RTSP sources need none"
-        return Check("cameras", False, f"no camera devices ({pattern})", fix, optional=True)
+        return Check(name, False, f"no {what} ({pattern})", fix_missing, optional=True)
     if not usable:
-        fix = "add the service user to the 'video' group (jetson/install.sh does), then log in again"
-        return Check("cameras", False, f"{', '.join(nodes)} present but not accessible to this user", fix, True)
-    return Check("cameras", True, ", ".join(usable), optional=True)
+        return Check(name, False, f"{', '.join(nodes)} present but not accessible to this user", fix_access, True)
+    return Check(name, True, ", ".join(usable), optional=True)
+
+
+def check_cameras(pattern: str = CAMERA_GLOB) -> Check:
+    return _device_check("cameras", pattern, "camera devices",
+                         "connect a USB or CSI camera (v4l2-ctl --list-devices lists them); file and RTSP sources need none",
+                         "add the service user to the 'video' group (jetson/install.sh does), then log in again")
 
 
 def check_gpio(pattern: str = GPIO_GLOB) -> Check:
-    nodes, usable = _devices(pattern)
-    if not nodes:
-        fix = "GPIO alarms need a Jetson (or a board with /dev/gpiochip*); use the mqtt or log alarm elsewhere"
-        return Check("gpio", False, f"no GPIO chips ({pattern})", fix, optional=True)
-    if not usable:
-        fix = "install jetson/99-edge-ad-gpio.rules and add the user to the 'gpio' group (jetson/install.sh does)"
-        return Check("gpio", False, f"{', '.join(nodes)} present but not accessible to this user", fix, True)
-    return Check("gpio", True, ", ".join(usable), optional=True)
+    return _device_check("gpio", pattern, "GPIO chips",
+                         "GPIO alarms need a Jetson (or a board with /dev/gpiochip*); use the mqtt or log alarm elsewhere",
+                         "install jetson/99-edge-ad-gpio.rules and add the user to the 'gpio' group (jetson/install.sh does)")
 
 
 def check_mqtt(

@@ -9,18 +9,11 @@
 # jetson/uninstall.sh reverses it.
 set -euo pipefail
 
-# Settings, in one place.
-PREFIX=/opt/edge_ad
-VENV="$PREFIX/venv"
-CONF_DIR=/etc/edge_ad
-DATA_DIR=/var/lib/edge_ad
-LOG_DIR=/var/log/edge_ad
-SERVICE_USER=edge_ad
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+. "$SCRIPT_DIR/common.sh"   # install locations, say/warn/die/run
+
 SERVICE_GROUPS=(video gpio)      # camera and GPU device nodes, GPIO chips; 'render' is added when it exists
-SERVICE_NAME=edge_ad.service
-UNIT_DIR=/etc/systemd/system
-UDEV_RULE=99-edge-ad-gpio.rules
-UDEV_DIR=/etc/udev/rules.d
 SYSTEM_PYTHON=/usr/bin/python3     # JetPack's Python: its dist-packages hold cv2 and tensorrt
 L4T_RELEASE=/etc/nv_tegra_release
 WANT_L4T=R36                     # JetPack 6
@@ -28,10 +21,8 @@ PIP_TARGET="[jetson]"
 NUMPY_PIN="numpy<2"              # JetPack's cv2 and TensorRT bindings are built against NumPy 1.x
 PIP_OPENCV=opencv-python-headless
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(dirname "$SCRIPT_DIR")"
 
-DRY_RUN=0
 FORCE=0
 START=0
 
@@ -55,20 +46,6 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 
-say() { printf '==> %s\n' "$*"; }
-warn() { printf 'warning: %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
-# Every command that changes the system goes through run: printed in dry-run, executed otherwise.
-run() {
-    if ((DRY_RUN)); then
-        printf '    would run:'
-        printf ' %q' "$@"
-        printf '\n'
-    else
-        "$@"
-    fi
-}
 
 # A missing prerequisite stops a real install before anything changes; a dry run only reports it.
 need() {

@@ -8,18 +8,9 @@
 # The 'gpio' group stays: other GPIO users on this Jetson may rely on it.
 set -euo pipefail
 
-# Settings, matching jetson/install.sh.
-PREFIX=/opt/edge_ad
-CONF_DIR=/etc/edge_ad
-DATA_DIR=/var/lib/edge_ad
-LOG_DIR=/var/log/edge_ad
-SERVICE_USER=edge_ad
-SERVICE_NAME=edge_ad.service
-UNIT_DIR=/etc/systemd/system
-UDEV_RULE=99-edge-ad-gpio.rules
-UDEV_DIR=/etc/udev/rules.d
-
-DRY_RUN=0
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+. "$SCRIPT_DIR/common.sh"   # install locations, say/warn/die/run
 PURGE=0
 
 usage() {
@@ -40,18 +31,6 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 
-say() { printf '==> %s\n' "$*"; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
-run() {
-    if ((DRY_RUN)); then
-        printf '    would run:'
-        printf ' %q' "$@"
-        printf '\n'
-    else
-        "$@"
-    fi
-}
 
 remove_service() {
     say "service $SERVICE_NAME"
