@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Shared by jetson/install.sh and jetson/uninstall.sh: where things go, and how steps are run or printed.
 # shellcheck disable=SC2034  # the settings are used by the scripts that source this file
+set -euo pipefail  # as in the scripts that source it
 
 PREFIX=/opt/edge_ad
 VENV="$PREFIX/venv"
