@@ -1,4 +1,4 @@
-"""Heatmap overlays for people: evaluation reports, `predict` and alarm evidence (numpy + cv2)."""
+"""Heatmap overlays for people: evaluation reports, `predict`, alarm evidence and the preview (numpy + cv2)."""
 
 from __future__ import annotations
 
@@ -21,10 +21,3 @@ def heatmap_overlay(image_bgr: np.ndarray, amap: np.ndarray, vmin: float, vmax: 
         cv2.drawContours(out, contours, -1, (255, 255, 255), 1)
     return out
 
-
-def anomaly_boxes(amap: np.ndarray, threshold: float, frame_hw: tuple[int, int]) -> list[list[int]]:
-    """[x, y, w, h] boxes (frame pixels) of connected regions where the map reaches the threshold."""
-    h, w = frame_hw
-    m = cv2.resize(amap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= threshold
-    n, _, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
-    return [[int(v) for v in stats[i, :4]] for i in range(1, n)]

@@ -18,7 +18,7 @@ from edge_ad import data as D
 from edge_ad.config import DataConfig, from_dict
 from edge_ad.errors import EdgeAdError
 from edge_ad.runtime.base import Result
-from edge_ad.scoring import ScoringSpec, anomaly_map, image_score, split_batch
+from edge_ad.scoring import ScoringSpec, score_outputs
 
 MANIFEST_SUFFIX = ".json"  # model.onnx -> model.json: what the runtime needs besides the graph
 
@@ -73,8 +73,7 @@ class AnomalyDetector:
         t1 = time.perf_counter()
         outputs = self.session.run(batch)
         t2 = time.perf_counter()
-        maps = [anomaly_map(per_image, self.info.scoring) for per_image in split_batch(outputs)]
-        scores = [image_score(m, self.info.scoring) for m in maps]
+        maps, scores = score_outputs(outputs, self.info.scoring)
         t3 = time.perf_counter()
         n = len(frames_bgr)
         timings = {"preprocess_ms": (t1 - t0) * 1e3 / n, "infer_ms": (t2 - t1) * 1e3 / n, "postprocess_ms": (t3 - t2) * 1e3 / n}
