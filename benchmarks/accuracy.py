@@ -1,6 +1,8 @@
 """Train every method on every shared data set; image/pixel AUROC, AUPRO, epochs and training time.
 
 Usage: python benchmarks/accuracy.py [--datasets bottle magnetic_tile kolektor] [--methods rd rd_aug dual]
+A method may be `gauss` (the per-location Gaussian map alone) or `<method>+gauss` (its maps fused with the
+Gaussian map); the Gaussian uses the data set config's model.gaussian_stride, else stride 16.
 Rows of data sets/methods not rerun are kept from the previous results file.
 """
 
@@ -24,9 +26,17 @@ COLUMNS = [("dataset", "data set"), ("method", "method"), ("image_auroc", "image
            ("teacher", "teacher"), ("pixel_auroc_per_type", "pixel AUROC per type %")]
 
 
+METHOD_ORDER = ["rd", "rd_aug", "dual", "gauss", "rd+gauss", "rd_aug+gauss", "dual+gauss"]
+GAUSSIAN_STRIDE = 16  # deepest distilled stage: the largest receptive field and the fewest locations to model
+
+
 def run_one(dataset: str, method: str, work: Path, threads: int) -> dict:
-    cfg = load_config(CONFIGS / f"{dataset}.yaml", {"data.root": str(DATA_ROOT / dataset), "model.method": method,
-                                                    "train.out_dir": str(work / dataset / method), "train.threads": threads})
+    path = CONFIGS / f"{dataset}.yaml"
+    ov = {"data.root": str(DATA_ROOT / dataset), "model.method": method.removesuffix("+gauss"),
+          "train.out_dir": str(work / dataset / method), "train.threads": threads}
+    if "gauss" in method:
+        ov["model.gaussian_stride"] = load_config(path).model.gaussian_stride or GAUSSIAN_STRIDE
+    cfg = load_config(path, ov)
     t0 = time.time()
     path = train(cfg)
     minutes = (time.time() - t0) / 60
@@ -35,14 +45,14 @@ def run_one(dataset: str, method: str, work: Path, threads: int) -> dict:
     per = " ".join(f"{k} {100 * v:.1f}" for k, v in res.get("pixel_auroc_per_type", {}).items())
     return {"dataset": dataset, "method": method, "backend": "torch", "precision": "fp32",
             "image_auroc": res["image_auroc"], "pixel_auroc": res.get("pixel_auroc"), "aupro": res.get("aupro"),
-            "epochs": cfg.train.epochs, "train_minutes": round(minutes, 2), "input_size": "x".join(map(str, cfg.data.input_size)),
+            "epochs": meta["epochs"], "train_minutes": round(minutes, 2), "input_size": "x".join(map(str, cfg.data.input_size)),
             "resize": cfg.data.resize, "normalize": cfg.data.normalize, "teacher": cfg.model.teacher, "pixel_auroc_per_type": per}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--datasets", nargs="+", default=["bottle", "magnetic_tile", "kolektor"])
-    ap.add_argument("--methods", nargs="+", default=["rd", "rd_aug", "dual"])
+    ap.add_argument("--methods", nargs="+", default=["rd", "rd_aug", "dual"], choices=METHOD_ORDER)
     ap.add_argument("--work", default="runs/bench", help="where models and heatmaps go (not committed)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -54,7 +64,7 @@ def main() -> None:
             row = run_one(d, m, Path(args.work), args.threads)
             print(row, flush=True)
             rows.append(row)
-            rows.sort(key=lambda r: (r["dataset"], ["rd", "rd_aug", "dual"].index(r["method"])))
+            rows.sort(key=lambda r: (r["dataset"], METHOD_ORDER.index(r["method"])))
             write_results("accuracy", rows, COLUMNS, NOTES)
 
 

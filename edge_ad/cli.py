@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from edge_ad.config import METHODS
 from edge_ad.errors import EdgeAdError
 
 log = logging.getLogger("edge_ad")
@@ -24,7 +25,7 @@ def _overrides(args: argparse.Namespace) -> dict:
         k, v = item.split("=", 1)
         ov[k.strip()] = yaml.safe_load(v)
     for flag, key in (("data", "data.root"), ("method", "model.method"), ("epochs", "train.epochs"),
-                      ("out", "train.out_dir"), ("teacher", "model.teacher")):
+                      ("out", "train.out_dir"), ("teacher", "model.teacher"), ("gaussian", "model.gaussian_stride")):
         if getattr(args, flag, None) is not None:
             ov[key] = str(getattr(args, flag)) if flag in ("data", "out") else getattr(args, flag)
     return ov
@@ -48,7 +49,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     root = args.data or det.info.meta.get("data_root")
     if not root:
         raise EdgeAdError("no test data: give --data DIR (an MVTec-layout folder with test/ and ground_truth/)")
-    out = Path(args.out) if args.out else Path(args.model).parent / "eval"
+    model_dir = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
+    out = Path(args.out) if args.out else model_dir / "eval"
     res = evaluate(det.session.run, det.info.data, det.info.scoring, root, out)
     print(json.dumps({k: v for k, v in res.items() if k != "pixel_auroc_per_type"}, indent=1))
     print(f"metrics and heatmaps written to {out}")
@@ -178,7 +180,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config (defaults are used for anything it does not set)")
     p.add_argument("--data", help="MVTec-layout category folder (sets data.root)")
-    p.add_argument("--method", choices=["rd", "rd_aug", "dual"], help="sets model.method")
+    p.add_argument("--method", choices=list(METHODS), help="sets model.method (gauss: the Gaussian map alone, "
+                   "needs model.gaussian_stride)")
+    p.add_argument("--gaussian", type=int, choices=[0, 4, 8, 16], metavar="STRIDE",
+                   help="sets model.gaussian_stride: add a per-location Gaussian map of the teacher's features at this "
+                        "stride (catches slow brightness/texture changes that 1-cos misses); 0 = off")
     p.add_argument("--teacher", help="sets model.teacher (efficientnet_lite0|1|2)")
     p.add_argument("--epochs", type=int, help="sets train.epochs")
     p.add_argument("--out", help="output folder (sets train.out_dir)")
@@ -199,11 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="make procedural demo data, train, evaluate, show results (no data needed)")
     p.add_argument("--out", default="demo_run", help="working folder for data, model and heatmaps")
-    p.add_argument("--method", default="rd", choices=["rd", "rd_aug", "dual"])
+    p.add_argument("--method", default="rd", choices=[m for m in METHODS if m != "gauss"])
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default from the demo config)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train a student on good images (rd, rd_aug or dual)",
+    p = sub.add_parser("train", help="train a student on good images (rd, rd_aug, dual or gauss)",
                        description="Distil a student from the frozen teacher on train/good images. "
                                    "Writes model.pt, checkpoint.pt, config.yaml and history.json to the output folder.")
     _add_train_flags(p)

@@ -17,7 +17,7 @@ import yaml
 
 from edge_ad.errors import EdgeAdError
 
-METHODS = ("rd", "rd_aug", "dual")
+METHODS = ("rd", "rd_aug", "dual", "gauss")
 TEACHERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 IMPORTANCES = ("magnitude", "taylor")
 
@@ -79,7 +79,7 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    method: str = "rd"  # rd | rd_aug | dual
+    method: str = "rd"  # rd | rd_aug | dual | gauss (the Gaussian map alone: no student, no training)
     teacher: str = "efficientnet_lite0"
     strides: list[int] = field(default_factory=lambda: [4, 8, 16])  # teacher taps for rd / rd_aug
     shallow_strides: list[int] = field(default_factory=lambda: [2, 4])  # dual: texture pair
@@ -87,6 +87,8 @@ class ModelConfig:
     fusion: str = "sum"  # dual: sum | product of the normalised pair maps
     width: int = 64  # student base width (shallowest decoder stage; deeper stages double, capped at 4x)
     bottleneck_blocks: int = 1  # residual blocks in the one-class bottleneck
+    gaussian_stride: int = 0  # 0: off; 4/8/16: add a per-location Gaussian map of the teacher's features at that stride
+    gaussian_pool: int = 3  # neighbourhood (odd, in feature cells) averaged before the Gaussian: slow changes show
 
     def validate(self) -> None:
         _check(self.method in METHODS, "model.method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
@@ -98,6 +100,10 @@ class ModelConfig:
         _check(self.fusion in ("sum", "product"), "model.fusion", f"must be sum or product, got {self.fusion!r}")
         _check(8 <= self.width <= 1024, "model.width", "must be in [8, 1024]")
         _check(0 <= self.bottleneck_blocks <= 8, "model.bottleneck_blocks", "must be in [0, 8]")
+        _check(self.gaussian_stride in (0, 4, 8, 16), "model.gaussian_stride", "must be 0 (off), 4, 8 or 16")
+        _check(self.gaussian_pool >= 1 and self.gaussian_pool % 2 == 1, "model.gaussian_pool", "must be an odd number >= 1")
+        _check(self.method != "gauss" or self.gaussian_stride > 0, "model.gaussian_stride",
+               "method gauss needs a stride (4, 8 or 16)")
 
 
 @dataclass

@@ -39,7 +39,7 @@ def _tp():
 def example_features(model: ADModel, cfg: Config) -> list[list[torch.Tensor]]:
     """Each student's inputs for one zero image: what the dependency graph traces and MACs are counted on."""
     h, w = cfg.data.input_size
-    device = next(model.students.parameters()).device
+    device = next(model.teacher.parameters()).device
     with torch.no_grad():
         return model.pair_features(model.teacher(torch.zeros(1, 3, h, w, device=device)))
 
@@ -100,6 +100,8 @@ def prune_model(model_path: str | Path, ratio: float | None = None, steps: int |
     """
     src = Path(model_path)
     model, cfg, _, meta = T.load_model(src)
+    if not len(model.students):
+        raise EdgeAdError(f"{src}: method {cfg.model.method} has no student to prune")
     given = {"ratio": ratio, "steps": steps, "importance": importance, "finetune_epochs": finetune_epochs}
     cfg.prune = dataclasses.replace(cfg.prune, **{k: v for k, v in given.items() if v is not None})
     cfg.prune.validate()

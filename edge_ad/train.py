@@ -1,4 +1,4 @@
-"""Distillation training for rd, rd_aug and dual, with per-epoch checkpoints and --resume.
+"""Distillation training for rd, rd_aug and dual (and the statistics-only gauss), with per-epoch checkpoints and --resume.
 
 The frozen teacher's features of the raw images are computed once and cached: an epoch then costs
 only the student's forward/backward (plus teacher passes on augmented images for rd_aug).
@@ -21,6 +21,7 @@ from edge_ad import data as D
 from edge_ad.augment import augment
 from edge_ad.config import Config, config_from_dict, save_config, to_dict
 from edge_ad.errors import EdgeAdError
+from edge_ad.models.gaussian import gaussian_from_state
 from edge_ad.models.model import ADModel
 from edge_ad.models.rd import distill_loss
 from edge_ad.scoring import (ScoringSpec, blur, fit_group_scales, fuse, group_maps, image_score, score_outputs,
@@ -88,7 +89,8 @@ def train(cfg: Config, resume: bool = False, images: list[np.ndarray] | None = N
     device = resolve_device(cfg.train.device)
     images = load_training_images(cfg) if images is None else images
     model = ADModel(cfg.model).to(device)
-    opt = student_optimizer(model, cfg)
+    epochs = cfg.train.epochs if len(model.students) else 0  # gauss: statistics only, nothing to distil
+    opt = student_optimizer(model, cfg) if epochs else None
     start, history = 0, []
     ckpt_path = out / CHECKPOINT_FILE
     if resume and ckpt_path.is_file():
@@ -96,7 +98,8 @@ def train(cfg: Config, resume: bool = False, images: list[np.ndarray] | None = N
         if ckpt["config"]["model"] != to_dict(cfg.model):
             raise EdgeAdError(f"{ckpt_path}: checkpoint was trained with another model config; remove it or drop --resume")
         model.students.load_state_dict(ckpt["students"])
-        opt.load_state_dict(ckpt["optimizer"])
+        if opt is not None:
+            opt.load_state_dict(ckpt["optimizer"])
         start, history = ckpt["epoch"], ckpt["history"]
         torch.set_rng_state(ckpt["torch_rng"])
         log.info("resuming %s from epoch %d", out, start)
@@ -105,18 +108,22 @@ def train(cfg: Config, resume: bool = False, images: list[np.ndarray] | None = N
     raw = teacher_features(model, images, cfg, device)
     rng = np.random.default_rng(cfg.train.seed + start)
     n = len(images)
-    for epoch in range(start, cfg.train.epochs):
+    for epoch in range(start, epochs):
         t0 = time.time()
-        loss = distill_epoch(model, images, raw, cfg, device, opt, rng, f"epoch {epoch + 1}/{cfg.train.epochs}")
+        loss = distill_epoch(model, images, raw, cfg, device, opt, rng, f"epoch {epoch + 1}/{epochs}")
         history.append({"epoch": epoch + 1, "loss": loss, "seconds": round(time.time() - t0, 2)})
         atomic_save({"config": to_dict(cfg), "students": model.students.state_dict(), "optimizer": opt.state_dict(),
                      "epoch": epoch + 1, "history": history, "torch_rng": torch.get_rng_state()}, ckpt_path)
     (out / "history.json").write_text(json.dumps(history, indent=1))
 
     model.eval()
+    if model.gaussian is not None:
+        t0 = time.time()
+        model.gaussian.fit(raw[model.gaussian_tap])
+        log.info("Gaussian map fitted on %d images in %.1f s", n, time.time() - t0)
     spec, good_scores = fit_scoring(model, images, cfg, device)
     threshold = threshold_from_good(good_scores, cfg.scoring.threshold_quantile, cfg.scoring.threshold_margin)
-    meta = {"train_seconds": round(sum(h["seconds"] for h in history), 2), "epochs": cfg.train.epochs,
+    meta = {"train_seconds": round(sum(h["seconds"] for h in history), 2), "epochs": epochs,
             "train_images": n, "data_root": cfg.data.root, "threshold": threshold, "threshold_source": "train good scores"}
     save_model(model, cfg, spec, meta, out / MODEL_FILE)
     return out / MODEL_FILE
@@ -174,7 +181,7 @@ def augmented_features(model: ADModel, images: list[np.ndarray], idx: list[int],
 @torch.no_grad()
 def model_outputs(model: ADModel, batch: np.ndarray) -> list[np.ndarray]:
     """Torch forward with the same contract as every runtime backend: NCHW float32 -> per-scale maps."""
-    device = next(model.students.parameters()).device
+    device = next(model.teacher.parameters()).device
     return [m.cpu().numpy() for m in model(torch.from_numpy(batch).to(device))]
 
 
@@ -197,8 +204,9 @@ def fit_scoring(model: ADModel, images: list[np.ndarray], cfg: Config,
 def save_model(model: ADModel, cfg: Config, spec: ScoringSpec, meta: dict, path: Path) -> None:
     """Pruned students (meta["pruned"]) are stored as whole modules: their shapes no longer follow the config."""
     arch = model.students if meta.get("pruned") else None
+    gauss = model.gaussian.state_dict() if model.gaussian is not None else None
     atomic_save({"format": "edge_ad-model-1", "config": to_dict(cfg), "students": model.students.state_dict(),
-                 "student_arch": arch, "scoring": spec.to_dict(), "meta": meta}, path)
+                 "student_arch": arch, "gaussian": gauss, "scoring": spec.to_dict(), "meta": meta}, path)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[ADModel, Config, ScoringSpec, dict]:
@@ -219,6 +227,10 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[ADModel, Config, 
     if ckpt.get("student_arch") is not None:  # pruned students carry their whole module
         model.students = ckpt["student_arch"]
     model.students.load_state_dict(ckpt["students"])
+    if model.gaussian is not None:
+        if ckpt.get("gaussian") is None:
+            raise EdgeAdError(f"{p}: the config asks for a Gaussian map but the file has none (retrain it)")
+        model.gaussian = gaussian_from_state(ckpt["gaussian"], cfg.model.gaussian_pool)
     model.to(device).eval()
     return model, cfg, ScoringSpec.from_dict(ckpt["scoring"]), ckpt["meta"]
 

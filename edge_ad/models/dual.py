@@ -13,6 +13,8 @@ def pair_strides(cfg: ModelConfig) -> list[list[int]]:
     """Teacher strides of each teacher/student pair."""
     if cfg.method == "dual":
         return [list(cfg.shallow_strides), list(cfg.deep_strides)]
+    if cfg.method == "gauss":
+        return []
     return [list(cfg.strides)]
 
 

@@ -1,6 +1,7 @@
 """The deployed network: frozen teacher + one student per pair -> per-scale 1-cos maps.
 
-One graph for every method: image tensor in, a flat list of (N,1,h,w) maps out (pair by pair).
+One graph for every method: image tensor in, a flat list of (N,1,h,w) maps out (pair by pair, then the
+optional per-location Gaussian map, which scoring treats as one more group).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from torch import nn
 from edge_ad.config import ModelConfig
 from edge_ad.models.backbones import Teacher
 from edge_ad.models.dual import pair_strides, scale_groups
+from edge_ad.models.gaussian import LocationGaussian
 from edge_ad.models.rd import Student, cos_distance_maps
 
 
@@ -18,17 +20,23 @@ class ADModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.pairs = pair_strides(cfg)
-        all_strides = sorted({s for p in self.pairs for s in p})
+        gauss = [cfg.gaussian_stride] if cfg.gaussian_stride else []
+        all_strides = sorted({s for p in self.pairs for s in p} | set(gauss))
         self.teacher = Teacher(cfg.teacher, all_strides)
         self._index = [[all_strides.index(s) for s in p] for p in self.pairs]
         self.students = nn.ModuleList(
             Student([self.teacher.channels[i] for i in idx], p, cfg.width, cfg.bottleneck_blocks)
             for p, idx in zip(self.pairs, self._index)
         )
+        self.gaussian_tap = all_strides.index(gauss[0]) if gauss else None
+        self.gaussian = LocationGaussian(self.teacher.channels[self.gaussian_tap], pool=cfg.gaussian_pool) if gauss else None
 
     @property
     def groups(self) -> list[list[int]]:
-        return scale_groups(self.pairs)
+        groups = scale_groups(self.pairs)
+        if self.gaussian is not None:
+            groups.append([sum(len(g) for g in groups)])
+        return groups
 
     def pair_features(self, feats: list[torch.Tensor]) -> list[list[torch.Tensor]]:
         """Split the teacher's feature list into each pair's inputs/targets."""
@@ -42,4 +50,6 @@ class ADModel(nn.Module):
         maps = []
         for t, s in zip(self.pair_features(feats), self.student_outputs(feats)):
             maps += cos_distance_maps(t, s)
+        if self.gaussian is not None:
+            maps.append(self.gaussian(feats[self.gaussian_tap]))
         return maps
