@@ -1,0 +1,91 @@
+"""The per-location Gaussian map: its statistics against scikit-learn/numpy, and a whole gauss model end to end."""
+
+import numpy as np
+import pytest
+import torch
+
+from edge_ad.models.gaussian import LocationGaussian, gaussian_from_state, ledoit_wolf
+
+
+@pytest.mark.parametrize("n, c", [(40, 8), (6, 12)])  # more samples than channels, and fewer
+def test_ledoit_wolf_matches_sklearn(n, c):
+    from sklearn.covariance import LedoitWolf
+
+    x = np.random.default_rng(0).normal(size=(3, n, c)) * np.linspace(0.5, 3, c)
+    mean, cov = ledoit_wolf(torch.from_numpy(x))
+    for i in range(3):
+        ref = LedoitWolf().fit(x[i])
+        np.testing.assert_allclose(mean[i].numpy(), ref.location_, rtol=1e-10)
+        np.testing.assert_allclose(cov[i].numpy(), ref.covariance_, rtol=1e-8, atol=1e-12)
+
+
+def test_distance_is_mahalanobis_per_location():
+    rng = np.random.default_rng(1)
+    good = torch.from_numpy(rng.normal(size=(30, 5, 3, 4)).astype(np.float32))
+    g = LocationGaussian(5, pool=1)
+    g.fit(good)
+    x = torch.from_numpy(rng.normal(size=(2, 5, 3, 4)).astype(np.float32))
+    got = g(x).numpy()
+    assert got.shape == (2, 1, 3, 4)
+    for i, j in [(0, 0), (2, 3), (1, 2)]:
+        mean, cov = ledoit_wolf(good[:, :, i, j][None].double())
+        d = x[:, :, i, j].double().numpy() - mean[0].numpy()
+        want = np.sqrt(np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov[0].numpy()), d))
+        np.testing.assert_allclose(got[:, 0, i, j], want, rtol=1e-4)
+
+
+def test_far_sample_scores_higher_and_state_round_trips():
+    rng = np.random.default_rng(2)
+    good = torch.from_numpy(rng.normal(size=(50, 4, 4, 4)).astype(np.float32))
+    x = good[:1].clone()
+    x[0, :, 1, 1] += 10.0  # one location far off
+    for pool in (1, 3):
+        g = LocationGaussian(4, pool=pool)
+        g.fit(good)
+        m = g(x)[0, 0]
+        if pool == 1:
+            assert m[1, 1] == m.max() and m[1, 1] > 2 * m[3, 3]
+        else:  # the 3x3 average spreads the change to its neighbours only
+            assert m[:3, :3].min() > 2 * max(m[3, 3], m[0, 3], m[3, 0])
+        g2 = gaussian_from_state(g.state_dict(), pool=pool)
+        assert torch.equal(g2(x), g(x))
+
+
+def test_gauss_method_trains_without_student_and_prune_refuses(demo_root, tmp_path):
+    from edge_ad.config import load_config
+    from edge_ad.errors import EdgeAdError
+    from edge_ad.evaluate import evaluate
+    from edge_ad.prune import prune_model
+    from edge_ad.runtime.detector import open_detector
+    from edge_ad.train import load_model
+    from edge_ad.train import train
+    from model_fixtures import TINY
+
+    cfg = load_config(None, {**TINY, "model.method": "gauss", "model.gaussian_stride": 8, "data.root": str(demo_root),
+                             "train.out_dir": str(tmp_path)})
+    path = train(cfg)
+    model, _, spec, meta = load_model(path)
+    assert len(model.students) == 0 and meta["epochs"] == 0 and spec.groups == [[0]]
+    assert not (tmp_path / "checkpoint.pt").exists()
+    res = evaluate(open_detector(path, "torch").session.run, cfg.data, spec, demo_root)
+    assert res["image_auroc"] >= 0.7  # statistics alone already separate the demo part's defects
+    with pytest.raises(EdgeAdError, match="no student to prune"):
+        prune_model(path, ratio=0.5)
+
+
+def test_rd_with_gaussian_adds_a_normalised_group(demo_root, tmp_path):
+    from edge_ad.config import load_config
+    from edge_ad.export import export_onnx
+    from edge_ad.runtime.detector import open_detector
+    from edge_ad.train import load_model, train
+    from model_fixtures import TINY
+
+    cfg = load_config(None, {**TINY, "train.epochs": 1, "model.gaussian_stride": 16, "data.root": str(demo_root),
+                             "train.out_dir": str(tmp_path)})
+    path = train(cfg)
+    _, _, spec, _ = load_model(path)
+    assert spec.groups == [[0, 1, 2], [3]] and all(s > 0 for s in spec.group_scales) and spec.group_scales[1] != 1.0
+    onnx_path = export_onnx(path, tmp_path / "model.onnx")
+    img = np.random.default_rng(3).integers(0, 255, (70, 90, 3), dtype=np.uint8)
+    a, b = open_detector(path, "torch").detect(img), open_detector(onnx_path).detect(img)
+    assert b.score == pytest.approx(a.score, rel=1e-4)
