@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import yaml  # noqa: E402
 from common import DATA_ROOT, load_rows, write_results  # noqa: E402
 
 from edge_ad.config import load_config  # noqa: E402
@@ -21,7 +22,7 @@ from edge_ad.evaluate import evaluate  # noqa: E402
 from edge_ad.train import load_model, model_outputs, train  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "configs"
-COLUMNS = [("dataset", "data set"), ("method", "method"), ("image_auroc", "image AUROC %"), ("pixel_auroc", "pixel AUROC %"),
+COLUMNS = [("dataset", "data set"), ("method", "method"), ("variant", "variant"), ("image_auroc", "image AUROC %"), ("pixel_auroc", "pixel AUROC %"),
            ("aupro", "AUPRO %"), ("epochs", "epochs"), ("train_minutes", "train min"), ("input_size", "input"),
            ("teacher", "teacher"), ("pixel_auroc_per_type", "pixel AUROC per type %")]
 
@@ -30,10 +31,11 @@ METHOD_ORDER = ["rd", "rd_aug", "dual", "gauss", "rd+gauss", "rd_aug+gauss", "du
 GAUSSIAN_STRIDE = 16  # deepest distilled stage: the largest receptive field and the fewest locations to model
 
 
-def run_one(dataset: str, method: str, work: Path, threads: int) -> dict:
+def run_one(dataset: str, method: str, work: Path, threads: int, extra: dict) -> dict:
     path = CONFIGS / f"{dataset}.yaml"
-    ov = {"data.root": str(DATA_ROOT / dataset), "model.method": method.removesuffix("+gauss"),
-          "train.out_dir": str(work / dataset / method), "train.threads": threads}
+    variant = " ".join(f"{k}={v}" for k, v in extra.items())
+    ov = {**extra, "data.root": str(DATA_ROOT / dataset), "model.method": method.removesuffix("+gauss"),
+          "train.out_dir": str(work / dataset / (method + "".join(f"_{v}" for v in extra.values()))), "train.threads": threads}
     if "gauss" in method:
         ov["model.gaussian_stride"] = load_config(path).model.gaussian_stride or GAUSSIAN_STRIDE
     cfg = load_config(path, ov)
@@ -43,7 +45,7 @@ def run_one(dataset: str, method: str, work: Path, threads: int) -> dict:
     model, cfg, spec, meta = load_model(path)
     res = evaluate(lambda b: model_outputs(model, b), cfg.data, spec, cfg.data.root, work / dataset / method / "eval")
     per = " ".join(f"{k} {100 * v:.1f}" for k, v in res.get("pixel_auroc_per_type", {}).items())
-    return {"dataset": dataset, "method": method, "backend": "torch", "precision": "fp32",
+    return {"dataset": dataset, "method": method, "variant": variant, "backend": "torch", "precision": "fp32",
             "image_auroc": res["image_auroc"], "pixel_auroc": res.get("pixel_auroc"), "aupro": res.get("aupro"),
             "epochs": meta["epochs"], "train_minutes": round(minutes, 2), "input_size": "x".join(map(str, cfg.data.input_size)),
             "resize": cfg.data.resize, "normalize": cfg.data.normalize, "teacher": cfg.model.teacher, "pixel_auroc_per_type": per}
@@ -55,16 +57,21 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["rd", "rd_aug", "dual"], choices=METHOD_ORDER)
     ap.add_argument("--work", default="runs/bench", help="where models and heatmaps go (not committed)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for these runs, recorded in the row's variant column (e.g. model.fusion=product)")
     args = ap.parse_args()
-    rows = [r for r in load_rows("accuracy") if not (r["dataset"] in args.datasets and r["method"] in args.methods)]
+    extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    variant = " ".join(f"{k}={v}" for k, v in extra.items())
+    rows = [r for r in load_rows("accuracy") if not (r["dataset"] in args.datasets and r["method"] in args.methods
+                                                     and r.get("variant", "") == variant)]
     for d in args.datasets:
         if not (DATA_ROOT / d).is_dir():
             sys.exit(f"data set not found: {DATA_ROOT / d} (set EDGE_AD_DATA)")
         for m in args.methods:
-            row = run_one(d, m, Path(args.work), args.threads)
+            row = run_one(d, m, Path(args.work), args.threads, extra)
             print(row, flush=True)
             rows.append(row)
-            rows.sort(key=lambda r: (r["dataset"], METHOD_ORDER.index(r["method"])))
+            rows.sort(key=lambda r: (r["dataset"], METHOD_ORDER.index(r["method"]), r.get("variant", "")))
             write_results("accuracy", rows, COLUMNS, NOTES)
 
 

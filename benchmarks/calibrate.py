@@ -31,7 +31,7 @@ from edge_ad.runtime.detector import open_detector  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_OVERRIDES = {"data.image_size": [64, 64], "model.width": 16, "train.epochs": 2, "train.batch_size": 8,
                   "capture.n": 40, "capture.min_images": 10, "quantize.calib_images": 8, "report.heatmaps": 2}
-COLUMNS = ([("dataset", "data set"), ("method", "method"), ("precision", "deployed"), ("image_auroc", "image AUROC %"),
+COLUMNS = ([("dataset", "data set"), ("variant", "recipe"), ("method", "method"), ("precision", "deployed"), ("image_auroc", "image AUROC %"),
             ("pixel_auroc", "pixel AUROC %"), ("aupro", "AUPRO %"), ("test_false_alarm_rate", "test false alarms"),
             ("test_detection_rate", "test detections"), ("train_images", "train imgs"), ("val_images", "val imgs")]
            + [(f"{s}_s", f"{s} s") for s in STAGES] + [("total_s", "total s")])
@@ -94,12 +94,13 @@ def main() -> None:
         for d, r in roots.items():
             if not (r / "train" / "good").is_dir():
                 sys.exit(f"data set not found: {r} (set EDGE_AD_DATA)")
-    rows = [r for r in load_rows(name) if r["dataset"] not in roots]
+    variant = f"calibrate {args.recipe.name}"  # one row per data set and recipe
+    rows = [r for r in load_rows(name) if not (r["dataset"] in roots and r.get("variant") == variant)]
     for d, r in roots.items():
         row = run_one(d, r, args.recipe, overrides, args.work, args.threads, args.n)
         print({k: v for k, v in row.items() if k != "rejected"}, flush=True)
         rows.append(row)
-        rows.sort(key=lambda x: x["dataset"])
+        rows.sort(key=lambda x: (x["dataset"], x.get("variant", "")))
         write_results(name, rows, COLUMNS, NOTES)
 
 

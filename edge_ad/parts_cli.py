@@ -137,7 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", help="where good images come from: an image folder, a video file, or a camera URI "
                    "(csi://0, /dev/video0, 0, rtsp://...). Not needed to continue once capture has finished")
     p.add_argument("--recipe", help=f"recipe YAML (default: {DEFAULT_RECIPE} when present, else the built-in defaults, "
-                   "which are the same). Templates: calibration/default.yaml (rd), textured.yaml (dual), objects.yaml (rd_aug)")
+                   "which are the same). Templates: calibration/default.yaml (rd), textured.yaml (gauss), objects.yaml (rd_aug)")
     p.add_argument("--defects", help="folder of labelled defect images: the threshold becomes F1-optimal over "
                    "validation good + these, and the report shows defect scores")
     p.add_argument("--parts-root", help=f"folder of part bundles (default: {DEFAULT_PARTS_ROOT}, or parts_dir of --station)")

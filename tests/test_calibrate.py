@@ -299,7 +299,7 @@ def test_bundle_root_that_is_a_file_fails_before_any_work(demo_root, tmp_path):
 
 def test_recipes_load_and_default_matches_builtin():
     assert load_recipe(ROOT / "calibration" / "default.yaml").to_dict() == Recipe().to_dict()
-    assert load_recipe(ROOT / "calibration" / "textured.yaml").config.model.method == "dual"
+    assert load_recipe(ROOT / "calibration" / "textured.yaml").config.model.method == "gauss"
     assert load_recipe(ROOT / "calibration" / "objects.yaml").config.model.method == "rd_aug"
     r = load_recipe(None, {"prune.enabled": True, "prune.ratio": 0.3})
     assert r.prune and r.config.prune.ratio == 0.3 and r.to_dict()["prune"]["enabled"] is True
