@@ -36,7 +36,7 @@ def run_one(dataset: str, method: str, work: Path, threads: int, extra: dict) ->
     variant = " ".join(f"{k}={v}" for k, v in extra.items())
     ov = {**extra, "data.root": str(DATA_ROOT / dataset), "model.method": method.removesuffix("+gauss"),
           "train.out_dir": str(work / dataset / (method + "".join(f"_{v}" for v in extra.values()))), "train.threads": threads}
-    if "gauss" in method:
+    if "gauss" in method and "model.gaussian_stride" not in extra:
         ov["model.gaussian_stride"] = load_config(path).model.gaussian_stride or GAUSSIAN_STRIDE
     cfg = load_config(path, ov)
     t0 = time.time()
@@ -77,9 +77,14 @@ def main() -> None:
 
 NOTES = ("Trained on train/good only, scored on the full test split with the torch backend (FP32). "
          "Pixel metrics are computed at the network input resolution over real image content (letterbox padding excluded). "
-         "Training minutes include teacher feature caching and were measured on a shared 2-core machine. "
-         "Rows come from more than one run of this script (each run replaces only the data sets and methods it was "
-         "given; the command above is the last run): `--methods rd` first, then `--methods rd_aug dual`.")
+         "Training minutes include teacher feature caching (and, for gauss, fitting the Gaussians) and were measured on a "
+         "shared 2-core machine. `gauss` = the per-location Gaussian map alone (no student); `X+gauss` = method X with "
+         "the Gaussian map as one more normalised group in its fusion; the variant column lists config overrides. "
+         "Rows come from more than one run of this script (each run replaces only the rows of the data sets, methods "
+         "and variant it was given; the command above is the last run). Runs, in order: `--methods rd`, "
+         "`--methods rd_aug dual` (bottle, kolektor); `--datasets magnetic_tile --methods gauss rd_aug+gauss rd rd_aug dual`; "
+         "`--datasets kolektor --methods gauss rd+gauss`; `--datasets bottle --methods rd_aug+gauss --set model.fusion=product`; "
+         "`--datasets kolektor magnetic_tile --methods gauss --set model.gaussian_stride=8`.")
 
 if __name__ == "__main__":
     main()

@@ -46,7 +46,11 @@ def run_one(name: str, root: Path, recipe_path: Path | None, overrides: dict, wo
     if n is not None:
         ov["capture.n"] = n if n > 0 else max(2, len(D.list_images(root / "train" / "good")))
     recipe = load_recipe(recipe_path, ov)
-    job = Job(part=name, recipe=recipe, source=str(root / "train" / "good"), parts_root=work / "parts", work=work / "work")
+    # calibrate keeps captured images across runs: one work folder per recipe and image count, so a run never
+    # trains on images another setting captured
+    folder = f"{Path(recipe.name).stem}-n{recipe.calib.capture.n}"
+    job = Job(part=name, recipe=recipe, source=str(root / "train" / "good"), parts_root=work / "parts" / folder,
+              work=work / "work" / folder)
     t0 = time.perf_counter()
     res = calibrate(job, restart=True)
     total = time.perf_counter() - t0
@@ -62,7 +66,7 @@ def run_one(name: str, root: Path, recipe_path: Path | None, overrides: dict, wo
            "test_false_alarm_rate": at["fp"] / max(at["fp"] + at["tn"], 1), "test_detection_rate": at["recall"],
            "threshold": res.threshold, "threshold_source": man["threshold_source"],
            "train_images": man["split"]["train"], "val_images": man["split"]["val"], "rejected": man["capture"]["rejected"],
-           "epochs": recipe.config.train.epochs, "input_size": "x".join(map(str, recipe.config.data.input_size)),
+           "epochs": recipe.config.train.epochs if recipe.config.model.method != "gauss" else 0, "input_size": "x".join(map(str, recipe.config.data.input_size)),
            "train_minutes": round(res.stage_seconds.get("train", 0.0) / 60, 2), "total_s": round(total, 1)}
     row.update({f"{s}_s": round(res.stage_seconds.get(s, 0.0), 1) for s in STAGES})
     return row

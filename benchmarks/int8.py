@@ -1,6 +1,7 @@
 """FP32 vs INT8 accuracy (each quantization mode and calibration method) and torch-vs-ORT parity.
 
-Uses the rd models trained by benchmarks/accuracy.py (runs/bench/<dataset>/rd/model.pt).
+Uses the models trained by benchmarks/accuracy.py (runs/bench/<dataset>/<method>/model.pt); reruns replace only
+the rows of the data sets and method given.
 Usage: python benchmarks/int8.py [--datasets bottle magnetic_tile kolektor] [--method rd]
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_results  # noqa: E402
+from common import load_rows, write_results  # noqa: E402
 
 from edge_ad import data as D  # noqa: E402
 from edge_ad.evaluate import compute_metrics, run_split  # noqa: E402
@@ -39,7 +40,7 @@ def main() -> None:
     ap.add_argument("--work", default="runs/bench")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    rows = []
+    rows = [r for r in load_rows("int8") if not (r["dataset"] in args.datasets and r["method"] == args.method)]
     for ds in args.datasets:
         pt = Path(args.work) / ds / args.method / "model.pt"
         if not pt.is_file():
@@ -67,6 +68,7 @@ def main() -> None:
                          **pick(res), **delta(res, fp32), "map_rel_mae": rel_mae(maps, fp32_maps),
                          "map_max_abs_diff_rel": max_rel_diff(maps, fp32_maps)})
             print(rows[-1], flush=True)
+        rows.sort(key=lambda r: (r["dataset"], r["method"]))
         write_results("int8", rows, COLUMNS, NOTES)
 
 

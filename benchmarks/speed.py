@@ -2,7 +2,7 @@
 
 Each row runs in its own process (so peak RSS is that backend's) over the same decoded frames:
 preprocess + inference + per-scale maps + upsample/blur + score; decode excluded.
-Rows: torch FP32, ORT FP32, ORT INT8 (trt and cpu modes) for rd and dual, and an RD4AD-size
+Rows: torch FP32, ORT FP32, ORT INT8 (trt and cpu modes) for rd, pruned rd, dual, gauss and rd+gauss, and an RD4AD-size
 reference (WideResNet-50-2 teacher + OCBE + decoder, random weights) in ORT FP32.
 
 Usage: python benchmarks/speed.py [--frames 200] [--threads 2]
@@ -103,11 +103,15 @@ def build_models(work: Path, calib_n: int) -> list[dict]:
     from reference_rd4ad import ReferenceRD4AD
 
     specs = []
-    for method, ratio in (("rd", 0.0), ("rd", 0.5), ("dual", 0.0)):
+    for method, ratio, gauss in (("rd", 0.0, 0), ("rd", 0.5, 0), ("dual", 0.0, 0), ("gauss", 0.0, 16), ("rd", 0.0, 16)):
         cfg = load_config(None, {"model.method": method, "data.root": str(DATA_ROOT / "bottle"), "prune.ratio": ratio,
-                                 "prune.steps": 1})
+                                 "prune.steps": 1, "model.gaussian_stride": gauss})
         torch.manual_seed(0)
         model = ADModel(cfg.model).eval()
+        if model.gaussian is not None:  # statistics of random features: the shapes are what timing depends on
+            h, w = (s // gauss for s in cfg.data.input_size)
+            model.gaussian.fit(torch.randn(64, model.gaussian.mean.shape[0], h, w))
+            method = method if method == "gauss" else f"{method}+gauss"
         if ratio:  # structure only (timing does not depend on the weights): edge_ad prune also fine-tunes
             from edge_ad.prune import effective_round_to, make_pruners
 

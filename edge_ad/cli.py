@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train a student on good images (rd, rd_aug, dual or gauss)",
-                       description="Distil a student from the frozen teacher on train/good images. "
+                       description="Distil a student from the frozen teacher on train/good images (method gauss: "
+                                   "no student, only the per-location Gaussian map is fitted). "
                                    "Writes model.pt, checkpoint.pt, config.yaml and history.json to the output folder.")
     _add_train_flags(p)
     p.add_argument("--resume", action="store_true", help="continue from checkpoint.pt in the output folder")
