@@ -160,6 +160,25 @@ def test_second_calibration_with_defects_and_pruning_then_rollback(first, demo_r
     assert "has no version v7" in capsys.readouterr().err
 
 
+def test_textured_recipe_calibrates_a_gauss_bundle(demo_root, tmp_path):
+    """The textured recipe (gauss: no student) goes through every stage and its bundle detects a gross defect."""
+    from edge_ad.runtime.detector import open_detector
+
+    recipe = load_recipe(ROOT / "calibration" / "textured.yaml", {k: v for k, v in TINY_RECIPE.items()
+                                                                    if not k.startswith(("model.", "train.epochs"))})
+    job = Job(part="tile", recipe=recipe, source=str(demo_root / "train" / "good"), parts_root=tmp_path / "parts",
+              work=tmp_path / "work")
+    res = calibrate(job)
+    man = B.read_manifest(res.bundle)
+    assert man["recipe"]["model"]["method"] == "gauss" and B.verify(res.bundle) == []
+    assert "no student" in (res.bundle / "report.md").read_text()
+    det = open_detector(res.bundle)
+    img = D.load_image(D.list_split(demo_root, "test")[0].path).copy()
+    assert not det.detect(D.load_image(good_images(demo_root)[0])).is_anomaly
+    img[40:72, 40:72] = np.random.default_rng(0).integers(0, 256, (32, 32, 3))
+    assert det.detect(img).is_anomaly
+
+
 def test_engine_stage_builds_or_says_why_not(first):
     from edge_ad.calibrate import State, stage_engine
     from edge_ad.errors import EdgeAdError
