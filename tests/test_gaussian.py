@@ -89,3 +89,10 @@ def test_rd_with_gaussian_adds_a_normalised_group(demo_root, tmp_path):
     img = np.random.default_rng(3).integers(0, 255, (70, 90, 3), dtype=np.uint8)
     a, b = open_detector(path, "torch").detect(img), open_detector(onnx_path).detect(img)
     assert b.score == pytest.approx(a.score, rel=1e-4)
+    from edge_ad.prune import prune_model
+
+    pruned = prune_model(path, ratio=0.5, steps=1, finetune_epochs=1)  # the Gaussian map survives pruning untouched
+    model, _, pspec, meta = load_model(pruned)
+    original, _, _, _ = load_model(path)
+    assert meta["pruned"] and pspec.groups == spec.groups
+    assert torch.equal(model.gaussian.chol, original.gaussian.chol)
