@@ -70,7 +70,7 @@ def run_one(name: str, root: Path, recipe_path: Path | None, overrides: dict, wo
            "test_false_alarm_rate": at["fp"] / max(at["fp"] + at["tn"], 1), "test_detection_rate": at["recall"],
            "threshold": res.threshold, "threshold_source": man["threshold_source"],
            "train_images": man["split"]["train"], "val_images": man["split"]["val"], "rejected": man["capture"]["rejected"],
-           "epochs": recipe.config.train.epochs if recipe.config.model.method != "gauss" else 0, "input_size": "x".join(map(str, recipe.config.data.input_size)),
+           "epochs": recipe.config.distill_epochs, "input_size": "x".join(map(str, recipe.config.data.input_size)),
            "train_minutes": round(res.stage_seconds.get("train", 0.0) / 60, 2), "total_s": round(total, 1)}
     row.update({f"{s}_s": round(res.stage_seconds.get(s, 0.0), 1) for s in STAGES})
     return row

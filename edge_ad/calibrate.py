@@ -447,7 +447,7 @@ def stage_train(job: Job, state: State, hook: Hook | None) -> dict:
 
     cfg = _model_config(job, state)
     path = train(cfg, resume=True)
-    return {"model": str(path), "method": cfg.model.method, "epochs": 0 if cfg.model.method == "gauss" else cfg.train.epochs}
+    return {"model": str(path), "method": cfg.model.method, "epochs": cfg.distill_epochs}
 
 
 def stage_prune(job: Job, state: State, hook: Hook | None) -> dict:
@@ -637,7 +637,7 @@ def stage_report(job: Job, state: State, hook: Hook | None) -> dict:
     m = th["metrics"]
     gauss = f", Gaussian map at stride {cfg.model.gaussian_stride}" if cfg.model.gaussian_stride else ""
     method = (f"gauss ({cfg.model.teacher}{gauss}, no student)" if cfg.model.method == "gauss" else
-              f"{cfg.model.method} ({cfg.model.teacher}, width {cfg.model.width}, {cfg.train.epochs} epochs{gauss})")
+              f"{cfg.model.method} ({cfg.model.teacher}, width {cfg.model.width}, {cfg.distill_epochs} epochs{gauss})")
     summary = [("part", job.part), ("created", time.strftime("%Y-%m-%d %H:%M:%S")), ("recipe", job.recipe.name),
                ("method", method),
                ("input size", f"{cfg.data.input_size[0]} x {cfg.data.input_size[1]} ({cfg.data.resize})"),

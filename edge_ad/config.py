@@ -177,6 +177,11 @@ class Config:
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate()
 
+    @property
+    def distill_epochs(self) -> int:
+        """Epochs of distillation actually run: none for gauss, which has no student."""
+        return 0 if self.model.method == "gauss" else self.train.epochs
+
 
 def _type_ok(value: Any, tp: Any) -> bool:
     origin = typing.get_origin(tp)

@@ -89,7 +89,7 @@ def train(cfg: Config, resume: bool = False, images: list[np.ndarray] | None = N
     device = resolve_device(cfg.train.device)
     images = load_training_images(cfg) if images is None else images
     model = ADModel(cfg.model).to(device)
-    epochs = cfg.train.epochs if len(model.students) else 0  # gauss: statistics only, nothing to distil
+    epochs = cfg.distill_epochs
     opt = student_optimizer(model, cfg) if epochs else None
     start, history = 0, []
     ckpt_path = out / CHECKPOINT_FILE
