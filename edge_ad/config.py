@@ -103,7 +103,7 @@ class ModelConfig:
         _check(self.gaussian_stride in (0, 4, 8, 16), "model.gaussian_stride", "must be 0 (off), 4, 8 or 16")
         _check(self.gaussian_pool >= 1 and self.gaussian_pool % 2 == 1, "model.gaussian_pool", "must be an odd number >= 1")
         _check(self.method != "gauss" or self.gaussian_stride > 0, "model.gaussian_stride",
-               "method gauss needs a stride (4, 8 or 16)")
+               "method gauss needs a stride: 4, 8 or 16 (16 is the usual choice; CLI: --gaussian 16)")
 
 
 @dataclass
