@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="make procedural demo data, train, evaluate, show results (no data needed)")
     p.add_argument("--out", default="demo_run", help="working folder for data, model and heatmaps")
-    p.add_argument("--method", default="rd", choices=[m for m in METHODS if m != "gauss"])
+    p.add_argument("--method", default="rd", choices=list(METHODS))
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default from the demo config)")
     p.set_defaults(func=cmd_demo)
 

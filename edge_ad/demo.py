@@ -8,6 +8,7 @@ from pathlib import Path
 from edge_ad.config import load_config
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
+DEMO_GAUSSIAN_STRIDE = 16  # gauss on the demo part: the deepest stage, as in calibration/textured.yaml
 
 
 def run_demo(out: Path, method: str = "rd", epochs: int | None = None) -> dict:
@@ -23,6 +24,8 @@ def run_demo(out: Path, method: str = "rd", epochs: int | None = None) -> dict:
     overrides = {"data.root": str(data_dir), "model.method": method, "train.out_dir": str(out / f"model_{method}")}
     if epochs:
         overrides["train.epochs"] = epochs
+    if method == "gauss":
+        overrides["model.gaussian_stride"] = DEMO_GAUSSIAN_STRIDE
     cfg = load_config(DEMO_CONFIG, overrides)
     t0 = time.time()
     model_path = train(cfg)
@@ -33,7 +36,7 @@ def run_demo(out: Path, method: str = "rd", epochs: int | None = None) -> dict:
         res = evaluate(det.session.run, det.info.data, det.info.scoring, data_dir, path.parent / f"eval_{backend}")
         rows.append((backend, res))
     print()
-    print(f"edge_ad demo: method={method}, {cfg.train.epochs} epochs, trained in {train_s:.0f} s")
+    print(f"edge_ad demo: method={method}, {cfg.distill_epochs} epochs, trained in {train_s:.0f} s")
     print(f"{'backend':<12} {'image AUROC':>11} {'pixel AUROC':>11} {'AUPRO':>7}")
     for backend, res in rows:
         print(f"{backend:<12} {100 * res['image_auroc']:>10.1f}% {100 * res['pixel_auroc']:>10.1f}% {100 * res['aupro']:>6.1f}%")

@@ -56,3 +56,12 @@ def test_train_export_eval_predict(demo_root, tmp_path, capsys):
 
 def test_parser_builds():
     assert build_parser().prog == "edge_ad"
+
+
+def test_demo_with_gauss_is_seconds_and_reaches_target(tmp_path, capsys):
+    """`edge_ad demo --method gauss`: the whole demo (data, fit, torch + ORT eval) with no training at all."""
+    assert main(["demo", "--method", "gauss", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "method=gauss, 0 epochs" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("torch", "onnxruntime"))]
+    assert len(rows) == 2 and all(float(r[1].rstrip("%")) >= 95.0 for r in rows)
