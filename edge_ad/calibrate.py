@@ -442,40 +442,18 @@ def _model_config(job: Job, state: State):
 
 
 def stage_train(job: Job, state: State, hook: Hook | None) -> dict:
-    """Train each candidate (recipe method and schedule, and by default the Gaussian map alone) and keep the one
-    that best tells validation goods from synthetic defects; an interrupted training resumes from its checkpoint."""
-    from edge_ad import selection as S
+    """Distil the student (recipe method and schedule); an interrupted training resumes from its checkpoint."""
     from edge_ad.train import train
 
-    base = _model_config(job, state)
-    sel = job.recipe.calib.select
-    names = S.distinct_candidates(base, sel.candidates)
-    runs = {}
-    for name in names:
-        cfg = S.candidate_config(base, name)
-        if name != "model":  # the recipe's own model keeps its folder (model/); others go beside it
-            cfg.train.out_dir = f"{base.train.out_dir}_{name.replace('+', '_')}"
-        if len(names) > 1:
-            _say(f"candidate {name} ({S.method_label(cfg)})")
-        runs[name] = {"model": str(train(cfg, resume=True)), "method": S.method_label(cfg), "epochs": cfg.distill_epochs}
-    if len(names) > 1:
-        images, _ = D.load_prepared(_val_paths(job, state), base.data)
-        for name, run in runs.items():
-            run["synthetic_auroc"] = round(S.synthetic_auroc(run["model"], images, base.augment, job.recipe.calib.split.seed), 4)
-        chosen = S.pick({n: r["synthetic_auroc"] for n, r in runs.items()}, sel.min_gain)
-        _say("chosen: " + chosen + " (synthetic-defect AUROC on validation goods: "
-             + ", ".join(f"{r['method']} {100 * r['synthetic_auroc']:.1f}" for r in runs.values()) + ")")
-    else:
-        chosen = names[0]
-    return {**runs[chosen], "candidate": chosen, "candidates": runs}
+    cfg = _model_config(job, state)
+    path = train(cfg, resume=True)
+    return {"model": str(path), "method": cfg.model.method, "epochs": cfg.distill_epochs}
 
 
 def stage_prune(job: Job, state: State, hook: Hook | None) -> dict:
     """Structural pruning + recovery distillation with the prune settings of the model config (edge_ad.prune)."""
     if not job.recipe.prune:
         return {"model": state.out("train")["model"], "skipped": "prune.enabled is false in the recipe"}
-    if state.out("train")["method"] == "gauss":
-        return {"model": state.out("train")["model"], "skipped": "the chosen model (gauss) has no student to prune"}
     try:
         from edge_ad.prune import prune_model
     except ImportError:
@@ -657,13 +635,9 @@ def stage_report(job: Job, state: State, hook: Hook | None) -> dict:
     heatmaps = _heatmaps(job, state, out_dir)
     cfg = job.recipe.config
     m = th["metrics"]
-    tr = state.out("train")
-    method = (f"{tr['method']} ({cfg.model.teacher}, no student)" if tr["method"] == "gauss" else
-              f"{tr['method']} ({cfg.model.teacher}, width {cfg.model.width}, {tr['epochs']} epochs)")
-    if len(tr.get("candidates", {})) > 1:
-        method += "; chosen over " + ", ".join(f"{r['method']} ({100 * r['synthetic_auroc']:.1f})"
-                                               for n, r in tr["candidates"].items() if n != tr["candidate"])
-        method += f" by synthetic-defect AUROC on validation goods ({100 * tr['synthetic_auroc']:.1f})"
+    gauss = f", Gaussian map at stride {cfg.model.gaussian_stride}" if cfg.model.gaussian_stride else ""
+    method = (f"gauss ({cfg.model.teacher}{gauss}, no student)" if cfg.model.method == "gauss" else
+              f"{cfg.model.method} ({cfg.model.teacher}, width {cfg.model.width}, {cfg.distill_epochs} epochs{gauss})")
     summary = [("part", job.part), ("created", time.strftime("%Y-%m-%d %H:%M:%S")), ("recipe", job.recipe.name),
                ("method", method),
                ("input size", f"{cfg.data.input_size[0]} x {cfg.data.input_size[1]} ({cfg.data.resize})"),
@@ -701,8 +675,7 @@ def stage_bundle(job: Job, state: State, hook: Hook | None) -> dict:
         "kind": "edge_ad-part-bundle-1",
         "deployed": {"model": "model.onnx", "precision": "int8", "engine": "model.engine" if eng.get("file") else None,
                      "fp32_model": "model_fp32.onnx"},
-        "input_size": list(cfg.data.input_size), "method": state.out("train")["method"],
-        "selection": {r["method"]: r.get("synthetic_auroc") for r in state.out("train").get("candidates", {}).values()},
+        "input_size": list(cfg.data.input_size), "method": cfg.model.method,
         "threshold": th["threshold"], "threshold_source": th["source"], "metrics": th["metrics"],
         "capture": {k: v for k, v in state.out("capture").items() if k != "dir"},
         "split": {k: state.out("split")[k] for k in ("train", "val")},

@@ -91,20 +91,6 @@ class ReportConfig:
 
 
 @dataclass
-class SelectConfig:
-    candidates: list[str] = field(default_factory=lambda: ["model", "gauss"])  # model | gauss | model+gauss
-    min_gain: float = 0.01  # a later candidate must beat the earlier best by this much synthetic-defect AUROC
-
-    def validate(self) -> None:
-        from edge_ad.selection import CANDIDATES
-
-        _check(len(self.candidates) >= 1 and all(c in CANDIDATES for c in self.candidates)
-               and len(set(self.candidates)) == len(self.candidates), "select.candidates",
-               f"must be distinct values from {', '.join(CANDIDATES)}, got {self.candidates}")
-        _check(0 <= self.min_gain < 1, "select.min_gain", "must be in [0, 1)")
-
-
-@dataclass
 class CalibrationSections:
     """The recipe sections that are not part of an edge_ad model config."""
 
@@ -114,7 +100,6 @@ class CalibrationSections:
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
-    select: SelectConfig = field(default_factory=SelectConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):

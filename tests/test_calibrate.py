@@ -22,7 +22,7 @@ from edge_ad.station_config import CameraConfig
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RECIPE = {"data.image_size": [64, 64], "model.width": 16, "train.epochs": 3, "train.batch_size": 4,
                "train.threads": 2, "capture.n": 40, "capture.min_images": 6, "quantize.calib_images": 8,
-               "report.heatmaps": 2, "select.candidates": ["model"]}  # selection has its own test
+               "report.heatmaps": 2}
 
 
 def tiny_recipe(**extra) -> Recipe:
@@ -158,33 +158,6 @@ def test_second_calibration_with_defects_and_pruning_then_rollback(first, demo_r
     assert "* v1" in out and "  v2" in out and "files ok" in out and "F1" in out
     assert main(["parts", "rollback", "disc", "--to", "7", "--parts-root", root]) == 2
     assert "has no version v7" in capsys.readouterr().err
-
-
-def test_default_selection_trains_both_and_keeps_the_better_on_synthetic_defects(demo_root, tmp_path):
-    """Default recipe selection: rd and gauss are both trained, scored on validation goods vs synthetic defects,
-    and the bundle records both scores and deploys the pick."""
-    from edge_ad.selection import pick
-
-    recipe = tiny_recipe(**{"select.candidates": ["model", "gauss"], "data.image_size": [128, 128]})
-    job = Job(part="auto", recipe=recipe, source=str(demo_root / "train" / "good"), parts_root=tmp_path / "parts",
-              work=tmp_path / "work")
-    res = calibrate(job)
-    runs = state_of(job)["stages"]["train"]["outputs"]["candidates"]
-    assert set(runs) == {"model", "gauss"} and all(0.5 <= r["synthetic_auroc"] <= 1.0 for r in runs.values())
-    assert Path(runs["model"]["model"]).parent == job.dir / "model" and Path(runs["gauss"]["model"]).is_file()
-    chosen = pick({n: r["synthetic_auroc"] for n, r in runs.items()}, recipe.calib.select.min_gain)
-    man = B.read_manifest(res.bundle)
-    assert man["method"] == runs[chosen]["method"] and set(man["selection"]) == {"rd", "gauss"}
-    assert "synthetic-defect AUROC" in (res.bundle / "report.md").read_text()
-
-
-def test_pick_prefers_the_earlier_candidate_unless_clearly_better():
-    from edge_ad.selection import pick
-
-    assert pick({"model": 1.0, "gauss": 1.0}, 0.01) == "model"
-    assert pick({"model": 0.90, "gauss": 0.905}, 0.01) == "model"
-    assert pick({"model": 0.90, "gauss": 0.95}, 0.01) == "gauss"
-    assert pick({"model": 0.90, "gauss": 0.95, "model+gauss": 0.955}, 0.01) == "gauss"
 
 
 def test_textured_recipe_calibrates_a_gauss_bundle(demo_root, tmp_path):
