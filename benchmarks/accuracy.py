@@ -31,21 +31,26 @@ METHOD_ORDER = ["rd", "rd_aug", "dual", "gauss", "rd+gauss", "rd_aug+gauss", "du
 GAUSSIAN_STRIDE = 16  # deepest distilled stage: the largest receptive field and the fewest locations to model
 
 
+def variant_name(extra: dict) -> str:
+    """The row's variant column: the config overrides it ran with ('' for the data set config as is)."""
+    return " ".join(f"{k}={v}" for k, v in extra.items())
+
+
 def run_one(dataset: str, method: str, work: Path, threads: int, extra: dict) -> dict:
-    path = CONFIGS / f"{dataset}.yaml"
-    variant = " ".join(f"{k}={v}" for k, v in extra.items())
+    config_path = CONFIGS / f"{dataset}.yaml"
+    run_dir = work / dataset / (method + "".join(f"_{v}" for v in extra.values()))  # one folder per row
     ov = {**extra, "data.root": str(DATA_ROOT / dataset), "model.method": method.removesuffix("+gauss"),
-          "train.out_dir": str(work / dataset / (method + "".join(f"_{v}" for v in extra.values()))), "train.threads": threads}
+          "train.out_dir": str(run_dir), "train.threads": threads}
     if "gauss" in method and "model.gaussian_stride" not in extra:
-        ov["model.gaussian_stride"] = load_config(path).model.gaussian_stride or GAUSSIAN_STRIDE
-    cfg = load_config(path, ov)
+        ov["model.gaussian_stride"] = load_config(config_path).model.gaussian_stride or GAUSSIAN_STRIDE
+    cfg = load_config(config_path, ov)
     t0 = time.time()
-    path = train(cfg)
+    model_path = train(cfg)
     minutes = (time.time() - t0) / 60
-    model, cfg, spec, meta = load_model(path)
-    res = evaluate(lambda b: model_outputs(model, b), cfg.data, spec, cfg.data.root, work / dataset / method / "eval")
+    model, cfg, spec, meta = load_model(model_path)
+    res = evaluate(lambda b: model_outputs(model, b), cfg.data, spec, cfg.data.root, run_dir / "eval")
     per = " ".join(f"{k} {100 * v:.1f}" for k, v in res.get("pixel_auroc_per_type", {}).items())
-    return {"dataset": dataset, "method": method, "variant": variant, "backend": "torch", "precision": "fp32",
+    return {"dataset": dataset, "method": method, "variant": variant_name(extra), "backend": "torch", "precision": "fp32",
             "image_auroc": res["image_auroc"], "pixel_auroc": res.get("pixel_auroc"), "aupro": res.get("aupro"),
             "epochs": meta["epochs"], "train_minutes": round(minutes, 2), "input_size": "x".join(map(str, cfg.data.input_size)),
             "resize": cfg.data.resize, "normalize": cfg.data.normalize, "teacher": cfg.model.teacher, "pixel_auroc_per_type": per}
@@ -61,7 +66,7 @@ def main() -> None:
                     help="config override for these runs, recorded in the row's variant column (e.g. model.fusion=product)")
     args = ap.parse_args()
     extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
-    variant = " ".join(f"{k}={v}" for k, v in extra.items())
+    variant = variant_name(extra)
     rows = [r for r in load_rows("accuracy") if not (r["dataset"] in args.datasets and r["method"] in args.methods
                                                      and r.get("variant", "") == variant)]
     for d in args.datasets:
