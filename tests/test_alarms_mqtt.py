@@ -77,6 +77,16 @@ class Subscriber:
         self.client.loop_stop()
 
 
+def assert_retained_offline(broker) -> None:
+    """A subscriber that joins now gets the retained status, and it says offline."""
+    after = Subscriber(broker, STATUS_TOPIC)
+    try:
+        assert wait_until(lambda: after.messages)
+        assert after.messages[0].retain and json.loads(after.messages[0].payload)["state"] == "offline"
+    finally:
+        after.close()
+
+
 def sink_config(broker_or_port, tmp_path: Path, **kw) -> MqttConfig:
     port = broker_or_port if isinstance(broker_or_port, int) else broker_or_port.port
     base = dict(enabled=True, host="127.0.0.1", port=port, queue_dir=str(tmp_path / "queue"),
@@ -131,10 +141,7 @@ def test_retained_status_online_then_offline_on_clean_close(mosquitto, tmp_path)
     sink.close()
     assert wait_until(lambda: [p["state"] for p in late.payloads()] == ["online", "offline"])
     late.close()
-    after = Subscriber(mosquitto, STATUS_TOPIC)
-    assert wait_until(lambda: after.messages)
-    assert after.messages[0].retain and json.loads(after.messages[0].payload)["state"] == "offline"
-    after.close()
+    assert_retained_offline(mosquitto)
 
 
 def test_last_will_marks_station_offline_when_process_dies(mosquitto, tmp_path):
@@ -160,10 +167,7 @@ def test_last_will_marks_station_offline_when_process_dies(mosquitto, tmp_path):
     finally:
         proc.kill()
         sub.close()
-    after = Subscriber(mosquitto, STATUS_TOPIC)
-    assert wait_until(lambda: after.messages)
-    assert after.messages[0].retain and json.loads(after.messages[0].payload)["state"] == "offline"
-    after.close()
+    assert_retained_offline(mosquitto)
 
 
 def test_broker_outage_loses_nothing_and_keeps_order(mosquitto_factory, tmp_path):
