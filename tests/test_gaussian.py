@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from edge_ad.models.gaussian import LocationGaussian, gaussian_from_state, ledoit_wolf
+from edge_ad.models.gaussian import LocationGaussian, gaussian_from_state, ledoit_wolf, precision_factor
 
 
 @pytest.mark.parametrize("n, c", [(40, 8), (6, 12)])  # more samples than channels, and fewer
@@ -17,6 +17,15 @@ def test_ledoit_wolf_matches_sklearn(n, c):
         ref = LedoitWolf().fit(x[i])
         np.testing.assert_allclose(mean[i].numpy(), ref.location_, rtol=1e-10)
         np.testing.assert_allclose(cov[i].numpy(), ref.covariance_, rtol=1e-8, atol=1e-12)
+
+
+def test_precision_factor_inverts_ill_conditioned_covariances():
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.normal(size=(64, 40, 152)) * np.logspace(-3, 1, 152))  # fewer samples than channels
+    _, cov = ledoit_wolf(x)
+    f = precision_factor(cov)
+    want = np.linalg.inv(cov.numpy())
+    np.testing.assert_allclose((f @ f.transpose(1, 2)).numpy(), want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
 
 
 def test_distance_is_mahalanobis_per_location():

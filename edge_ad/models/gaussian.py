@@ -37,6 +37,16 @@ def ledoit_wolf(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, cov
 
 
+def precision_factor(cov: torch.Tensor) -> torch.Tensor:
+    """F with F @ F.T = inverse(cov), from the Cholesky factor of cov (L^-T).
+
+    No LU inverse: batched torch.linalg.inv hangs in oneMKL (DLASWP errors) on some real covariance batches.
+    """
+    low = torch.linalg.cholesky(cov)
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device).expand_as(cov)
+    return torch.linalg.solve_triangular(low, eye, upper=False).transpose(-1, -2)
+
+
 class LocationGaussian(nn.Module):
     """Mahalanobis distance of each location's (pooled) feature vector to that location's good-image Gaussian."""
 
@@ -64,8 +74,7 @@ class LocationGaussian(nn.Module):
         means, chols = [], []
         for i in range(0, h * w, chunk):
             mean, cov = ledoit_wolf(samples[i:i + chunk])
-            prec = torch.linalg.inv(cov)
-            chols.append(torch.linalg.cholesky((prec + prec.transpose(1, 2)) / 2).float())
+            chols.append(precision_factor(cov).float())
             means.append(mean.float())
         self.mean = torch.cat(means).T.reshape(c, h, w).contiguous().to(feats.device)
         self.chol = torch.cat(chols).to(feats.device)
