@@ -88,6 +88,8 @@ class ModelConfig:
     width: int = 64  # student base width (shallowest decoder stage; deeper stages double, capped at 4x)
     bottleneck_blocks: int = 1  # residual blocks in the one-class bottleneck
     gaussian_stride: int = 0  # 0: off; 4/8/16: add a per-location Gaussian map of the teacher's features at that stride
+    gaussian_stages: list[int] = field(default_factory=list)  # teacher strides concatenated per location (PaDiM-style),
+    # finer ones average-pooled onto the gaussian_stride grid; [] = just the gaussian_stride stage
     gaussian_pool: int = 3  # neighbourhood (odd, in feature cells) averaged before the Gaussian: slow changes show
 
     def validate(self) -> None:
@@ -101,6 +103,10 @@ class ModelConfig:
         _check(8 <= self.width <= 1024, "model.width", "must be in [8, 1024]")
         _check(0 <= self.bottleneck_blocks <= 8, "model.bottleneck_blocks", "must be in [0, 8]")
         _check(self.gaussian_stride in (0, 4, 8, 16), "model.gaussian_stride", "must be 0 (off), 4, 8 or 16")
+        _check(all(s in (2, 4, 8, 16) for s in self.gaussian_stages) and self.gaussian_stages == sorted(set(self.gaussian_stages))
+               and all(s <= self.gaussian_stride for s in self.gaussian_stages), "model.gaussian_stages",
+               f"must be increasing strides from 2, 4, 8, 16, none above gaussian_stride ({self.gaussian_stride}), "
+               f"got {self.gaussian_stages}")
         _check(self.gaussian_pool >= 1 and self.gaussian_pool % 2 == 1, "model.gaussian_pool", "must be an odd number >= 1")
         _check(self.method != "gauss" or self.gaussian_stride > 0, "model.gaussian_stride",
                "method gauss needs a stride: 4, 8 or 16 (16 is the usual choice; CLI: --gaussian 16)")

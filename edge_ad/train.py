@@ -119,7 +119,7 @@ def train(cfg: Config, resume: bool = False, images: list[np.ndarray] | None = N
     model.eval()
     if model.gaussian is not None:
         t0 = time.time()
-        model.gaussian.fit(raw[model.gaussian_tap])
+        model.gaussian.fit(model.gaussian_features(raw))
         log.info("Gaussian map fitted on %d images in %.1f s", n, time.time() - t0)
     spec, good_scores = fit_scoring(model, images, cfg, device)
     threshold = threshold_from_good(good_scores, cfg.scoring.threshold_quantile, cfg.scoring.threshold_margin)

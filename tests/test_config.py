@@ -26,6 +26,7 @@ def test_overrides_apply(tmp_path):
     ("model: {method: gauss}\n", ["model.gaussian_stride", "needs a stride"]),
     ("model: {gaussian_stride: 32}\n", ["model.gaussian_stride", "must be 0"]),
     ("model: {gaussian_pool: 2}\n", ["model.gaussian_pool", "odd"]),
+    ("model: {gaussian_stride: 8, gaussian_stages: [8, 16]}\n", ["model.gaussian_stages", "none above gaussian_stride (8)"]),
     ("data: {image_size: [250, 256]}\n", ["data.image_size", "multiple of 32"]),
     ("scoring: {threshold_quantile: 1.5}\n", ["scoring.threshold_quantile"]),
     ("bogus: 1\n", ["bogus", "unknown key"]),

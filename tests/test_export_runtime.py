@@ -121,8 +121,9 @@ print(json.dumps({{"torch": "torch" in sys.modules, "n": len(rs), "score": r.sco
     assert out == {"torch": False, "n": 3, "score": out["score"]} and np.isfinite(out["score"])
 
 
-@pytest.mark.parametrize("method, gaussian", [("rd", 0), ("rd_aug", 0), ("dual", 0), ("gauss", 16), ("rd", 8)])
-def test_exported_graphs_use_only_tensorrt_ops(method, gaussian, demo_root, tmp_path):
+@pytest.mark.parametrize("method, gaussian, stages", [("rd", 0, []), ("rd_aug", 0, []), ("dual", 0, []), ("gauss", 16, []),
+                                                     ("rd", 8, []), ("gauss", 16, [4, 8, 16])])
+def test_exported_graphs_use_only_tensorrt_ops(method, gaussian, stages, demo_root, tmp_path):
     """FP32, fused and TensorRT-mode QDQ graphs of every method parse natively in TensorRT 8.6 and 10.3."""
     from edge_ad.config import load_config
     from edge_ad.export import export_onnx
@@ -132,7 +133,7 @@ def test_exported_graphs_use_only_tensorrt_ops(method, gaussian, demo_root, tmp_
     from model_fixtures import TINY
 
     cfg = load_config(None, {**TINY, "train.epochs": 1, "model.method": method, "model.gaussian_stride": gaussian,
-                             "data.root": str(demo_root), "train.out_dir": str(tmp_path)})
+                             "model.gaussian_stages": stages, "data.root": str(demo_root), "train.out_dir": str(tmp_path)})
     pt = train(cfg)
     fp32 = export_onnx(pt, tmp_path / "model.onnx")
     fused = export_onnx(pt, tmp_path / "fused.onnx", fused=True)

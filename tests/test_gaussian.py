@@ -105,3 +105,25 @@ def test_rd_with_gaussian_adds_a_normalised_group(demo_root, tmp_path):
     original, _, _, _ = load_model(path)
     assert meta["pruned"] and pspec.groups == spec.groups
     assert torch.equal(model.gaussian.chol, original.gaussian.chol)
+
+
+def test_gaussian_stages_concatenate_pooled_finer_features(demo_root, tmp_path):
+    """PaDiM-style: strides 4 and 8 average-pooled onto the stride-16 grid and concatenated; ORT matches torch."""
+    from edge_ad.config import load_config
+    from edge_ad.export import export_onnx
+    from edge_ad.runtime.detector import open_detector
+    from edge_ad.train import load_model, train
+    from model_fixtures import TINY
+
+    cfg = load_config(None, {**TINY, "model.method": "gauss", "model.gaussian_stride": 16, "model.gaussian_stages": [4, 8, 16],
+                             "data.root": str(demo_root), "train.out_dir": str(tmp_path)})
+    path = train(cfg)
+    model, _, _, _ = load_model(path)
+    h, w = (s // 16 for s in cfg.data.input_size)
+    assert model.gaussian.mean.shape == (sum(model.teacher.channels), h, w)
+    feats = model.teacher(torch.zeros(1, 3, *cfg.data.input_size))
+    pooled = model.gaussian_features(feats)
+    assert torch.allclose(pooled[:, :model.teacher.channels[0], 0, 0], feats[0][:, :, :4, :4].mean((2, 3)), atol=1e-6)
+    img = np.random.default_rng(4).integers(0, 255, (70, 90, 3), dtype=np.uint8)
+    a, b = open_detector(path, "torch").detect(img), open_detector(export_onnx(path, tmp_path / "m.onnx")).detect(img)
+    assert b.score == pytest.approx(a.score, rel=1e-4)

@@ -7,6 +7,7 @@ optional per-location Gaussian map, which scoring treats as one more group).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edge_ad.config import ModelConfig
@@ -20,7 +21,7 @@ class ADModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.pairs = pair_strides(cfg)
-        gauss = [cfg.gaussian_stride] if cfg.gaussian_stride else []
+        gauss = (cfg.gaussian_stages or [cfg.gaussian_stride]) if cfg.gaussian_stride else []
         all_strides = sorted({s for p in self.pairs for s in p} | set(gauss))
         self.teacher = Teacher(cfg.teacher, all_strides)
         self._index = [[all_strides.index(s) for s in p] for p in self.pairs]
@@ -28,8 +29,15 @@ class ADModel(nn.Module):
             Student([self.teacher.channels[i] for i in idx], p, cfg.width, cfg.bottleneck_blocks)
             for p, idx in zip(self.pairs, self._index)
         )
-        self.gaussian_tap = all_strides.index(gauss[0]) if gauss else None
-        self.gaussian = LocationGaussian(self.teacher.channels[self.gaussian_tap], pool=cfg.gaussian_pool) if gauss else None
+        self.gaussian_taps = [all_strides.index(s) for s in gauss]
+        self._gaussian_pools = [cfg.gaussian_stride // s for s in gauss]
+        channels = sum(self.teacher.channels[i] for i in self.gaussian_taps)
+        self.gaussian = LocationGaussian(channels, pool=cfg.gaussian_pool) if gauss else None
+
+    def gaussian_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """The Gaussian's input: its stages, finer ones average-pooled onto the gaussian_stride grid, concatenated."""
+        parts = [feats[i] if k == 1 else F.avg_pool2d(feats[i], k) for i, k in zip(self.gaussian_taps, self._gaussian_pools)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
     @property
     def groups(self) -> list[list[int]]:
@@ -51,5 +59,5 @@ class ADModel(nn.Module):
         for t, s in zip(self.pair_features(feats), self.student_outputs(feats)):
             maps += cos_distance_maps(t, s)
         if self.gaussian is not None:
-            maps.append(self.gaussian(feats[self.gaussian_tap]))
+            maps.append(self.gaussian(self.gaussian_features(feats)))
         return maps
