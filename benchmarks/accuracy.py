@@ -91,7 +91,10 @@ NOTES = ("Trained on train/good only, scored on the full test split with the tor
          "`--datasets kolektor --methods gauss rd+gauss`; `--datasets bottle --methods rd_aug+gauss --set model.fusion=product`; "
          "`--datasets kolektor magnetic_tile --methods gauss --set model.gaussian_stride=8`; "
          "`--datasets bottle --methods gauss rd+gauss`; "
-         "`--datasets magnetic_tile kolektor --methods gauss --set model.teacher=efficientnet_lite2`. magnetic_tile rows use stretch + per-image normalisation "
+         "`--datasets magnetic_tile kolektor --methods gauss --set model.teacher=efficientnet_lite2`; "
+         "`--methods gauss --set \"model.gaussian_stages=[4, 8, 16]\"` (all three sets); "
+         "`--datasets magnetic_tile kolektor --methods gauss --set \"model.gaussian_stages=[4, 8, 16]\" --set model.teacher=efficientnet_lite2`. "
+         "magnetic_tile rows use stretch + per-image normalisation "
          "(configs/magnetic_tile.yaml); the previous letterbox rows were rd 67.2 / 56.7, rd_aug 70.9 / 56.3 and "
          "dual 61.0 / 50.5 image / pixel AUROC.")
 

@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def write_results(name: str, rows: list[dict], columns: list[tuple[str, str]], n
     """benchmarks/results/<name>.json (machine, date, command, versions, rows) and the same table as .md."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     doc = {"machine": machine(), "date": _dt.datetime.now().isoformat(timespec="seconds"),
-           "command": "python " + " ".join(sys.argv), "versions": software_versions(), "rows": rows}
+           "command": "python " + shlex.join(sys.argv), "versions": software_versions(), "rows": rows}
     (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=1, default=float))
     (RESULTS / f"{name}.md").write_text(render_markdown(name, doc, columns, notes))
     return RESULTS / f"{name}.json"
