@@ -103,15 +103,17 @@ def build_models(work: Path, calib_n: int) -> list[dict]:
     from reference_rd4ad import ReferenceRD4AD
 
     specs = []
-    for method, ratio, gauss in (("rd", 0.0, 0), ("rd", 0.5, 0), ("dual", 0.0, 0), ("gauss", 0.0, 16), ("rd", 0.0, 16)):
+    for method, ratio, gauss, stages in (("rd", 0.0, 0, []), ("rd", 0.5, 0, []), ("dual", 0.0, 0, []), ("gauss", 0.0, 16, []),
+                                         ("gauss", 0.0, 16, [4, 8, 16]), ("rd", 0.0, 16, [])):
         cfg = load_config(None, {"model.method": method, "data.root": str(DATA_ROOT / "bottle"), "prune.ratio": ratio,
-                                 "prune.steps": 1, "model.gaussian_stride": gauss})
+                                 "prune.steps": 1, "model.gaussian_stride": gauss, "model.gaussian_stages": stages})
         torch.manual_seed(0)
         model = ADModel(cfg.model).eval()
         if model.gaussian is not None:  # statistics of random features: the shapes are what timing depends on
             h, w = (s // gauss for s in cfg.data.input_size)
             model.gaussian.fit(torch.randn(64, model.gaussian.mean.shape[0], h, w))
             method = method if method == "gauss" else f"{method}+gauss"
+            method += " stages " + "+".join(map(str, stages)) if stages else ""
         if ratio:  # structure only (timing does not depend on the weights): edge_ad prune also fine-tunes
             from edge_ad.prune import effective_round_to, make_pruners
 
