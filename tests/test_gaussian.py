@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from edge_ad.models.gaussian import LocationGaussian, gaussian_from_state, ledoit_wolf, precision_factor
+from edge_ad.models.gaussian import RIDGE, LocationGaussian, gaussian_from_state, ledoit_wolf, precision_factor
 
 
 @pytest.mark.parametrize("n, c", [(40, 8), (6, 12)])  # more samples than channels, and fewer
@@ -28,6 +28,18 @@ def test_precision_factor_inverts_ill_conditioned_covariances():
     np.testing.assert_allclose((f @ f.transpose(1, 2)).numpy(), want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
 
 
+def test_location_that_never_varies_still_fits():
+    """Black background corners: every good image has the same features there; the fit must not fail."""
+    good = torch.from_numpy(np.random.default_rng(5).normal(size=(20, 6, 3, 3)).astype(np.float32))
+    good[:, :, 0, 0] = 0.5
+    g = LocationGaussian(6, pool=1)
+    g.fit(good)
+    x = good[:2].clone()
+    x[1, :, 0, 0] += 0.1
+    m = g(x)[:, 0]
+    assert torch.isfinite(m).all() and m[0, 0, 0] < 1e-3 and m[1, 0, 0] > 2 * m[1, 1, 1]  # 0.1 off: ~8 sigma
+
+
 def test_distance_is_mahalanobis_per_location():
     rng = np.random.default_rng(1)
     good = torch.from_numpy(rng.normal(size=(30, 5, 3, 4)).astype(np.float32))
@@ -38,8 +50,9 @@ def test_distance_is_mahalanobis_per_location():
     assert got.shape == (2, 1, 3, 4)
     for i, j in [(0, 0), (2, 3), (1, 2)]:
         mean, cov = ledoit_wolf(good[:, :, i, j][None].double())
+        cov = cov[0].numpy() + RIDGE * good.double().var(0).mean().item() * np.eye(5)
         d = x[:, :, i, j].double().numpy() - mean[0].numpy()
-        want = np.sqrt(np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov[0].numpy()), d))
+        want = np.sqrt(np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov), d))
         np.testing.assert_allclose(got[:, 0, i, j], want, rtol=1e-4)
 
 

@@ -14,6 +14,8 @@ from torch import nn
 
 from edge_ad.errors import EdgeAdError
 
+RIDGE = 1e-3  # added to every covariance, as a fraction of the features' mean variance over good images
+
 
 def ledoit_wolf(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Shrunk covariance of each batch of samples: x (L, n, C) -> (mean (L, C), cov (L, C, C)), float64.
@@ -71,10 +73,14 @@ class LocationGaussian(nn.Module):
         x = self.smooth(feats.float())
         n, c, h, w = x.shape
         samples = x.flatten(2).permute(2, 0, 1)  # (h*w, N, C)
+        # Where every good image looks the same (black background corners) the covariance is 0: a ridge tied to
+        # the features' average variance keeps it invertible; elsewhere Ledoit-Wolf's shrinkage dwarfs it.
+        ridge = RIDGE * float(x.double().var(0).mean()) or RIDGE
+        eye = torch.eye(c, dtype=torch.float64, device=x.device)
         means, chols = [], []
         for i in range(0, h * w, chunk):
             mean, cov = ledoit_wolf(samples[i:i + chunk])
-            chols.append(precision_factor(cov).float())
+            chols.append(precision_factor(cov + ridge * eye).float())
             means.append(mean.float())
         self.mean = torch.cat(means).T.reshape(c, h, w).contiguous().to(feats.device)
         self.chol = torch.cat(chols).to(feats.device)
