@@ -635,7 +635,9 @@ def stage_report(job: Job, state: State, hook: Hook | None) -> dict:
     heatmaps = _heatmaps(job, state, out_dir)
     cfg = job.recipe.config
     m = th["metrics"]
-    gauss = f", Gaussian map at stride {cfg.model.gaussian_stride}" if cfg.model.gaussian_stride else ""
+    stages = "+".join(map(str, cfg.model.gaussian_stages))
+    gauss = (f", Gaussian map at stride {cfg.model.gaussian_stride}" + (f" (stages {stages})" if stages else "")
+             if cfg.model.gaussian_stride else "")
     method = (f"gauss ({cfg.model.teacher}{gauss}, no student)" if cfg.model.method == "gauss" else
               f"{cfg.model.method} ({cfg.model.teacher}, width {cfg.model.width}, {cfg.distill_epochs} epochs{gauss})")
     summary = [("part", job.part), ("created", time.strftime("%Y-%m-%d %H:%M:%S")), ("recipe", job.recipe.name),

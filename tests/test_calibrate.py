@@ -171,7 +171,7 @@ def test_textured_recipe_calibrates_a_gauss_bundle(demo_root, tmp_path):
     res = calibrate(job)
     man = B.read_manifest(res.bundle)
     assert man["recipe"]["model"]["method"] == "gauss" and B.verify(res.bundle) == []
-    assert "no student" in (res.bundle / "report.md").read_text()
+    assert "Gaussian map at stride 16 (stages 4+8+16), no student" in (res.bundle / "report.md").read_text()
     det = open_detector(res.bundle)
     img = D.load_image(D.list_split(demo_root, "test")[0].path).copy()
     assert not det.detect(D.load_image(good_images(demo_root)[0])).is_anomaly
