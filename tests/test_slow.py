@@ -30,7 +30,8 @@ def test_rd_on_bottle_short_schedule(tmp_path):
 
 
 def test_gauss_on_magnetic_tile_sees_what_distillation_misses(tmp_path):
-    """The per-location Gaussian map (no training) on magnetic_tile; rd_aug reaches about 0.71 / 0.58 there."""
+    """The textured recipe's Gaussian map (stages 4+8+16 stacked, no training) on magnetic_tile: 0.944 / 0.835 measured;
+    rd_aug reaches about 0.71 / 0.58 there."""
     from edge_ad.config import load_config
     from edge_ad.evaluate import evaluate
     from edge_ad.train import load_model, model_outputs, train
@@ -38,7 +39,7 @@ def test_gauss_on_magnetic_tile_sees_what_distillation_misses(tmp_path):
     root = shared_dataset("magnetic_tile")
     cfg = load_config(Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "magnetic_tile.yaml",
                       {"data.root": str(root), "model.method": "gauss", "model.gaussian_stride": 16,
-                       "train.out_dir": str(tmp_path)})
+                       "model.gaussian_stages": [4, 8, 16], "train.out_dir": str(tmp_path)})
     model, cfg, spec, _ = load_model(train(cfg))
     res = evaluate(lambda b: model_outputs(model, b), cfg.data, spec, root)
-    assert res["image_auroc"] >= 0.90 and res["pixel_auroc"] >= 0.78
+    assert res["image_auroc"] >= 0.92 and res["pixel_auroc"] >= 0.80
