@@ -97,7 +97,7 @@ NOTES = ("Trained on train/good only, scored on the full test split with the tor
          "`--datasets bottle --methods rd_aug+gauss` (and `rd+gauss`) `--set model.fusion=product --set \"model.gaussian_stages=[4, 8, 16]\"`; "
          "`--datasets bottle --methods rd_aug+gauss --set model.fusion=product --set model.gaussian_stride=8 --set \"model.gaussian_stages=[4, 8]\"`; "
          "`--datasets magnetic_tile bottle --methods gauss --set \"model.gaussian_stages=[4, 8, 16]\"` (rerun after the covariance ridge was added: "
-         "changes below 0.05 pt). "
+         "changes below 0.05 pt); `--datasets magnetic_tile --methods rd+gauss --set model.fusion=product --set \"model.gaussian_stages=[4, 8, 16]\"`. "
          "magnetic_tile rows use stretch + per-image normalisation "
          "(configs/magnetic_tile.yaml); the previous letterbox rows were rd 67.2 / 56.7, rd_aug 70.9 / 56.3 and "
          "dual 61.0 / 50.5 image / pixel AUROC.")
