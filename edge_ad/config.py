@@ -114,7 +114,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
+    epochs: int = 20  # bottle rd: 99.0 pixel AUROC at 20 epochs (2 min on 2 cores), 98.9 at 10
     batch_size: int = 16
     lr: float = 0.005
     weight_decay: float = 0.0
