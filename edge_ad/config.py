@@ -103,8 +103,9 @@ class ModelConfig:
         _check(8 <= self.width <= 1024, "model.width", "must be in [8, 1024]")
         _check(0 <= self.bottleneck_blocks <= 8, "model.bottleneck_blocks", "must be in [0, 8]")
         _check(self.gaussian_stride in (0, 4, 8, 16), "model.gaussian_stride", "must be 0 (off), 4, 8 or 16")
-        _check(all(s in (2, 4, 8, 16) for s in self.gaussian_stages) and self.gaussian_stages == sorted(set(self.gaussian_stages))
-               and all(s <= self.gaussian_stride for s in self.gaussian_stages), "model.gaussian_stages",
+        stages = self.gaussian_stages
+        _check(stages == sorted(set(stages)) and all(s in (2, 4, 8, 16) and s <= self.gaussian_stride for s in stages),
+               "model.gaussian_stages",
                f"must be increasing strides from 2, 4, 8, 16, none above gaussian_stride ({self.gaussian_stride}), "
                f"got {self.gaussian_stages}")
         _check(self.gaussian_pool >= 1 and self.gaussian_pool % 2 == 1, "model.gaussian_pool", "must be an odd number >= 1")

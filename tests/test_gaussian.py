@@ -50,7 +50,7 @@ def test_distance_is_mahalanobis_per_location():
     assert got.shape == (2, 1, 3, 4)
     for i, j in [(0, 0), (2, 3), (1, 2)]:
         mean, cov = ledoit_wolf(good[:, :, i, j][None].double())
-        cov = cov[0].numpy() + RIDGE * good.double().var(0).mean().item() * np.eye(5)
+        cov = cov[0].numpy() + RIDGE * good.var(0).mean().item() * np.eye(5)
         d = x[:, :, i, j].double().numpy() - mean[0].numpy()
         want = np.sqrt(np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov), d))
         np.testing.assert_allclose(got[:, 0, i, j], want, rtol=1e-4)

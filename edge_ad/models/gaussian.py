@@ -75,7 +75,7 @@ class LocationGaussian(nn.Module):
         samples = x.flatten(2).permute(2, 0, 1)  # (h*w, N, C)
         # Where every good image looks the same (black background corners) the covariance is 0: a ridge tied to
         # the features' average variance keeps it invertible; elsewhere Ledoit-Wolf's shrinkage dwarfs it.
-        ridge = RIDGE * float(x.double().var(0).mean()) or RIDGE
+        ridge = RIDGE * float(x.var(0).mean()) or RIDGE
         eye = torch.eye(c, dtype=torch.float64, device=x.device)
         means, chols = [], []
         for i in range(0, h * w, chunk):

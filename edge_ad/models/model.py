@@ -36,7 +36,8 @@ class ADModel(nn.Module):
 
     def gaussian_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """The Gaussian's input: its stages, finer ones average-pooled onto the gaussian_stride grid, concatenated."""
-        parts = [feats[i] if k == 1 else F.avg_pool2d(feats[i], k) for i, k in zip(self.gaussian_taps, self._gaussian_pools)]
+        parts = [feats[i] if k == 1 else F.avg_pool2d(feats[i], k)
+                 for i, k in zip(self.gaussian_taps, self._gaussian_pools)]
         return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
     @property
