@@ -184,7 +184,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    "needs model.gaussian_stride)")
     p.add_argument("--gaussian", type=int, choices=[0, 4, 8, 16], metavar="STRIDE",
                    help="sets model.gaussian_stride: add a per-location Gaussian map of the teacher's features at this "
-                        "stride (catches slow brightness/texture changes that 1-cos misses); 0 = off")
+                        "stride (catches slow brightness/texture changes that 1-cos misses); 0 = off. Stack finer "
+                        "stages into it with --set 'model.gaussian_stages=[4, 8, 16]'")
     p.add_argument("--teacher", help="sets model.teacher (efficientnet_lite0|1|2)")
     p.add_argument("--epochs", type=int, help="sets train.epochs")
     p.add_argument("--out", help="output folder (sets train.out_dir)")
