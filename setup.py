@@ -14,7 +14,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["edge_ad", "edge_ad.*"]),
-    package_data={"edge_ad": ["configs/*.yaml"]},
+    package_data={"edge_ad": ["training/configs/*.yaml", "calibrate/recipes/*.yaml"]},
     install_requires=[
         "numpy>=1.24",
         "pyyaml>=6.0",

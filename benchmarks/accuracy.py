@@ -19,7 +19,8 @@ from common import DATA_ROOT, load_rows, write_results  # noqa: E402
 
 from edge_ad.config import load_config  # noqa: E402
 from edge_ad.evaluate import evaluate  # noqa: E402
-from edge_ad.train import load_model, model_outputs, train  # noqa: E402
+from edge_ad.models.artifact import load_model, model_outputs  # noqa: E402
+from edge_ad.training.train import train  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "configs"
 COLUMNS = [("dataset", "data set"), ("method", "method"), ("variant", "variant"), ("image_auroc", "image AUROC %"), ("pixel_auroc", "pixel AUROC %"),

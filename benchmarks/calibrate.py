@@ -23,9 +23,9 @@ from common import DATA_ROOT, load_rows, write_results  # noqa: E402
 
 from edge_ad import data as D  # noqa: E402
 from edge_ad import metrics as M  # noqa: E402
-from edge_ad.calibrate import STAGES, Job, calibrate  # noqa: E402
+from edge_ad.calibrate.pipeline import STAGES, Job, calibrate  # noqa: E402
 from edge_ad.evaluate import evaluate, run_split  # noqa: E402
-from edge_ad.recipe import load_recipe  # noqa: E402
+from edge_ad.calibrate.recipe import load_recipe  # noqa: E402
 from edge_ad.runtime.detector import open_detector  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def main() -> None:
     name = args.name or ("calibrate_smoke" if args.demo else "calibrate")
     overrides: dict = {}
     if args.demo:
-        from edge_ad.demo_data import make_demo_data
+        from edge_ad.training.demo_data import make_demo_data
 
         demo = args.work / "data" / "demo"
         if not (demo / "test").is_dir():

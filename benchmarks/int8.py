@@ -18,8 +18,8 @@ from common import load_rows, write_results  # noqa: E402
 
 from edge_ad import data as D  # noqa: E402
 from edge_ad.evaluate import compute_metrics, run_split  # noqa: E402
-from edge_ad.export import export_onnx  # noqa: E402
-from edge_ad.quantize import DEFAULT_CALIB_IMAGES, calibration_batch, quantize  # noqa: E402
+from edge_ad.deploy.export import export_onnx  # noqa: E402
+from edge_ad.deploy.quantize import DEFAULT_CALIB_IMAGES, calibration_batch, quantize  # noqa: E402
 from edge_ad.runtime.detector import open_detector  # noqa: E402
 
 COLUMNS = [("dataset", "data set"), ("method", "method"), ("backend", "backend"), ("precision", "precision"),

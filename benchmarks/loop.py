@@ -21,9 +21,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import DATA_ROOT, write_results  # noqa: E402
 
-from edge_ad.loop import run_station  # noqa: E402
+from edge_ad.station.loop import run_station  # noqa: E402
 from edge_ad.runtime.detector import open_detector  # noqa: E402
-from edge_ad.station_config import station_config_from_dict  # noqa: E402
+from edge_ad.station.config import station_config_from_dict  # noqa: E402
 
 COLUMNS = [("variant", "variant"), ("fps", "frames/s"), ("overhead_pct", "overhead vs bare reading the video %"),
            ("overhead_vs_predecoded_pct", "overhead vs bare on decoded frames %"), ("ms_p50", "latency p50 ms"),

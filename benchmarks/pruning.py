@@ -26,8 +26,8 @@ from int8 import pick, score  # noqa: E402
 
 from edge_ad import data as D  # noqa: E402
 from edge_ad.config import PruneConfig  # noqa: E402
-from edge_ad.export import export_onnx  # noqa: E402
-from edge_ad.quantize import DEFAULT_CALIB_IMAGES, calibration_batch, quantize  # noqa: E402
+from edge_ad.deploy.export import export_onnx  # noqa: E402
+from edge_ad.deploy.quantize import DEFAULT_CALIB_IMAGES, calibration_batch, quantize  # noqa: E402
 from edge_ad.runtime.detector import open_detector  # noqa: E402
 
 METHOD = "rd"
@@ -49,8 +49,8 @@ def time_model(path: Path, frames: int, threads: int) -> dict:
 
 def cost(pt: Path) -> dict:
     """Student params and MACs (torch-pruning counter) and the students' share of all conv MACs."""
-    from edge_ad.prune import student_cost
-    from edge_ad.train import load_model
+    from edge_ad.training.prune import student_cost
+    from edge_ad.models.artifact import load_model
 
     model, cfg, _, _ = load_model(pt)
     params, macs = student_cost(model, cfg)
@@ -62,7 +62,7 @@ def cost(pt: Path) -> dict:
 
 def run_ratio(ds: str, data: Path, src: Path, ratio: float, args: argparse.Namespace) -> list[dict]:
     """Prune (unless ratio 0), export, quantize, evaluate and time: one FP32 and one INT8 row."""
-    from edge_ad.prune import prune_model
+    from edge_ad.training.prune import prune_model
 
     folder = src.parent / "pruning" / f"r{round(100 * ratio):02d}"
     t0 = time.time()

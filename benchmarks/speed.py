@@ -94,12 +94,12 @@ def build_models(work: Path, calib_n: int) -> list[dict]:
     import torch
 
     from edge_ad.config import load_config
-    from edge_ad.export import export_onnx, write_manifest
+    from edge_ad.deploy.export import export_onnx, write_manifest
     from edge_ad.models.model import ADModel
-    from edge_ad.quantize import calibration_batch, quantize
+    from edge_ad.deploy.quantize import calibration_batch, quantize
     from edge_ad.runtime.detector import ModelInfo
     from edge_ad.scoring import ScoringSpec
-    from edge_ad.train import save_model
+    from edge_ad.models.artifact import save_model
     from reference_rd4ad import ReferenceRD4AD
 
     specs = []
@@ -115,7 +115,7 @@ def build_models(work: Path, calib_n: int) -> list[dict]:
             method = method if method == "gauss" else f"{method}+gauss"
             method += " stages " + "+".join(map(str, stages)) if stages else ""
         if ratio:  # structure only (timing does not depend on the weights): edge_ad prune also fine-tunes
-            from edge_ad.prune import effective_round_to, make_pruners
+            from edge_ad.training.prune import effective_round_to, make_pruners
 
             for pruner in make_pruners(model, cfg, effective_round_to(model, cfg)):
                 pruner.step()

@@ -8,22 +8,17 @@ import logging
 import sys
 from pathlib import Path
 
-import yaml
-
-from edge_ad.config import METHODS
+from edge_ad.calibrate import cli as calibrate_cli
+from edge_ad.config import parse_overrides
 from edge_ad.errors import EdgeAdError
+from edge_ad.methods import method_names
 
 log = logging.getLogger("edge_ad")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
     """--set key=value pairs and the shortcut flags as dotted config overrides."""
-    ov = {}
-    for item in getattr(args, "set", None) or []:
-        if "=" not in item:
-            raise EdgeAdError(f"--set expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        ov[k.strip()] = yaml.safe_load(v)
+    ov = parse_overrides(getattr(args, "set", None))
     for flag, key in (("data", "data.root"), ("method", "model.method"), ("epochs", "train.epochs"),
                       ("out", "train.out_dir"), ("teacher", "model.teacher"), ("gaussian", "model.gaussian_stride")):
         if getattr(args, flag, None) is not None:
@@ -33,7 +28,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from edge_ad.config import load_config
-    from edge_ad.train import train
+    from edge_ad.training.train import train
 
     cfg = load_config(args.config, _overrides(args))
     path = train(cfg, resume=args.resume)
@@ -84,53 +79,39 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edge_ad.demo import run_demo
+    from edge_ad.training.demo import run_demo
 
     run_demo(Path(args.out), method=args.method, epochs=args.epochs)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from edge_ad.export import export_onnx
+    from edge_ad.deploy.pipeline import ExportOptions, export
 
-    src = Path(args.model)
-    fp32 = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / "model.onnx"
-    path = export_onnx(src, fp32, fused=args.fused)
-    print(f"ONNX written to {path} (+ {path.with_suffix('.json').name})")
-    if args.int8:
-        args.model, args.out = str(path), None
-        return cmd_quantize(args)
+    opts = ExportOptions(format=args.format, out=Path(args.out) if args.out else None, fused=args.fused,
+                         int8=args.int8, calib=args.calib, calib_images=args.calib_images, mode=args.mode,
+                         calib_method=args.calib_method, exclude=args.exclude or [], int8_teacher=args.int8_teacher,
+                         sensitivity=args.sensitivity, precision=args.precision or "", workspace_mb=args.workspace_mb)
+    export(args.model, opts)
     return 0
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from edge_ad.quantize import calibration_batch, quantize
-    from edge_ad.runtime.detector import ModelInfo
+    """`quantize X.onnx` is `export X.onnx --int8`, kept so existing scripts keep working."""
+    from edge_ad.deploy.pipeline import ExportOptions, export
 
-    src = Path(args.model)
-    info = ModelInfo.load(src.with_suffix(".json"))
-    calib_src = args.calib or info.meta.get("data_root")
-    if not calib_src:
-        raise EdgeAdError("no calibration images: give --calib DIR (a folder of good images)")
-    calib = calibration_batch(calib_src, info.data, args.calib_images)
-    out = Path(args.out) if args.out else src.with_name(f"{src.stem}_int8_{args.mode}.onnx")
-    cache = out.with_suffix(".cache") if args.mode == "trt" else None
-    path = quantize(src, out, calib, args.mode, args.calib_method, args.exclude or [], cache,
-                    float_teacher=not args.int8_teacher)
-    print(f"INT8 ({args.mode}, {args.calib_method}, {len(calib)} images) written to {path}" + (f"; TensorRT cache {cache}" if cache else ""))
-    if args.sensitivity:
-        from edge_ad.quantize import format_sensitivity, sensitivity
-
-        report = sensitivity(src, path, calib)
-        rep_path = path.with_suffix(".sensitivity.json")
-        rep_path.write_text(json.dumps(report, indent=1))
-        print(format_sensitivity(report))
-        print(f"full report: {rep_path}")
+    if not str(args.model).endswith(".onnx"):
+        raise EdgeAdError(f"quantize takes an exported .onnx (got {args.model}); from a model.pt use "
+                          "`edge_ad export MODEL.pt --int8`")
+    export(args.model, ExportOptions(int8=True, int8_out=Path(args.out) if args.out else None, calib=args.calib,
+                                     calib_images=args.calib_images, mode=args.mode, calib_method=args.calib_method,
+                                     exclude=args.exclude or [], int8_teacher=args.int8_teacher,
+                                     sensitivity=args.sensitivity))
     return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from edge_ad.prune import prune_model
+    from edge_ad.training.prune import prune_model
 
     path = prune_model(args.model, args.ratio, args.steps, args.importance, args.epochs_per_step, args.out, args.data)
     print(f"pruned model written to {path}; deploy it like any model: edge_ad export {path} --int8")
@@ -138,11 +119,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def _add_quant_flags(p: argparse.ArgumentParser) -> None:
+    from edge_ad.deploy.quantize import CALIB_METHODS, QUANT_MODES
+
     p.add_argument("--calib", help="folder of good images (or MVTec-layout folder; default: the training data)")
     p.add_argument("--calib-images", type=int, default=128, help="how many calibration images, chosen evenly")
-    p.add_argument("--mode", default="trt", choices=["trt", "cpu"],
+    p.add_argument("--mode", default="trt", choices=list(QUANT_MODES),
                    help="trt: symmetric int8 QDQ for TensorRT; cpu: uint8 activations, fastest in onnxruntime on x86")
-    p.add_argument("--calib-method", default="percentile", choices=["minmax", "percentile", "entropy"])
+    p.add_argument("--calib-method", default="percentile", choices=list(CALIB_METHODS),
+                   help="how activation ranges are found from the calibration images")
     p.add_argument("--exclude", nargs="*", metavar="NODE", help="node names to keep in float (see --sensitivity)")
     p.add_argument("--int8-teacher", action="store_true",
                    help="quantize the teacher too (faster; by default it stays float because its INT8 noise "
@@ -152,9 +136,9 @@ def _add_quant_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge_ad.loop import run_station
-    from edge_ad.service import StopFlag
-    from edge_ad.station_config import load_station_config
+    from edge_ad.station.loop import run_station
+    from edge_ad.station.service import StopFlag
+    from edge_ad.station.config import load_station_config
 
     cfg = load_station_config(args.config)
     if args.source:
@@ -170,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from edge_ad.doctor import doctor_ok, format_report, run_doctor
+    from edge_ad.station.doctor import doctor_ok, format_report, run_doctor
 
     checks = run_doctor(mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port, disk_path=args.disk_path)
     print(format_report(checks))
@@ -180,7 +164,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config (defaults are used for anything it does not set)")
     p.add_argument("--data", help="MVTec-layout category folder (sets data.root)")
-    p.add_argument("--method", choices=list(METHODS), help="sets model.method (gauss: the Gaussian map alone, "
+    p.add_argument("--method", choices=list(method_names()), help="sets model.method (gauss: the Gaussian map alone, "
                    "needs model.gaussian_stride)")
     p.add_argument("--gaussian", type=int, choices=[0, 4, 8, 16], metavar="STRIDE",
                    help="sets model.gaussian_stride: add a per-location Gaussian map of the teacher's features at this "
@@ -206,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="make procedural demo data, train, evaluate, show results (no data needed)")
     p.add_argument("--out", default="demo_run", help="working folder for data, model and heatmaps")
-    p.add_argument("--method", default="rd", choices=list(METHODS))
+    p.add_argument("--method", default="rd", choices=list(method_names()))
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default from the demo config)")
     p.set_defaults(func=cmd_demo)
 
@@ -234,17 +218,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(p)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help="export a trained model to ONNX (optionally INT8 too)",
-                       description="One graph: image -> per-scale distance maps (or the fused map with --fused), "
-                                   "checked against torch; writes model.onnx and model.json next to the model.")
-    p.add_argument("model", help="model.pt or its folder")
-    p.add_argument("--out", help="output .onnx path (default: model.onnx beside the model)")
+    p = sub.add_parser("export", help="deploy a trained model: ONNX, INT8, TensorRT engine, in one verb",
+                       description="One graph per model: image -> per-scale distance maps (or the fused map with "
+                                   "--fused), checked against torch, with model.json beside it. --int8 adds a "
+                                   "post-training INT8 graph from good calibration images; --format engine builds a "
+                                   "TensorRT engine on this device (needs TensorRT: a Jetson or an NVIDIA GPU).",
+                       epilog="examples:\n  edge_ad export runs/model/model.pt\n"
+                              "  edge_ad export runs/model --int8 --calib data/part/train/good\n"
+                              "  edge_ad export runs/model --int8 --format engine     # on the Jetson",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="model.pt (or its folder), or an exported .onnx to quantize / build from")
+    p.add_argument("--format", default="onnx", choices=["onnx", "engine"],
+                   help="onnx: ONNX graph(s) for onnxruntime; engine: also a TensorRT engine built here")
+    p.add_argument("--out", help="output .onnx path of the FP32 export (default: model.onnx beside the model)")
     p.add_argument("--fused", action="store_true", help="upsample, fuse and blur inside the graph")
-    p.add_argument("--int8", action="store_true", help="also quantize to INT8 (see `edge_ad quantize --help`)")
+    p.add_argument("--int8", action="store_true", help="also quantize to INT8 from calibration images")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                   help="TensorRT engine precision (default: int8 with --int8, else fp16)")
+    p.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT builder workspace (MiB)")
     _add_quant_flags(p)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("quantize", help="post-training INT8 from calibration images (ONNX QDQ + TensorRT cache)")
+    p = sub.add_parser("quantize", help="INT8 from calibration images for an exported ONNX (= export X.onnx --int8)",
+                       description="Post-training static INT8 (ONNX QDQ + TensorRT calibration cache) of an exported "
+                                   "model.onnx; the same as `edge_ad export MODEL.onnx --int8`.")
     p.add_argument("model", help="FP32 model.onnx (with its model.json)")
     p.add_argument("--out", help="output path (default: <model>_int8_<mode>.onnx)")
     _add_quant_flags(p)
@@ -287,16 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disk-path", default=".")
     p.set_defaults(func=cmd_doctor)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    calibrate_cli.register(sub)
     return ap
-
-
-_EXTRA_COMMANDS: list = []  # other modules' `register(subparsers)` functions, added below
-
-from edge_ad import parts_cli  # noqa: E402 - calibrate, parts list|show|rollback (torch-free import)
-
-_EXTRA_COMMANDS.append(parts_cli.register)
 
 
 def main(argv: list[str] | None = None) -> int:

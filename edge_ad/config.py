@@ -1,12 +1,14 @@
 """Model/training configuration: dataclasses are the single source of defaults, YAML overrides them.
 
-Every key is checked against the schema so a typo or a wrong type fails with one line naming
-the key and the file, instead of being silently ignored.
+One validation style for every config in edge_ad (model, recipe, station): `from_dict` checks keys and
+types against the dataclass, then `validate_tree` runs each section's `validate()`, whose `check*` calls
+name the key relative to the section; the tree walk adds the section path and the loader the file name.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,20 +17,29 @@ from typing import Any, Union
 
 import yaml
 
-from edge_ad.errors import EdgeAdError
+from edge_ad.errors import ConfigError
+from edge_ad.methods import get_method, method_names
+from edge_ad.scoring import FUSIONS, IMAGE_SCORES
 
-METHODS = ("rd", "rd_aug", "dual", "gauss")
 TEACHERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 IMPORTANCES = ("magnitude", "taylor")
+STRIDES = (2, 4, 8, 16)
+
+__all__ = ["ConfigError", "Config", "check", "check_choice", "from_dict", "load_config", "validate_tree"]
 
 
-class ConfigError(EdgeAdError):
-    """A configuration file or value is invalid."""
-
-
-def _check(cond: bool, key: str, msg: str) -> None:
+def check(cond: bool, key: str, msg: str) -> None:
+    """Raise ConfigError('key: msg') unless cond."""
     if not cond:
         raise ConfigError(f"{key}: {msg}")
+
+
+def check_choice(value: Any, key: str, choices: tuple) -> None:
+    check(value in choices, key, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+RESIZE_MODES = ("stretch", "letterbox")
+NORMALIZATIONS = ("imagenet", "per_image")
 
 
 @dataclass
@@ -40,16 +51,15 @@ class DataConfig:
     normalize: str = "imagenet"  # imagenet | per_image (zero-mean/unit-std per image, then imagenet)
 
     def validate(self) -> None:
-        _check(len(self.image_size) == 2 and all(s > 0 and s % 32 == 0 for s in self.image_size),
-               "data.image_size", f"must be [height, width], each a positive multiple of 32, got {self.image_size}")
-        _check(self.resize in ("stretch", "letterbox"), "data.resize", f"must be stretch or letterbox, got {self.resize!r}")
-        _check(self.normalize in ("imagenet", "per_image"), "data.normalize",
-               f"must be imagenet or per_image, got {self.normalize!r}")
+        check(len(self.image_size) == 2 and all(s > 0 and s % 32 == 0 for s in self.image_size),
+              "image_size", f"must be [height, width], each a positive multiple of 32, got {self.image_size}")
+        check_choice(self.resize, "resize", RESIZE_MODES)
+        check_choice(self.normalize, "normalize", NORMALIZATIONS)
         if self.center_crop is not None:
-            _check(len(self.center_crop) == 2 and all(c % 32 == 0 and c > 0 for c in self.center_crop),
-                   "data.center_crop", "must be [height, width], each a positive multiple of 32")
-            _check(all(c <= s for c, s in zip(self.center_crop, self.image_size)), "data.center_crop",
-                   "must not be larger than data.image_size")
+            check(len(self.center_crop) == 2 and all(c % 32 == 0 and c > 0 for c in self.center_crop),
+                  "center_crop", "must be [height, width], each a positive multiple of 32")
+            check(all(c <= s for c, s in zip(self.center_crop, self.image_size)), "center_crop",
+                  "must not be larger than data.image_size")
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -71,15 +81,15 @@ class AugmentConfig:
     max_defects: int = 3
 
     def validate(self) -> None:
-        _check(0.0 <= self.probability <= 1.0, "augment.probability", "must be in [0, 1]")
-        _check(0.0 <= self.color_jitter <= 1.0, "augment.color_jitter", "must be in [0, 1]")
-        _check(0.0 <= self.noise_std <= 0.5, "augment.noise_std", "must be in [0, 0.5]")
-        _check(self.max_defects >= 1, "augment.max_defects", "must be >= 1")
+        check(0.0 <= self.probability <= 1.0, "probability", "must be in [0, 1]")
+        check(0.0 <= self.color_jitter <= 1.0, "color_jitter", "must be in [0, 1]")
+        check(0.0 <= self.noise_std <= 0.5, "noise_std", "must be in [0, 0.5]")
+        check(self.max_defects >= 1, "max_defects", "must be >= 1")
 
 
 @dataclass
 class ModelConfig:
-    method: str = "rd"  # rd | rd_aug | dual | gauss (the Gaussian map alone: no student, no training)
+    method: str = "rd"  # a name in edge_ad.methods: rd | rd_aug | dual | gauss
     teacher: str = "efficientnet_lite0"
     strides: list[int] = field(default_factory=lambda: [4, 8, 16])  # teacher taps for rd / rd_aug
     shallow_strides: list[int] = field(default_factory=lambda: [2, 4])  # dual: texture pair
@@ -93,29 +103,28 @@ class ModelConfig:
     gaussian_pool: int = 3  # neighbourhood (odd, in feature cells) averaged before the Gaussian: slow changes show
 
     def validate(self) -> None:
-        _check(self.method in METHODS, "model.method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
-        _check(self.teacher in TEACHERS, "model.teacher", f"must be one of {', '.join(TEACHERS)}, got {self.teacher!r}")
+        method = get_method(self.method)
+        check_choice(self.teacher, "teacher", TEACHERS)
         for key in ("strides", "shallow_strides", "deep_strides"):
             vals = getattr(self, key)
-            _check(len(vals) >= 1 and all(s in (2, 4, 8, 16) for s in vals) and vals == sorted(set(vals)),
-                   f"model.{key}", f"must be increasing values from 2, 4, 8, 16, got {vals}")
-        _check(self.fusion in ("sum", "product"), "model.fusion", f"must be sum or product, got {self.fusion!r}")
-        _check(8 <= self.width <= 1024, "model.width", "must be in [8, 1024]")
-        _check(0 <= self.bottleneck_blocks <= 8, "model.bottleneck_blocks", "must be in [0, 8]")
-        _check(self.gaussian_stride in (0, 4, 8, 16), "model.gaussian_stride", "must be 0 (off), 4, 8 or 16")
+            check(len(vals) >= 1 and all(s in STRIDES for s in vals) and vals == sorted(set(vals)),
+                  key, f"must be increasing values from {', '.join(map(str, STRIDES))}, got {vals}")
+        check_choice(self.fusion, "fusion", FUSIONS)
+        check(8 <= self.width <= 1024, "width", "must be in [8, 1024]")
+        check(0 <= self.bottleneck_blocks <= 8, "bottleneck_blocks", "must be in [0, 8]")
+        check(self.gaussian_stride in (0, 4, 8, 16), "gaussian_stride", "must be 0 (off), 4, 8 or 16")
         stages = self.gaussian_stages
-        _check(stages == sorted(set(stages)) and all(s in (2, 4, 8, 16) and s <= self.gaussian_stride for s in stages),
-               "model.gaussian_stages",
-               f"must be increasing strides from 2, 4, 8, 16, none above gaussian_stride ({self.gaussian_stride}), "
-               f"got {self.gaussian_stages}")
-        _check(self.gaussian_pool >= 1 and self.gaussian_pool % 2 == 1, "model.gaussian_pool", "must be an odd number >= 1")
-        _check(self.method != "gauss" or self.gaussian_stride > 0, "model.gaussian_stride",
-               "method gauss needs a stride: 4, 8 or 16 (16 is the usual choice; CLI: --gaussian 16)")
+        check(stages == sorted(set(stages)) and all(s in STRIDES and s <= self.gaussian_stride for s in stages),
+              "gaussian_stages", f"must be increasing strides from {', '.join(map(str, STRIDES))}, none above "
+              f"gaussian_stride ({self.gaussian_stride}), got {self.gaussian_stages}")
+        check(self.gaussian_pool >= 1 and self.gaussian_pool % 2 == 1, "gaussian_pool", "must be an odd number >= 1")
+        check(not method.needs_gaussian or self.gaussian_stride > 0, "gaussian_stride",
+              f"method {self.method} needs a stride: 4, 8 or 16 (16 is the usual choice; CLI: --gaussian 16)")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20  # bottle rd: 99.0 pixel AUROC at 20 epochs (2 min on 2 cores), 98.9 at 10
+    epochs: int = 20  # passes over the training images (benchmarks/results/accuracy.md for the measured choice)
     batch_size: int = 16
     lr: float = 0.005
     weight_decay: float = 0.0
@@ -125,11 +134,11 @@ class TrainConfig:
     out_dir: str = "runs/model"
 
     def validate(self) -> None:
-        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
-        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
-        _check(0 < self.lr < 1, "train.lr", "must be in (0, 1)")
-        _check(self.device in ("auto", "cpu", "cuda"), "train.device", "must be auto, cpu or cuda")
-        _check(self.threads >= 0, "train.threads", "must be >= 0")
+        check(self.epochs >= 1, "epochs", "must be >= 1")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(0 < self.lr < 1, "lr", "must be in (0, 1)")
+        check_choice(self.device, "device", ("auto", "cpu", "cuda"))
+        check(self.threads >= 0, "threads", "must be >= 0")
 
 
 @dataclass
@@ -141,11 +150,11 @@ class ScoringConfig:
     threshold_margin: float = 0.1  # threshold = quantile * (1 + margin)
 
     def validate(self) -> None:
-        _check(0 <= self.blur_sigma <= 32, "scoring.blur_sigma", "must be in [0, 32]")
-        _check(self.image_score in ("max", "topk_mean"), "scoring.image_score", "must be max or topk_mean")
-        _check(0 < self.topk_fraction <= 1, "scoring.topk_fraction", "must be in (0, 1]")
-        _check(0 < self.threshold_quantile <= 1, "scoring.threshold_quantile", "must be in (0, 1]")
-        _check(self.threshold_margin >= 0, "scoring.threshold_margin", "must be >= 0")
+        check(0 <= self.blur_sigma <= 32, "blur_sigma", "must be in [0, 32]")
+        check_choice(self.image_score, "image_score", IMAGE_SCORES)
+        check(0 < self.topk_fraction <= 1, "topk_fraction", "must be in (0, 1]")
+        check(0 < self.threshold_quantile <= 1, "threshold_quantile", "must be in (0, 1]")
+        check(self.threshold_margin >= 0, "threshold_margin", "must be >= 0")
 
 
 @dataclass
@@ -161,14 +170,13 @@ class PruneConfig:
     round_to: int = 8  # keep channel counts multiples of this (GPU-friendly); 1 = exact ratio
 
     def validate(self) -> None:
-        _check(0.0 <= self.ratio < 1.0, "prune.ratio", f"must be in [0, 1), got {self.ratio}")
-        _check(self.steps >= 1, "prune.steps", "must be >= 1")
-        _check(self.importance in IMPORTANCES, "prune.importance",
-               f"must be one of {', '.join(IMPORTANCES)}, got {self.importance!r}")
-        _check(self.finetune_epochs >= 0, "prune.finetune_epochs", "must be >= 0")
-        _check(0 < self.lr < 1, "prune.lr", "must be in (0, 1)")
-        _check(self.taylor_batches >= 1, "prune.taylor_batches", "must be >= 1")
-        _check(self.round_to >= 1, "prune.round_to", "must be >= 1 (1 disables rounding)")
+        check(0.0 <= self.ratio < 1.0, "ratio", f"must be in [0, 1), got {self.ratio}")
+        check(self.steps >= 1, "steps", "must be >= 1")
+        check_choice(self.importance, "importance", IMPORTANCES)
+        check(self.finetune_epochs >= 0, "finetune_epochs", "must be >= 0")
+        check(0 < self.lr < 1, "lr", "must be in (0, 1)")
+        check(self.taylor_batches >= 1, "taylor_batches", "must be >= 1")
+        check(self.round_to >= 1, "round_to", "must be >= 1 (1 disables rounding)")
 
 
 @dataclass
@@ -180,14 +188,10 @@ class Config:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
 
-    def validate(self) -> None:
-        for f in dataclasses.fields(self):
-            getattr(self, f.name).validate()
-
     @property
     def distill_epochs(self) -> int:
-        """Epochs of distillation actually run: none for gauss, which has no student."""
-        return 0 if self.model.method == "gauss" else self.train.epochs
+        """Epochs of distillation actually run: none for a method without a student."""
+        return self.train.epochs if get_method(self.model.method).has_student else 0
 
 
 def _type_ok(value: Any, tp: Any) -> bool:
@@ -202,16 +206,18 @@ def _type_ok(value: Any, tp: Any) -> bool:
         (item,) = typing.get_args(tp)
         return isinstance(value, list) and all(_type_ok(v, item) for v in value)
     if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, tp)
 
 
-def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
-    """Build dataclass `cls` from a nested dict, rejecting unknown keys and wrong types."""
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a nested dict, rejecting unknown keys and wrong types (an empty section = defaults)."""
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -220,7 +226,7 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
             raise ConfigError(f"{prefix}{key}: unknown key (allowed: {', '.join(sorted(names))})")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = from_dict(tp, value or {}, f"{prefix}{key}.")
+            kwargs[key] = from_dict(tp, value, f"{prefix}{key}.")
             continue
         if not _type_ok(value, tp):
             shown = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
@@ -229,29 +235,75 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+def validate_tree(obj: Any, prefix: str = "") -> Any:
+    """Run `validate()` of every nested config section (children first); errors get the section path."""
+    for f in dataclasses.fields(obj):
+        child = getattr(obj, f.name)
+        if dataclasses.is_dataclass(child):
+            validate_tree(child, f"{prefix}{f.name}.")
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        try:
+            validate()
+        except ConfigError as e:
+            raise ConfigError(f"{prefix}{e}") from None
+    return obj
+
+
+def build(cls: type, raw: Any, where: str = "") -> Any:
+    """from_dict + validate_tree with every message prefixed by where the values came from."""
+    try:
+        return validate_tree(from_dict(cls, raw))
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
+
+
 def to_dict(cfg: Any) -> dict:
     """Plain dict (for YAML/JSON manifests and checkpoints)."""
     return dataclasses.asdict(cfg)
 
 
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """`--set key=value` pairs as dotted overrides; values are YAML (numbers, lists, true/false)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key.strip()}: value {value!r} is not valid YAML") from None
+    return out
+
+
 def read_yaml(path: str | Path | None, overrides: dict | None = None, what: str = "config") -> tuple[dict, str]:
     """A YAML mapping (empty when path is None) with dotted overrides applied, and its name for messages."""
-    raw: dict = {}
+    raw: Any = {}
     where = "defaults"
     if path is not None:
         p = Path(path)
         where = str(p)
         if not p.is_file():
-            raise ConfigError(f"{what} file not found: {p}")
+            raise ConfigError(f"{what} not found: {p}")
         try:
             raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read it ({e.strerror or e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: a {what} must be a mapping of sections (expected a mapping, got {type(raw).__name__})")
     for dotted, value in (overrides or {}).items():
         node = raw
         *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
+        for i, part in enumerate(parents):
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):
+                raise ConfigError(f"{where}: {'.'.join(parents[:i + 1])}: expected a mapping of keys, got "
+                                  f"{type(node).__name__} (cannot apply --set {dotted})")
         node[leaf] = value
     return raw, where
 
@@ -259,20 +311,15 @@ def read_yaml(path: str | Path | None, overrides: dict | None = None, what: str 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
     """Load a YAML config (or defaults when path is None), apply dotted overrides, validate."""
     raw, where = read_yaml(path, overrides)
-    try:
-        cfg = from_dict(Config, raw)
-        cfg.validate()
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    return cfg
+    return build(Config, raw, where)
 
 
 def config_from_dict(raw: dict) -> Config:
     """Rebuild a validated Config stored in a checkpoint or bundle manifest."""
-    cfg = from_dict(Config, raw)
-    cfg.validate()
-    return cfg
+    return build(Config, raw)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    from edge_ad.fileio import atomic_write
+
+    atomic_write(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

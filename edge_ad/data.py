@@ -121,6 +121,17 @@ def _place(img: np.ndarray, cfg: DataConfig, interp: int, fill: int) -> np.ndarr
     return np.ascontiguousarray(resized[g.crop[0]:g.crop[0] + g.out[0], g.crop[1]:g.crop[1] + g.out[1]])
 
 
+def crop_roi(frame: np.ndarray, roi: list[int] | None) -> np.ndarray:
+    """The station's region of interest [x, y, width, height] of a frame (None: the whole frame)."""
+    if not roi:
+        return frame
+    x, y, w, h = roi
+    out = frame[y:y + h, x:x + w]
+    if out.size == 0:
+        raise ImageError(f"roi {roi} lies outside the {frame.shape[1]}x{frame.shape[0]} frame")
+    return out
+
+
 def prepare(image_bgr: np.ndarray, cfg: DataConfig) -> np.ndarray:
     """Geometric step: BGR uint8 frame -> RGB uint8 at the network input size."""
     if not (isinstance(image_bgr, np.ndarray) and image_bgr.dtype == np.uint8 and image_bgr.ndim == 3

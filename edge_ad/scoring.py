@@ -8,10 +8,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import math
+
 import cv2
 import numpy as np
 
+from edge_ad.errors import EdgeAdError
+
 BLUR_TRUNCATE = 4.0  # Gaussian kernel half-width in sigmas (as scipy.ndimage.gaussian_filter)
+FUSIONS = ("sum", "product")
+IMAGE_SCORES = ("max", "topk_mean")
+MAX_BLUR_SIGMA = 32.0
 
 
 @dataclass
@@ -33,9 +40,51 @@ class ScoringSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ScoringSpec":
+        """A checked spec: inconsistent fields are an EdgeAdError naming the field, never a later IndexError."""
+        if not isinstance(d, dict):
+            raise EdgeAdError(f"scoring: expected an object, got {type(d).__name__}")
+        names = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(d) - names)
+        if unknown or "out_size" not in d:
+            raise EdgeAdError(f"scoring.{unknown[0]}: unknown key" if unknown else "scoring.out_size: missing")
         d = dict(d)
-        d["out_size"] = tuple(d["out_size"])
-        return cls(**d)
+        size = d["out_size"]
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)):
+            raise EdgeAdError(f"scoring.out_size: expected [height, width] of positive integers, got {size!r}")
+        d["out_size"] = tuple(size)
+        spec = cls(**d)
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        groups, scales = self.groups, self.group_scales
+        if not (isinstance(groups, list) and groups and all(isinstance(g, list) and g and all(_is_int(i) and i >= 0
+                                                                                                 for i in g) for g in groups)):
+            raise EdgeAdError(f"scoring.groups: expected non-empty lists of output indices, got {groups!r}")
+        if not (isinstance(scales, list) and len(scales) == len(groups)
+                and all(_is_number(s) and s > 0 for s in scales)):
+            raise EdgeAdError(f"scoring.group_scales: expected {len(groups)} positive numbers (one per group), got {scales!r}")
+        if self.fusion not in FUSIONS:
+            raise EdgeAdError(f"scoring.fusion: must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        if self.image_score not in IMAGE_SCORES:
+            raise EdgeAdError(f"scoring.image_score: must be one of {', '.join(IMAGE_SCORES)}, got {self.image_score!r}")
+        if not (_is_number(self.blur_sigma) and 0 <= self.blur_sigma <= MAX_BLUR_SIGMA):
+            raise EdgeAdError(f"scoring.blur_sigma: must be in [0, {MAX_BLUR_SIGMA:g}], got {self.blur_sigma!r}")
+        if not (_is_number(self.topk_fraction) and 0 < self.topk_fraction <= 1):
+            raise EdgeAdError(f"scoring.topk_fraction: must be in (0, 1], got {self.topk_fraction!r}")
+
+    @property
+    def n_outputs(self) -> int:
+        """How many per-scale maps the graph must produce for these groups."""
+        return 1 + max(i for g in self.groups for i in g)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def cosine_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-8) -> np.ndarray:

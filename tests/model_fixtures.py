@@ -19,7 +19,7 @@ def shared_dataset(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
-    from edge_ad.demo_data import make_demo_data
+    from edge_ad.training.demo_data import make_demo_data
 
     return make_demo_data(tmp_path_factory.mktemp("demo") / "part", n_train=12, n_test_good=6, n_test_bad=6,
                           size=128, progress=False)
@@ -28,7 +28,7 @@ def demo_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(demo_root, tmp_path_factory) -> Path:
     from edge_ad.config import load_config
-    from edge_ad.train import train
+    from edge_ad.training.train import train
 
     cfg = load_config(None, {**TINY, "data.root": str(demo_root), "train.out_dir": str(tmp_path_factory.mktemp("tiny"))})
     return train(cfg)
@@ -36,6 +36,6 @@ def tiny_model(demo_root, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_model) -> Path:
-    from edge_ad.export import export_onnx
+    from edge_ad.deploy.export import export_onnx
 
     return export_onnx(tiny_model, tiny_model.with_suffix(".onnx"))

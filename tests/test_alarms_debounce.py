@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_ad.alarms import Debouncer
+from edge_ad.station.alarms import Debouncer
 
 
 def run(d: Debouncer, verdicts, dt: float = 0.1):

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from edge_ad.alarms import AlarmEvent, Alarms, Debouncer, LogSink, build_alarms
-from edge_ad.alarms.gpio import FakeBackend, GpioSink, NoneBackend, make_backend
+from edge_ad.station.alarms import AlarmEvent, Alarms, Debouncer, LogSink, build_alarms
+from edge_ad.station.alarms.gpio import FakeBackend, GpioSink, NoneBackend, make_backend
 from edge_ad.errors import EdgeAdError
-from edge_ad.station_config import GpioConfig, station_config_from_dict
+from edge_ad.station.config import GpioConfig, station_config_from_dict
 
 
 def event(i: int = 0) -> AlarmEvent:

@@ -17,11 +17,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge_ad.alarms import AlarmEvent
-from edge_ad.alarms.mqtt import MqttSink, topics
-from edge_ad.alarms.queue import DiskQueue
+from edge_ad.station.alarms import AlarmEvent
+from edge_ad.station.alarms.mqtt import MqttSink, topics
+from edge_ad.station.alarms.queue import DiskQueue
 from edge_ad.errors import EdgeAdError
-from edge_ad.station_config import MqttConfig
+from edge_ad.station.config import MqttConfig
 
 try:
     from mosquitto_fixture import free_port
@@ -148,8 +148,8 @@ def test_last_will_marks_station_offline_when_process_dies(mosquitto, tmp_path):
     child = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from edge_ad.alarms.mqtt import MqttSink
-        from edge_ad.station_config import MqttConfig
+        from edge_ad.station.alarms.mqtt import MqttSink
+        from edge_ad.station.config import MqttConfig
         sink = MqttSink(MqttConfig(enabled=True, host="127.0.0.1", port={mosquitto.port}, keepalive_s=5,
                                    queue_dir={str(tmp_path / "q")!r}), {STATION!r}, {PART!r})
         sink.connected.wait(5)

@@ -49,10 +49,10 @@ def test_resolve_without_bundle_is_clear(tmp_path):
 
 
 def test_bundle_is_readable_by_other_users(tmp_path):
-    from edge_ad.export import _atomic_write_bytes
+    from edge_ad.fileio import atomic_write
 
     src = tmp_path / "model.onnx"
-    _atomic_write_bytes(b"x", src)  # mkstemp-based writer: must not leave 0600
+    atomic_write(src, b"x")  # the atomic writer must not leave 0600 (the service user reads bundles)
     assert src.stat().st_mode & 0o044 == 0o044
     b = B.write_bundle(tmp_path / "parts", "p", {"model.onnx": src}, {})
     assert b.stat().st_mode & 0o755 == 0o755

@@ -13,11 +13,11 @@ import pytest
 
 from edge_ad import bundle as B
 from edge_ad import data as D
-from edge_ad.calibrate import STAGES, STATE_FILE, CalibrationError, Job, calibrate
+from edge_ad.calibrate.pipeline import STAGES, STATE_FILE, CalibrationError, Job, calibrate
 from edge_ad.cli import main
-from edge_ad.quality import QualityConfig, filter_images, measure
-from edge_ad.recipe import Recipe, load_recipe
-from edge_ad.station_config import CameraConfig
+from edge_ad.calibrate.quality import QualityConfig, filter_images, measure
+from edge_ad.calibrate.recipe import Recipe, load_recipe
+from edge_ad.station.config import CameraConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RECIPE = {"data.image_size": [64, 64], "model.width": 16, "train.epochs": 3, "train.batch_size": 4,
@@ -183,7 +183,7 @@ def test_textured_recipe_calibrates_a_gauss_bundle(demo_root, tmp_path):
 
 
 def test_engine_stage_builds_or_says_why_not(first):
-    from edge_ad.calibrate import State, stage_engine
+    from edge_ad.calibrate.pipeline import State, stage_engine
     from edge_ad.errors import EdgeAdError
 
     job = Job(part="disc", recipe=tiny_recipe(**{"engine.build": "always"}), parts_root=first["job"].parts_root,
@@ -229,7 +229,7 @@ def test_quality_filters_count_each_reason(demo_root):
 
 
 def test_histogram_without_matplotlib(tmp_path):
-    from edge_ad.calib_report import HIST_SIZE, LINE_BGR, _histogram_cv2
+    from edge_ad.calibrate.report import HIST_SIZE, LINE_BGR, _histogram_cv2
 
     path = _histogram_cv2([1.0, 1.1, 1.2, 1.15], [2.0, 2.5], 1.5, tmp_path / "h.png", bins=10)
     img = cv2.imread(str(path))
@@ -286,7 +286,7 @@ def test_mixed_aspect_ratios_are_allowed_with_a_warning(demo_root, tmp_path):
 
 
 def test_camera_lost_mid_capture_keeps_frames(tmp_path):
-    from edge_ad.demo_data import render_sample
+    from edge_ad.training.demo_data import render_sample
 
     video = tmp_path / "cam.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 20, (128, 128))

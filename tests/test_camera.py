@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_ad.camera import Camera, csi_pipeline, has_gstreamer, open_source
+from edge_ad.station.camera import Camera, csi_pipeline, has_gstreamer, open_source
 from edge_ad.errors import EdgeAdError
-from edge_ad.station_config import CSI_PIPELINE, CameraConfig
+from edge_ad.station.config import CSI_PIPELINE, CameraConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP = 6  # frame i is a flat image of value i * STEP: survives MJPG compression, identifies the frame
@@ -169,7 +169,7 @@ def test_folder_skips_corrupt_image_and_ignores_other_files(tmp_path, caplog):
 
 
 def test_live_stream_dies_and_comes_back_with_backoff(mjpeg, caplog):
-    caplog.set_level(logging.INFO, logger="edge_ad.camera")
+    caplog.set_level(logging.INFO, logger="edge_ad.station.camera")
     cam = Camera(mjpeg.url, fast_cfg()).start()
     try:
         assert cam.read(timeout=5) is not None
@@ -205,7 +205,7 @@ def test_unreachable_rtsp_retries_with_backoff_and_stops_promptly(caplog):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here
-    caplog.set_level(logging.WARNING, logger="edge_ad.camera")
+    caplog.set_level(logging.WARNING, logger="edge_ad.station.camera")
     cam = Camera(f"rtsp://127.0.0.1:{port}/stream", fast_cfg()).start()
     deadline = time.monotonic() + 5
     while caplog.text.count("retrying in") < 3 and time.monotonic() < deadline:

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_ad.demo_data import DEFECT_TYPES, MASK_AREA_RANGE, make_demo_data, render_sample
+from edge_ad.training.demo_data import DEFECT_TYPES, MASK_AREA_RANGE, make_demo_data, render_sample
 from edge_ad.errors import EdgeAdError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 import sys
 
-from edge_ad import doctor
-from edge_ad.doctor import Check, check_disk, check_jetpack, check_mqtt, doctor_ok, format_report, run_doctor
+from edge_ad.station import doctor
+from edge_ad.station.doctor import Check, check_disk, check_jetpack, check_mqtt, doctor_ok, format_report, run_doctor
 
 EXPECTED = ["python", "jetpack", "tensorrt", "cuda", "onnxruntime", "cameras", "gpio", "mqtt", "disk"]
 

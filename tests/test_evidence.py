@@ -11,8 +11,8 @@ import pytest
 
 from edge_ad.config import DataConfig
 from edge_ad.data import geometry, prepare
-from edge_ad.evidence import EvidenceStore, find_boxes, frame_map
-from edge_ad.station_config import EvidenceConfig
+from edge_ad.station.evidence import EvidenceStore, find_boxes, frame_map
+from edge_ad.station.config import EvidenceConfig
 
 
 def frame_with_square(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -89,7 +89,7 @@ def test_full_folder_deletes_oldest_and_respects_quota(tmp_path, caplog):
     quota_mb = 3.5 * event_size / 2**20  # room for 3 events, not 4
     cfg = EvidenceConfig(dir=str(tmp_path / "ev"), max_mb=quota_mb)
     store = EvidenceStore(cfg)
-    caplog.set_level(logging.INFO, logger="edge_ad.evidence")
+    caplog.set_level(logging.INFO, logger="edge_ad.station.evidence")
     saved = [store.save(f, amap, 0.5, 1.0).path for f in frames]
     on_disk = sorted(p for p in (tmp_path / "ev").iterdir())
     assert on_disk == saved[-3:] == store.events()  # the three newest, oldest deleted first

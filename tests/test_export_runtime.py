@@ -37,7 +37,7 @@ def test_graph_is_static_opset17_and_checked(tiny_onnx):
 
 
 def test_fused_graph_scores_like_per_scale(tiny_model, tmp_path):
-    from edge_ad.export import export_onnx
+    from edge_ad.deploy.export import export_onnx
 
     fused = export_onnx(tiny_model, tmp_path / "fused.onnx", fused=True)
     img = np.random.default_rng(1).integers(0, 255, (80, 80, 3), dtype=np.uint8)
@@ -47,7 +47,7 @@ def test_fused_graph_scores_like_per_scale(tiny_model, tmp_path):
 
 @pytest.mark.parametrize("mode", ["trt", "cpu"])
 def test_int8_keeps_maps(tiny_onnx, demo_root, tmp_path, mode):
-    from edge_ad.quantize import calibration_batch, quantize
+    from edge_ad.deploy.quantize import calibration_batch, quantize
 
     info = ModelInfo.load(tiny_onnx.with_suffix(".json"))
     calib = calibration_batch(demo_root, info.data, 12)
@@ -70,7 +70,7 @@ def test_int8_keeps_maps(tiny_onnx, demo_root, tmp_path, mode):
 
 
 def test_sensitivity_report_names_layers(tiny_onnx, demo_root, tmp_path):
-    from edge_ad.quantize import calibration_batch, format_sensitivity, quantize, sensitivity
+    from edge_ad.deploy.quantize import calibration_batch, format_sensitivity, quantize, sensitivity
 
     calib = calibration_batch(demo_root, ModelInfo.load(tiny_onnx.with_suffix(".json")).data, 8)
     q = quantize(tiny_onnx, tmp_path / "q.onnx", calib, "cpu", "minmax", float_teacher=False)
@@ -85,7 +85,7 @@ def test_sensitivity_report_names_layers(tiny_onnx, demo_root, tmp_path):
 
 
 def test_bad_inputs_are_clear(tiny_onnx, tmp_path):
-    from edge_ad.quantize import calibration_batch
+    from edge_ad.deploy.quantize import calibration_batch
 
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")
@@ -110,8 +110,8 @@ def test_runtime_path_imports_no_torch(tiny_onnx):
     code = f"""
 import sys, numpy as np, json
 from edge_ad.runtime.detector import open_detector
-import edge_ad.scoring, edge_ad.metrics, edge_ad.data, edge_ad.runtime.onnx, edge_ad.loop, edge_ad.camera
-import edge_ad.alarms, edge_ad.service, edge_ad.evidence, edge_ad.bundle, edge_ad.evaluate, edge_ad.runtime.tensorrt
+import edge_ad.scoring, edge_ad.metrics, edge_ad.data, edge_ad.runtime.onnx, edge_ad.station.loop, edge_ad.station.camera
+import edge_ad.station.alarms, edge_ad.station.service, edge_ad.station.evidence, edge_ad.bundle, edge_ad.evaluate, edge_ad.runtime.tensorrt
 det = open_detector({str(tiny_onnx)!r})
 r = det.detect(np.zeros((70, 90, 3), np.uint8))
 rs = det.detect_batch([np.zeros((64, 64, 3), np.uint8)] * 3)
@@ -126,10 +126,10 @@ print(json.dumps({{"torch": "torch" in sys.modules, "n": len(rs), "score": r.sco
 def test_exported_graphs_use_only_tensorrt_ops(method, gaussian, stages, demo_root, tmp_path):
     """FP32, fused and TensorRT-mode QDQ graphs of every method parse natively in TensorRT 8.6 and 10.3."""
     from edge_ad.config import load_config
-    from edge_ad.export import export_onnx
-    from edge_ad.quantize import calibration_batch, quantize
-    from edge_ad.runtime.trt_ops import check_onnx_ops
-    from edge_ad.train import train
+    from edge_ad.deploy.export import export_onnx
+    from edge_ad.deploy.quantize import calibration_batch, quantize
+    from edge_ad.deploy.trt_ops import check_onnx_ops
+    from edge_ad.training.train import train
     from model_fixtures import TINY
 
     cfg = load_config(None, {**TINY, "train.epochs": 1, "model.method": method, "model.gaussian_stride": gaussian,

@@ -77,10 +77,10 @@ def test_gauss_method_trains_without_student_and_prune_refuses(demo_root, tmp_pa
     from edge_ad.config import load_config
     from edge_ad.errors import EdgeAdError
     from edge_ad.evaluate import evaluate
-    from edge_ad.prune import prune_model
+    from edge_ad.training.prune import prune_model
     from edge_ad.runtime.detector import open_detector
-    from edge_ad.train import load_model
-    from edge_ad.train import train
+    from edge_ad.models.artifact import load_model
+    from edge_ad.training.train import train
     from model_fixtures import TINY
 
     cfg = load_config(None, {**TINY, "model.method": "gauss", "model.gaussian_stride": 8, "data.root": str(demo_root),
@@ -97,9 +97,10 @@ def test_gauss_method_trains_without_student_and_prune_refuses(demo_root, tmp_pa
 
 def test_rd_with_gaussian_adds_a_normalised_group(demo_root, tmp_path):
     from edge_ad.config import load_config
-    from edge_ad.export import export_onnx
+    from edge_ad.deploy.export import export_onnx
     from edge_ad.runtime.detector import open_detector
-    from edge_ad.train import load_model, train
+    from edge_ad.models.artifact import load_model
+    from edge_ad.training.train import train
     from model_fixtures import TINY
 
     cfg = load_config(None, {**TINY, "train.epochs": 1, "model.gaussian_stride": 16, "data.root": str(demo_root),
@@ -111,7 +112,7 @@ def test_rd_with_gaussian_adds_a_normalised_group(demo_root, tmp_path):
     img = np.random.default_rng(3).integers(0, 255, (70, 90, 3), dtype=np.uint8)
     a, b = open_detector(path, "torch").detect(img), open_detector(onnx_path).detect(img)
     assert b.score == pytest.approx(a.score, rel=1e-4)
-    from edge_ad.prune import prune_model
+    from edge_ad.training.prune import prune_model
 
     pruned = prune_model(path, ratio=0.5, steps=1, finetune_epochs=1)  # the Gaussian map survives pruning untouched
     model, _, pspec, meta = load_model(pruned)
@@ -123,9 +124,10 @@ def test_rd_with_gaussian_adds_a_normalised_group(demo_root, tmp_path):
 def test_gaussian_stages_concatenate_pooled_finer_features(demo_root, tmp_path):
     """PaDiM-style: strides 4 and 8 average-pooled onto the stride-16 grid and concatenated; ORT matches torch."""
     from edge_ad.config import load_config
-    from edge_ad.export import export_onnx
+    from edge_ad.deploy.export import export_onnx
     from edge_ad.runtime.detector import open_detector
-    from edge_ad.train import load_model, train
+    from edge_ad.models.artifact import load_model
+    from edge_ad.training.train import train
     from model_fixtures import TINY
 
     cfg = load_config(None, {**TINY, "model.method": "gauss", "model.gaussian_stride": 16, "model.gaussian_stages": [4, 8, 16],

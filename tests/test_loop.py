@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from edge_ad import data as D
-from edge_ad.loop import run_station
+from edge_ad.station.loop import run_station
 from edge_ad.runtime.detector import open_detector
-from edge_ad.station_config import station_config_from_dict
+from edge_ad.station.config import station_config_from_dict
 from test_alarms_mqtt import Subscriber, wait_until as wait_for
 
 GOOD, BAD = "good", "bad"

@@ -10,9 +10,10 @@ import torch
 from edge_ad import data as D
 from edge_ad.cli import main
 from edge_ad.config import ConfigError, load_config
-from edge_ad.prune import effective_round_to, prune_model, student_cost
+from edge_ad.training.prune import effective_round_to, prune_model, student_cost
 from edge_ad.scoring import threshold_from_good
-from edge_ad.train import fit_scoring, load_model, load_training_images, score_images, train
+from edge_ad.models.artifact import load_model, score_images
+from edge_ad.training.train import fit_scoring, load_training_images, train
 from model_fixtures import TINY
 
 RATIO = 0.5
@@ -73,8 +74,8 @@ def test_round_trip_reproduces_threshold(pruned):
 
 
 def test_pruned_model_exports_and_quantizes(pruned, demo_root, tmp_path):
-    from edge_ad.export import export_onnx
-    from edge_ad.quantize import calibration_batch, quantize
+    from edge_ad.deploy.export import export_onnx
+    from edge_ad.deploy.quantize import calibration_batch, quantize
     from edge_ad.runtime.detector import ModelInfo, open_detector
 
     onnx_path = export_onnx(pruned, tmp_path / "pruned.onnx")  # raises if ORT and torch disagree

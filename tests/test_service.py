@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_ad.service import Notifier, StopFlag, format_status
+from edge_ad.station.service import Notifier, StopFlag, format_status
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "jetson" / "edge_ad.service"
@@ -144,7 +144,7 @@ def test_service_process_lifecycle_under_a_fake_systemd(notify_socket):
     child = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from edge_ad.service import Notifier, StopFlag
+        from edge_ad.station.service import Notifier, StopFlag
         n = Notifier(status_interval_s=0.2)
         with StopFlag() as stop:
             n.ready("started")
@@ -255,8 +255,8 @@ def test_unit_hardening_exposure(tmp_path):
 
 
 def test_station_modules_import_neither_torch_nor_hardware_libraries():
-    code = ("import sys; import edge_ad.camera, edge_ad.evidence, edge_ad.service, edge_ad.station_config, "
-            "edge_ad.alarms, edge_ad.alarms.gpio, edge_ad.alarms.mqtt; "
+    code = ("import sys; import edge_ad.station.camera, edge_ad.station.evidence, edge_ad.station.service, edge_ad.station.config, "
+            "edge_ad.station.alarms, edge_ad.station.alarms.gpio, edge_ad.station.alarms.mqtt; "
             "bad = [m for m in ('torch', 'Jetson', 'gpiod', 'tensorrt') if m in sys.modules]; print(bad)")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr

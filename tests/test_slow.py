@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_reaches_its_target(tmp_path):
-    from edge_ad.demo import run_demo
+    from edge_ad.training.demo import run_demo
 
     res = run_demo(tmp_path / "demo")
     assert res["torch"]["image_auroc"] >= 0.95 and res["onnxruntime"]["image_auroc"] >= 0.95
@@ -20,7 +20,8 @@ def test_demo_reaches_its_target(tmp_path):
 def test_rd_on_bottle_short_schedule(tmp_path):
     from edge_ad.config import load_config
     from edge_ad.evaluate import evaluate
-    from edge_ad.train import load_model, model_outputs, train
+    from edge_ad.models.artifact import load_model, model_outputs
+    from edge_ad.training.train import train
 
     root = shared_dataset("bottle")
     cfg = load_config(None, {"data.root": str(root), "train.epochs": 4, "train.out_dir": str(tmp_path)})
@@ -34,7 +35,8 @@ def test_gauss_on_magnetic_tile_sees_what_distillation_misses(tmp_path):
     rd_aug reaches about 0.71 / 0.58 there."""
     from edge_ad.config import load_config
     from edge_ad.evaluate import evaluate
-    from edge_ad.train import load_model, model_outputs, train
+    from edge_ad.models.artifact import load_model, model_outputs
+    from edge_ad.training.train import train
 
     root = shared_dataset("magnetic_tile")
     cfg = load_config(Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "magnetic_tile.yaml",

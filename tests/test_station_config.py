@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from edge_ad.errors import EdgeAdError
-from edge_ad.station_config import StationConfig, load_station_config, station_config_from_dict
+from edge_ad.station.config import StationConfig, load_station_config, station_config_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "jetson" / "station.example.yaml"

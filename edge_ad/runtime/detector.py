@@ -6,60 +6,38 @@ TensorRT and torch sessions all plug in here, so every backend scores frames ide
 
 from __future__ import annotations
 
-import json
+import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from edge_ad import data as D
-from edge_ad.config import DataConfig, from_dict
 from edge_ad.errors import EdgeAdError
 from edge_ad.runtime.base import Result
-from edge_ad.scoring import ScoringSpec, score_outputs
+from edge_ad.runtime.manifest import ModelInfo, manifest_path
+from edge_ad.scoring import score_outputs
 
-MANIFEST_SUFFIX = ".json"  # model.onnx -> model.json: what the runtime needs besides the graph
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+MODEL_FILES = {"tensorrt": "model.engine", "onnxruntime": "model.onnx", "torch": "model.pt"}  # auto: in this order
+_KIND_BY_SUFFIX = {".engine": "tensorrt", ".onnx": "onnxruntime", ".pt": "torch"}
 
 
 class Session(Protocol):
     def run(self, batch: np.ndarray) -> list[np.ndarray]: ...
 
 
-@dataclass
-class ModelInfo:
-    """Everything the runtime needs to use a graph: preprocessing, scoring and the alarm threshold."""
-
-    data: DataConfig
-    scoring: ScoringSpec
-    threshold: float
-    meta: dict
-
-    def to_dict(self) -> dict:
-        from edge_ad.config import to_dict
-
-        return {"data": to_dict(self.data), "scoring": self.scoring.to_dict(), "threshold": self.threshold, "meta": self.meta}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelInfo":
-        return cls(from_dict(DataConfig, d["data"]), ScoringSpec.from_dict(d["scoring"]), float(d["threshold"]), d.get("meta", {}))
-
-    @classmethod
-    def load(cls, path: str | Path) -> "ModelInfo":
-        p = Path(path)
-        if not p.is_file():
-            raise EdgeAdError(f"model manifest not found: {p} (it is written next to the model by `edge_ad export`)")
-        try:
-            return cls.from_dict(json.loads(p.read_text()))
-        except (ValueError, KeyError, TypeError) as e:
-            raise EdgeAdError(f"{p}: invalid model manifest ({e})") from None
-
-
 class AnomalyDetector:
     """Implements the Detector protocol on top of any Session."""
 
     def __init__(self, session: Session, info: ModelInfo, threshold: float | None = None):
+        outputs = getattr(session, "output_names", None)
+        if outputs is not None and len(outputs) < info.scoring.n_outputs:
+            raise EdgeAdError(f"the model has {len(outputs)} output map(s) but its model.json scores "
+                              f"{info.scoring.n_outputs} (scoring.groups {info.scoring.groups}): they do not belong together")
         self.session = session
         self.info = info
         self.threshold = info.threshold if threshold is None else float(threshold)
@@ -80,28 +58,45 @@ class AnomalyDetector:
         return [Result(s, m, s >= self.threshold, self.threshold, dict(timings)) for s, m in zip(scores, maps)]
 
 
-def open_detector(path: str | Path, backend: str = "auto", threads: int = 0,
-                  threshold: float | None = None) -> AnomalyDetector:
-    """Open a model for inference: an .onnx/.engine (+ manifest), a .pt (torch), or a folder holding one."""
+def resolve_model(path: str | Path, backend: str = "auto") -> tuple[Path, str]:
+    """(model file, backend kind) for a file or a folder; `auto` prefers an engine when TensorRT can load here."""
+    if backend not in BACKENDS:
+        raise EdgeAdError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     p = Path(path)
     if p.is_dir():
-        for name in ("model.engine", "model.onnx", "model.pt"):
-            if (p / name).is_file() and (backend == "auto" or name.endswith(_BACKEND_SUFFIX[backend])):
-                p = p / name
-                break
-        else:
-            raise EdgeAdError(f"no model.onnx, model.engine or model.pt in {p}")
+        kinds = [backend] if backend != "auto" else [k for k in MODEL_FILES if k != "tensorrt" or _tensorrt_usable()]
+        found = [(p / MODEL_FILES[k], k) for k in kinds if (p / MODEL_FILES[k]).is_file()]
+        if not found:
+            wanted = " or ".join(MODEL_FILES[k] for k in kinds)
+            raise EdgeAdError(f"no {wanted} in {p}" + (f" (backend {backend})" if backend != "auto" else ""))
+        return found[0]
     if not p.is_file():
         raise EdgeAdError(f"model not found: {p}")
-    kind = {".onnx": "onnxruntime", ".engine": "tensorrt", ".pt": "torch"}.get(p.suffix)
-    if kind is None or (backend != "auto" and backend != kind):
-        raise EdgeAdError(f"{p}: cannot run a {p.suffix} file with backend {backend}")
+    kind = _KIND_BY_SUFFIX.get(p.suffix)
+    if kind is None or backend not in ("auto", kind):
+        raise EdgeAdError(f"{p}: cannot run a {p.suffix or 'suffix-less'} file with backend {backend}")
+    return p, kind
+
+
+def _tensorrt_usable() -> bool:
+    from edge_ad.runtime.tensorrt import tensorrt_version
+
+    return tensorrt_version() is not None
+
+
+def open_detector(path: str | Path, backend: str = "auto", threads: int = 0,
+                  threshold: float | None = None) -> AnomalyDetector:
+    """Open a model for inference: an .onnx/.engine (+ model.json), a .pt (torch), or a folder holding one."""
+    p, kind = resolve_model(path, backend)
     if kind == "torch":
-        from edge_ad.runtime.torch_backend import TorchSession
+        from edge_ad.runtime.torch_session import TorchSession
 
         session = TorchSession(p, threads)
         return AnomalyDetector(session, session.info, threshold)
-    info = ModelInfo.load(p.with_suffix(MANIFEST_SUFFIX) if kind == "onnxruntime" else p.parent / ("model" + MANIFEST_SUFFIX))
+    manifest = manifest_path(p)
+    if kind == "tensorrt" and not manifest.is_file():
+        manifest = p.parent / "model.json"  # a tools/build_engine name like model.fp16.<key>.engine
+    info = ModelInfo.load(manifest)
     if kind == "onnxruntime":
         from edge_ad.runtime.onnx import OrtSession
 
@@ -109,6 +104,3 @@ def open_detector(path: str | Path, backend: str = "auto", threads: int = 0,
     from edge_ad.runtime.tensorrt import TensorRTSession
 
     return AnomalyDetector(TensorRTSession(p), info, threshold)
-
-
-_BACKEND_SUFFIX = {"onnxruntime": ".onnx", "tensorrt": ".engine", "torch": ".pt"}

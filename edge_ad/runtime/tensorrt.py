@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_ad import calib_cache as calib_format
+from edge_ad.deploy import trt_cache as calib_format
 from edge_ad.errors import EdgeAdError
-from edge_ad.runtime.trt_ops import check_onnx_ops, has_qdq
+from edge_ad.deploy.trt_ops import check_onnx_ops, has_qdq
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_PRECISION = "fp16"
@@ -364,7 +364,7 @@ def build_engine(
     """Build (or reuse) the engine for this ONNX on this GPU; returns the .engine path.
 
     INT8 is explicit when the ONNX has QuantizeLinear/DequantizeLinear nodes; otherwise it needs a
-    calibration cache (edge_ad.calib_cache format) that is replayed without calibration data.
+    calibration cache (edge_ad.deploy.trt_cache format) that is replayed without calibration data.
     """
     _check_precision(precision)
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)

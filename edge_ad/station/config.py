@@ -1,7 +1,8 @@
 """Station settings (camera, debounce, alarms, evidence) as dataclasses loaded from one YAML file.
 
-Every default lives here. Unknown keys and wrong types raise EdgeAdError naming the key and the file,
-so a typo in /etc/edge_ad/station.yaml is one clear line, not a silent default.
+Every default lives here. Unknown keys, wrong types and bad values raise ConfigError naming the key and
+the file (edge_ad.config's one validation style), so a typo in /etc/edge_ad/station.yaml is one clear
+line, not a silent default.
 """
 
 from __future__ import annotations
@@ -10,10 +11,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-import yaml
 
-from edge_ad.config import ConfigError, from_dict
-from edge_ad.errors import EdgeAdError
+from edge_ad.config import build, check, check_choice, read_yaml
+
+RUNTIMES = ("auto", "onnxruntime", "tensorrt")
+FILE_MODES = ("every", "realtime", "latest")
+
+
+def _positive(obj: Any, *keys: str) -> None:
+    for key in keys:
+        value = getattr(obj, key)
+        check(value > 0, key, f"must be > 0, got {value!r}")
+
+
+def _non_negative(obj: Any, *keys: str) -> None:
+    for key in keys:
+        value = getattr(obj, key)
+        check(value >= 0, key, f"must be >= 0, got {value!r}")
 
 # Jetson CSI camera (Argus). Fields: sensor_id, width, height, fps, flip. Same text as jetson/pipelines/csi.txt.
 CSI_PIPELINE = (
@@ -26,7 +40,7 @@ CSI_PIPELINE = (
 
 @dataclass
 class CameraConfig:
-    """How frames are captured; `source` is a URI (see edge_ad.camera)."""
+    """How frames are captured; `source` is a URI (see edge_ad.station.camera)."""
 
     source: str = "csi://0"
     width: int = 1920  # requested from V4L2 / CSI; files and streams keep their own size
@@ -43,6 +57,12 @@ class CameraConfig:
     open_timeout_s: float = 10.0  # network streams (RTSP/HTTP) only
     read_timeout_s: float = 5.0
 
+    def validate(self) -> None:
+        check_choice(self.file_mode, "file_mode", FILE_MODES)
+        _positive(self, "width", "height", "fps", "open_timeout_s", "read_timeout_s", "reconnect_min_s", "reconnect_max_s")
+        check(self.reconnect_max_s >= self.reconnect_min_s, "reconnect_max_s",
+              f"must be >= camera.reconnect_min_s, got {self.reconnect_max_s!r}")
+
 
 @dataclass
 class DebounceConfig:
@@ -51,6 +71,12 @@ class DebounceConfig:
     window: int = 5
     min_anomalous: int = 3
     hold_s: float = 2.0
+
+    def validate(self) -> None:
+        _positive(self, "window", "min_anomalous")
+        _non_negative(self, "hold_s")
+        check(self.min_anomalous <= self.window, "min_anomalous",
+              f"must be <= debounce.window ({self.window}), got {self.min_anomalous!r}")
 
 
 @dataclass
@@ -80,6 +106,18 @@ class MqttConfig:
     ack_timeout_s: float = 60.0  # republish an event the broker never acknowledged (at-least-once)
     close_timeout_s: float = 3.0  # on shutdown, wait this long for queued events to go out
 
+    def validate(self) -> None:
+        check_choice(self.qos, "qos", (0, 1, 2))
+        _positive(self, "keepalive_s", "reconnect_min_s", "reconnect_max_s", "queue_max", "ack_timeout_s")
+        _non_negative(self, "close_timeout_s")
+        check(1 <= self.port <= 65535, "port", f"must be a TCP port in 1..65535, got {self.port!r}")
+        check(not (self.password_env and self.password_file), "password_file",
+              "cannot be combined with mqtt.password_env")
+        check(bool(self.topic_prefix) and not any(c in self.topic_prefix for c in "+#"), "topic_prefix",
+              f"must be non-empty without MQTT wildcards (+, #), got {self.topic_prefix!r}")
+        check(self.reconnect_max_s >= self.reconnect_min_s, "reconnect_max_s",
+              f"must be >= mqtt.reconnect_min_s, got {self.reconnect_max_s!r}")
+
 
 @dataclass
 class GpioConfig:
@@ -94,6 +132,13 @@ class GpioConfig:
     mode: str = "hold"  # hold (level follows the alarm) | pulse (pulse_s per event)
     pulse_s: float = 0.5
 
+    def validate(self) -> None:
+        check_choice(self.backend, "backend", ("jetson", "gpiod", "none", "fake"))
+        check_choice(self.mode, "mode", ("hold", "pulse"))
+        check_choice(self.numbering, "numbering", ("BOARD", "BCM", "CVM", "TEGRA_SOC"))
+        _positive(self, "pulse_s")
+        _non_negative(self, "pin")
+
 
 @dataclass
 class EvidenceConfig:
@@ -107,12 +152,21 @@ class EvidenceConfig:
     original_format: str = "jpg"  # jpg | png (lossless, for relabelling and retraining)
     min_box_area: int = 16  # pixels at frame size; smaller regions are noise
 
+    def validate(self) -> None:
+        check_choice(self.original_format, "original_format", ("jpg", "png"))
+        _positive(self, "max_mb")
+        _non_negative(self, "max_events", "min_box_area")
+        check(1 <= self.jpeg_quality <= 100, "jpeg_quality", f"must be in 1..100, got {self.jpeg_quality!r}")
+
 
 @dataclass
 class ServiceConfig:
     """systemd integration: how often STATUS= is refreshed (WATCHDOG pacing comes from systemd)."""
 
     status_interval_s: float = 5.0
+
+    def validate(self) -> None:
+        _positive(self, "status_interval_s")
 
 
 @dataclass
@@ -123,7 +177,7 @@ class StationConfig:
     part: str = ""
     parts_dir: str = "/var/lib/edge_ad/parts"
     bundle: str = ""  # empty: <parts_dir>/<part>/current
-    runtime: str = "onnxruntime"  # onnxruntime | tensorrt
+    runtime: str = "auto"  # auto: the bundle's TensorRT engine when TensorRT loads here, else ONNX | onnxruntime | tensorrt
     threshold: Union[float, None] = None  # None: the bundle's calibrated threshold
     log_level: str = "INFO"
     roi: Union[list[int], None] = None  # [x, y, width, height] of the frame to inspect; None: whole frame
@@ -140,83 +194,25 @@ class StationConfig:
         """The part bundle this station runs."""
         return Path(self.bundle) if self.bundle else Path(self.parts_dir) / self.part / "current"
 
-
-_CHOICES = {
-    "camera.file_mode": ("every", "realtime", "latest"),
-    "mqtt.qos": (0, 1, 2),
-    "gpio.backend": ("jetson", "gpiod", "none", "fake"),
-    "gpio.mode": ("hold", "pulse"),
-    "gpio.numbering": ("BOARD", "BCM", "CVM", "TEGRA_SOC"),
-    "evidence.original_format": ("jpg", "png"),
-    "runtime": ("onnxruntime", "tensorrt"),
-    "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
-}
-_POSITIVE = (
-    "camera.width", "camera.height", "camera.fps", "camera.open_timeout_s", "camera.read_timeout_s",
-    "camera.reconnect_min_s", "camera.reconnect_max_s", "debounce.window", "debounce.min_anomalous",
-    "mqtt.port", "mqtt.keepalive_s", "mqtt.reconnect_min_s", "mqtt.reconnect_max_s", "mqtt.queue_max",
-    "mqtt.ack_timeout_s", "gpio.pulse_s", "evidence.max_mb", "service.status_interval_s",
-)
-_NON_NEGATIVE = ("debounce.hold_s", "mqtt.close_timeout_s", "evidence.max_events", "gpio.pin", "evidence.min_box_area")
+    def validate(self) -> None:
+        check_choice(self.runtime, "runtime", RUNTIMES)
+        check_choice(self.log_level, "log_level", ("DEBUG", "INFO", "WARNING", "ERROR"))
+        check(bool(self.station) and not any(c in self.station for c in "+#/"), "station",
+              f"must be non-empty without '/', '+' or '#', got {self.station!r}")
+        check(not any(c in self.part for c in "/+#"), "part", f"must not contain '/', '+' or '#', got {self.part!r}")
+        if self.roi is not None:
+            check(len(self.roi) == 4 and self.roi[2] > 0 and self.roi[3] > 0 and min(self.roi[:2]) >= 0, "roi",
+                  f"must be [x, y, width, height] with x, y >= 0 and width, height > 0, got {self.roi!r}")
+        if self.threshold is not None:
+            check(self.threshold > 0, "threshold", f"must be > 0 (or null: the bundle's), got {self.threshold!r}")
 
 
 def load_station_config(path: str | Path) -> StationConfig:
     """Read a station YAML file; every key is checked against the dataclasses above."""
-    path = Path(path)
-    if not path.is_file():
-        raise EdgeAdError(f"station config not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise EdgeAdError(f"{path}: not valid YAML: {exc}") from None
-    return station_config_from_dict(data, source=str(path))
+    raw, where = read_yaml(path, what="station config")
+    return build(StationConfig, raw, where)
 
 
 def station_config_from_dict(data: dict[str, Any], source: str = "<dict>") -> StationConfig:
     """Build and validate a StationConfig from plain data (YAML already parsed)."""
-    try:
-        cfg = from_dict(StationConfig, data)
-    except ConfigError as exc:
-        raise EdgeAdError(f"{source}: {exc}") from None
-    _validate(cfg, source)
-    return cfg
-
-
-def _get(cfg: StationConfig, key: str) -> Any:
-    obj: Any = cfg
-    for part in key.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _validate(cfg: StationConfig, source: str) -> None:
-    def fail(key: str, why: str) -> None:
-        raise EdgeAdError(f"{source}: {key}: {why}, got {_get(cfg, key)!r}")
-
-    for key, choices in _CHOICES.items():
-        if _get(cfg, key) not in choices:
-            fail(key, f"must be one of {', '.join(map(str, choices))}")
-    for key in _POSITIVE:
-        if _get(cfg, key) <= 0:
-            fail(key, "must be > 0")
-    for key in _NON_NEGATIVE:
-        if _get(cfg, key) < 0:
-            fail(key, "must be >= 0")
-    if cfg.debounce.min_anomalous > cfg.debounce.window:
-        fail("debounce.min_anomalous", f"must be <= debounce.window ({cfg.debounce.window})")
-    if not 1 <= cfg.evidence.jpeg_quality <= 100:
-        fail("evidence.jpeg_quality", "must be in 1..100")
-    if cfg.mqtt.password_env and cfg.mqtt.password_file:
-        fail("mqtt.password_file", "cannot be combined with mqtt.password_env")
-    for key in ("station", "mqtt.topic_prefix"):
-        value = _get(cfg, key)
-        if not value or any(c in value for c in "+#"):
-            fail(key, "must be non-empty without MQTT wildcards (+, #)")
-    if any(c in cfg.part for c in "/+#"):
-        fail("part", "must not contain '/', '+' or '#'")
-    if "/" in cfg.station:
-        fail("station", "must not contain '/'")
-    if cfg.camera.reconnect_max_s < cfg.camera.reconnect_min_s:
-        fail("camera.reconnect_max_s", "must be >= camera.reconnect_min_s")
-    if cfg.mqtt.reconnect_max_s < cfg.mqtt.reconnect_min_s:
-        fail("mqtt.reconnect_max_s", "must be >= mqtt.reconnect_min_s")
+    return build(StationConfig, data, source)

@@ -35,10 +35,11 @@ import yaml
 from edge_ad import bundle as B
 from edge_ad import data as D
 from edge_ad.errors import EdgeAdError
+from edge_ad.methods import get_method
 from edge_ad.versions import software_versions
-from edge_ad.quality import QualityFilter
-from edge_ad.recipe import Recipe
-from edge_ad.station_config import CameraConfig
+from edge_ad.calibrate.quality import QualityFilter
+from edge_ad.calibrate.recipe import Recipe
+from edge_ad.station.config import CameraConfig
 
 log = logging.getLogger(__name__)
 
@@ -259,9 +260,7 @@ def _save_png(path: Path, image: np.ndarray) -> None:
 def _crop(image: np.ndarray, roi: list[int] | None) -> np.ndarray:
     if not roi:
         return image
-    from edge_ad.loop import crop_roi
-
-    return crop_roi(image, roi)
+    return D.crop_roi(image, roi)
 
 
 def _folder_frames(job: Job, taken: set[str], unreadable: list[str]) -> Iterator[tuple[str, np.ndarray]]:
@@ -282,7 +281,7 @@ def _folder_frames(job: Job, taken: set[str], unreadable: list[str]) -> Iterator
 
 def _camera_frames(job: Job, taken: set[str], filt: QualityFilter) -> Iterator[tuple[str, np.ndarray]]:
     """Frames of a video file or a live camera (one every capture.interval_s); a lost camera is a CalibrationError."""
-    from edge_ad.camera import Camera
+    from edge_ad.station.camera import Camera
 
     cap = job.recipe.calib.capture
     camera = Camera(job.source, job.camera, mode="every")
@@ -407,7 +406,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def stage_split(job: Job, state: State, hook: Hook | None) -> dict:
     """Seeded shuffle of the sorted captured names -> dataset/train/good (MVTec layout) + dataset/val.txt."""
-    from edge_ad.quantize import MIN_CALIB_IMAGES
+    from edge_ad.deploy.quantize import MIN_CALIB_IMAGES
 
     sp = job.recipe.calib.split
     paths = D.list_images(job.dir / CAPTURED)
@@ -446,7 +445,7 @@ def _model_config(job: Job, state: State):
 
 def stage_train(job: Job, state: State, hook: Hook | None) -> dict:
     """Distil the student (recipe method and schedule); an interrupted training resumes from its checkpoint."""
-    from edge_ad.train import train
+    from edge_ad.training.train import train
 
     cfg = _model_config(job, state)
     path = train(cfg, resume=True)
@@ -464,13 +463,13 @@ def _warnings(state: State) -> list[str]:
 
 
 def stage_prune(job: Job, state: State, hook: Hook | None) -> dict:
-    """Structural pruning + recovery distillation with the prune settings of the model config (edge_ad.prune)."""
+    """Structural pruning + recovery distillation with the prune settings of the model config (edge_ad.training.prune)."""
     if not job.recipe.prune:
         return {"model": state.out("train")["model"], "skipped": "prune.enabled is false in the recipe"}
     try:
-        from edge_ad.prune import prune_model
+        from edge_ad.training.prune import prune_model
     except ImportError:
-        raise CalibrationError("pruning not available in this edge_ad (no edge_ad.prune): set prune.enabled: false "
+        raise CalibrationError("pruning not available in this edge_ad (no edge_ad.training.prune): set prune.enabled: false "
                                "in the recipe") from None
     path = prune_model(state.out("train")["model"], out_dir=job.dir / "prune", data_root=state.out("split")["root"])
     return {"model": str(path)}
@@ -480,7 +479,7 @@ def stage_prune(job: Job, state: State, hook: Hook | None) -> dict:
 
 
 def stage_export(job: Job, state: State, hook: Hook | None) -> dict:
-    from edge_ad.export import export_onnx
+    from edge_ad.deploy.export import export_onnx
 
     path = export_onnx(state.out("prune")["model"], job.dir / "export" / "model_fp32.onnx")
     return {"onnx": str(path), "json": str(path.with_suffix(".json"))}
@@ -488,7 +487,7 @@ def stage_export(job: Job, state: State, hook: Hook | None) -> dict:
 
 def stage_quantize(job: Job, state: State, hook: Hook | None) -> dict:
     """INT8 QDQ from calibration images chosen evenly over the training split (never the validation images)."""
-    from edge_ad.quantize import calibration_batch, quantize
+    from edge_ad.deploy.quantize import calibration_batch, quantize
 
     q = job.recipe.calib.quantize
     calib = calibration_batch(state.out("split")["root"], job.recipe.config.data, q.calib_images)
@@ -636,7 +635,7 @@ def _heatmaps(job: Job, state: State, out_dir: Path) -> list[tuple[str, str]]:
 
 
 def stage_report(job: Job, state: State, hook: Hook | None) -> dict:
-    from edge_ad.calib_report import histogram_png, write_report
+    from edge_ad.calibrate.report import histogram_png, write_report
 
     out_dir = job.dir / "report"
     out_dir.mkdir(parents=True)
@@ -651,7 +650,7 @@ def stage_report(job: Job, state: State, hook: Hook | None) -> dict:
     stages = "+".join(map(str, cfg.model.gaussian_stages))
     gauss = (f", Gaussian map at stride {cfg.model.gaussian_stride}" + (f" (stages {stages})" if stages else "")
              if cfg.model.gaussian_stride else "")
-    method = (f"gauss ({cfg.model.teacher}{gauss}, no student)" if cfg.model.method == "gauss" else
+    method = (f"gauss ({cfg.model.teacher}{gauss}, no student)" if not get_method(cfg.model.method).has_student else
               f"{cfg.model.method} ({cfg.model.teacher}, width {cfg.model.width}, {cfg.distill_epochs} epochs{gauss})")
     summary = [("part", job.part), ("created", time.strftime("%Y-%m-%d %H:%M:%S")), ("recipe", job.recipe.name),
                ("method", method),

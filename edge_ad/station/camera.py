@@ -26,12 +26,12 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from edge_ad.data import IMAGE_SUFFIXES
 from edge_ad.errors import EdgeAdError
-from edge_ad.station_config import CameraConfig
+from edge_ad.station.config import CameraConfig
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 MODES = ("every", "realtime", "latest")
 
@@ -79,11 +79,11 @@ class _FolderSource:
         if self.path.is_file():
             self._files = [self.path]
         elif self.path.is_dir():
-            self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         else:
             raise _OpenError(f"{self.path} does not exist")
         if not self._files:
-            raise _OpenError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {self.path}")
+            raise _OpenError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {self.path}")
         self._pos = 0
 
     def read(self) -> np.ndarray | None:
@@ -195,7 +195,7 @@ def open_source(uri: str, cfg: CameraConfig) -> _FolderSource | _CvSource:
     path = Path(text.removeprefix("file://")).expanduser()
     if not path.exists() and not cfg.live:
         raise EdgeAdError(f"camera source not found: {path}")
-    if path.is_dir() or path.suffix.lower() in IMAGE_EXTENSIONS:
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         return _FolderSource(path, cfg.live)
     return _CvSource(str(path), cv2.CAP_FFMPEG, cfg.live, cfg, "video")
 

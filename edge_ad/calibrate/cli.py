@@ -8,9 +8,10 @@ from pathlib import Path
 import yaml
 
 from edge_ad import bundle as B
+from edge_ad.calibrate.recipe import packaged_recipes
+from edge_ad.config import parse_overrides
 from edge_ad.errors import EdgeAdError
 
-DEFAULT_RECIPE = Path("calibration/default.yaml")
 DEFAULT_PARTS_ROOT = "parts"
 DEFAULT_WORK = "calib_work"
 
@@ -26,22 +27,20 @@ Interrupted (Ctrl-C, a lost camera, a full disk)? Rerun the same command: finish
 
 examples:
   edge_ad calibrate --part flange --source csi://0
-  edge_ad calibrate --part flange --source /data/flange_good/ --recipe calibration/textured.yaml
+  edge_ad calibrate --part flange --source /data/flange_good/ --recipe textured
   edge_ad calibrate --part flange --source /data/flange_good/ --defects /data/flange_bad/
 """
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from edge_ad.calibrate import Job, calibrate
-    from edge_ad.cli import _overrides
-    from edge_ad.recipe import load_recipe
-    from edge_ad.station_config import CameraConfig, load_station_config
+    from edge_ad.calibrate.pipeline import Job, calibrate
+    from edge_ad.calibrate.recipe import load_recipe
+    from edge_ad.station.config import CameraConfig, load_station_config
 
-    overrides = _overrides(argparse.Namespace(set=args.set))
+    overrides = parse_overrides(args.set)
     if args.n is not None:
         overrides["capture.n"] = args.n
-    recipe_path = args.recipe or (DEFAULT_RECIPE if DEFAULT_RECIPE.is_file() else None)
-    recipe = load_recipe(recipe_path, overrides)
+    recipe = load_recipe(args.recipe, overrides)
     camera, roi, parts_root, source = CameraConfig(), None, args.parts_root, args.source
     if args.station:
         station = load_station_config(args.station)
@@ -136,8 +135,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--part", required=True, help="part name (letters, digits, _ - .): the bundle goes to <parts-root>/<part>/v<N>/")
     p.add_argument("--source", help="where good images come from: an image folder, a video file, or a camera URI "
                    "(csi://0, /dev/video0, 0, rtsp://...). Not needed to continue once capture has finished")
-    p.add_argument("--recipe", help=f"recipe YAML (default: {DEFAULT_RECIPE} when present, else the built-in defaults, "
-                   "which are the same). Templates: calibration/default.yaml (rd), textured.yaml (gauss), objects.yaml (rd_aug)")
+    p.add_argument("--recipe", help=f"a packaged recipe by name ({', '.join(packaged_recipes())}; default: default) "
+                   "or a recipe YAML file (templates: calibration/*.yaml)")
     p.add_argument("--defects", help="folder of labelled defect images: the threshold becomes F1-optimal over "
                    "validation good + these, and the report shows defect scores")
     p.add_argument("--parts-root", help=f"folder of part bundles (default: {DEFAULT_PARTS_ROOT}, or parts_dir of --station)")

@@ -18,10 +18,10 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_ad.deploy.trt_ops import DEFAULT_TRT_VERSION  # retag() adapts a cache to the TensorRT that reads it
 from edge_ad.errors import EdgeAdError
 
 DEFAULT_ALGORITHM = "EntropyCalibration2"
-DEFAULT_TRT_VERSION = "8.6.1"  # JetPack 6.0; retag() adapts a cache to the TensorRT that reads it
 INT8_MAX = 127.0
 ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
 

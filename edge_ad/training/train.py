@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import time
 from pathlib import Path
@@ -18,18 +17,17 @@ import torch
 from tqdm import tqdm
 
 from edge_ad import data as D
-from edge_ad.augment import augment
-from edge_ad.config import Config, config_from_dict, save_config, to_dict
+from edge_ad.training.augment import augment
+from edge_ad.config import Config, save_config, to_dict
 from edge_ad.errors import EdgeAdError
-from edge_ad.models.gaussian import gaussian_from_state
+from edge_ad.methods import get_method
+from edge_ad.models.artifact import MODEL_FILE, model_outputs, read_checkpoint, save_checkpoint, save_model
 from edge_ad.models.model import ADModel
 from edge_ad.models.rd import distill_loss
-from edge_ad.scoring import (ScoringSpec, blur, fit_group_scales, fuse, group_maps, image_score, score_outputs,
-                             threshold_from_good)
+from edge_ad.scoring import ScoringSpec, blur, fit_group_scales, fuse, group_maps, image_score, threshold_from_good
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
 ADAM_BETAS = (0.5, 0.999)  # as in RD4AD
 FEATURE_BATCH = 16  # images per teacher pass when caching features
@@ -63,12 +61,6 @@ def teacher_features(model: ADModel, images: list[np.ndarray], cfg: Config, devi
     return [torch.cat([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
 
-def atomic_save(obj: object, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def load_training_images(cfg: Config) -> list[np.ndarray]:
     if not cfg.data.root:
         raise EdgeAdError("data.root is not set: give --data DIR or set data.root in the config")
@@ -94,7 +86,7 @@ def train(cfg: Config, resume: bool = False, images: list[np.ndarray] | None = N
     start, history = 0, []
     ckpt_path = out / CHECKPOINT_FILE
     if resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ckpt = read_checkpoint(ckpt_path, device)
         if ckpt["config"]["model"] != to_dict(cfg.model):
             raise EdgeAdError(f"{ckpt_path}: checkpoint was trained with another model config; remove it or drop --resume")
         model.students.load_state_dict(ckpt["students"])
@@ -112,7 +104,7 @@ def train(cfg: Config, resume: bool = False, images: list[np.ndarray] | None = N
         t0 = time.time()
         loss = distill_epoch(model, images, raw, cfg, device, opt, rng, f"epoch {epoch + 1}/{epochs}")
         history.append({"epoch": epoch + 1, "loss": loss, "seconds": round(time.time() - t0, 2)})
-        atomic_save({"config": to_dict(cfg), "students": model.students.state_dict(), "optimizer": opt.state_dict(),
+        save_checkpoint({"config": to_dict(cfg), "students": model.students.state_dict(), "optimizer": opt.state_dict(),
                      "epoch": epoch + 1, "history": history, "torch_rng": torch.get_rng_state()}, ckpt_path)
     (out / "history.json").write_text(json.dumps(history, indent=1))
 
@@ -140,7 +132,7 @@ def batch_loss(model: ADModel, images: list[np.ndarray], idx: list[int], raw: li
     """Distillation loss of one batch: students fed T(x) (or T(aug x) for rd_aug) must reproduce T(x)."""
     target = [f[idx] for f in raw]
     inputs = target
-    if cfg.model.method == "rd_aug":
+    if get_method(cfg.model.method).augmented_inputs:
         inputs = augmented_features(model, images, idx, target, cfg, device, rng)
     return sum(distill_loss(t, s) for t, s in zip(model.pair_features(target), model.student_outputs(inputs)))
 
@@ -178,13 +170,6 @@ def augmented_features(model: ADModel, images: list[np.ndarray], idx: list[int],
     return out
 
 
-@torch.no_grad()
-def model_outputs(model: ADModel, batch: np.ndarray) -> list[np.ndarray]:
-    """Torch forward with the same contract as every runtime backend: NCHW float32 -> per-scale maps."""
-    device = next(model.teacher.parameters()).device
-    return [m.cpu().numpy() for m in model(torch.from_numpy(batch).to(device))]
-
-
 def fit_scoring(model: ADModel, images: list[np.ndarray], cfg: Config,
                 device: torch.device) -> tuple[ScoringSpec, np.ndarray]:
     """Scoring spec with pair normalisers fitted on good training images, and those images' scores."""
@@ -199,47 +184,3 @@ def fit_scoring(model: ADModel, images: list[np.ndarray], cfg: Config,
         spec.group_scales = fit_group_scales(pair_maps)
     scores = [image_score(blur(fuse(pm, spec).astype(np.float32), spec.blur_sigma), spec) for pm in pair_maps]
     return spec, np.array(scores)
-
-
-def save_model(model: ADModel, cfg: Config, spec: ScoringSpec, meta: dict, path: Path) -> None:
-    """Pruned students (meta["pruned"]) are stored as whole modules: their shapes no longer follow the config."""
-    arch = model.students if meta.get("pruned") else None
-    gauss = model.gaussian.state_dict() if model.gaussian is not None else None
-    atomic_save({"format": "edge_ad-model-1", "config": to_dict(cfg), "students": model.students.state_dict(),
-                 "student_arch": arch, "gaussian": gauss, "scoring": spec.to_dict(), "meta": meta}, path)
-
-
-def load_model(path: str | Path, device: str = "cpu") -> tuple[ADModel, Config, ScoringSpec, dict]:
-    """Rebuild a trained model (teacher from its weight package, students from the file)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / MODEL_FILE
-    if not p.is_file():
-        raise EdgeAdError(f"model file not found: {p}")
-    try:
-        ckpt = torch.load(p, map_location=device, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise EdgeAdError(f"{p}: not a readable edge_ad model ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "edge_ad-model-1":
-        raise EdgeAdError(f"{p}: not an edge_ad model file")
-    cfg = config_from_dict(ckpt["config"])
-    model = ADModel(cfg.model)
-    if ckpt.get("student_arch") is not None:  # pruned students carry their whole module
-        model.students = ckpt["student_arch"]
-    model.students.load_state_dict(ckpt["students"])
-    if model.gaussian is not None:
-        if ckpt.get("gaussian") is None:
-            raise EdgeAdError(f"{p}: the config asks for a Gaussian map but the file has none (retrain it)")
-        model.gaussian = gaussian_from_state(ckpt["gaussian"], cfg.model.gaussian_pool)
-    model.to(device).eval()
-    return model, cfg, ScoringSpec.from_dict(ckpt["scoring"]), ckpt["meta"]
-
-
-def score_images(model: ADModel, images: list[np.ndarray], cfg: Config, spec: ScoringSpec):
-    """Anomaly maps and scores of prepared RGB images with the torch model."""
-    maps, scores = [], []
-    for i in range(0, len(images), FEATURE_BATCH):
-        m, s = score_outputs(model_outputs(model, np.stack([D.normalize(im, cfg.data) for im in images[i:i + FEATURE_BATCH]])), spec)
-        maps += m
-        scores += s
-    return maps, scores

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge_ad.config import ConfigError
+from edge_ad.config import check
 
 REASONS = ("blurred", "under_exposed", "over_exposed", "near_duplicate")
 
@@ -32,20 +32,15 @@ class QualityConfig:
     aspect_tolerance: float = 0.10  # warn when frames' aspect ratios differ by more than this fraction
 
     def validate(self) -> None:
-        checks = [
-            (self.analysis_size >= 32, "quality.analysis_size", "must be >= 32"),
-            (self.blur_min_variance >= 0, "quality.blur_min_variance", "must be >= 0"),
-            (0 <= self.dark_level < self.bright_level <= 255, "quality.dark_level",
-             "dark_level and bright_level must satisfy 0 <= dark_level < bright_level <= 255"),
-            (0 < self.max_clipped_fraction <= 1, "quality.max_clipped_fraction", "must be in (0, 1]"),
-            (0 <= self.mean_min < self.mean_max <= 255, "quality.mean_min", "mean_min < mean_max, both in [0, 255]"),
-            (4 <= self.thumb_size <= 256, "quality.thumb_size", "must be in [4, 256]"),
-            (self.duplicate_max_diff >= 0, "quality.duplicate_max_diff", "must be >= 0"),
-            (self.aspect_tolerance >= 0, "quality.aspect_tolerance", "must be >= 0"),
-        ]
-        for ok, key, msg in checks:
-            if not ok:
-                raise ConfigError(f"{key}: {msg}")
+        check(self.analysis_size >= 32, "analysis_size", "must be >= 32")
+        check(self.blur_min_variance >= 0, "blur_min_variance", "must be >= 0")
+        check(0 <= self.dark_level < self.bright_level <= 255, "dark_level",
+              "dark_level and bright_level must satisfy 0 <= dark_level < bright_level <= 255")
+        check(0 < self.max_clipped_fraction <= 1, "max_clipped_fraction", "must be in (0, 1]")
+        check(0 <= self.mean_min < self.mean_max <= 255, "mean_min", "mean_min < mean_max, both in [0, 255]")
+        check(4 <= self.thumb_size <= 256, "thumb_size", "must be in [4, 256]")
+        check(self.duplicate_max_diff >= 0, "duplicate_max_diff", "must be >= 0")
+        check(self.aspect_tolerance >= 0, "aspect_tolerance", "must be >= 0")
 
 
 def _gray(image_bgr: np.ndarray, size: int) -> np.ndarray:

@@ -11,9 +11,9 @@ import threading
 import time
 from typing import Protocol
 
-from edge_ad.alarms.base import AlarmEvent
+from edge_ad.station.alarms.base import AlarmEvent
 from edge_ad.errors import EdgeAdError
-from edge_ad.station_config import GpioConfig
+from edge_ad.station.config import GpioConfig
 
 log = logging.getLogger(__name__)
 

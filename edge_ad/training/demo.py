@@ -6,17 +6,18 @@ import time
 from pathlib import Path
 
 from edge_ad.config import load_config
+from edge_ad.methods import get_method
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
-DEMO_GAUSSIAN_STRIDE = 16  # gauss on the demo part: the deepest stage, as in calibration/textured.yaml
+DEMO_GAUSSIAN_STRIDE = 16  # a Gaussian-only method on the demo part: the deepest stage, as in the textured recipe
 
 
 def run_demo(out: Path, method: str = "rd", epochs: int | None = None) -> dict:
     """Make demo data (once), train, evaluate; print a small table and where the heatmaps are."""
-    from edge_ad.demo_data import make_demo_data
+    from edge_ad.training.demo_data import make_demo_data
     from edge_ad.evaluate import evaluate
     from edge_ad.runtime.detector import open_detector
-    from edge_ad.train import train
+    from edge_ad.training.train import train
 
     data_dir = out / "data"
     if not (data_dir / "train").is_dir():
@@ -24,7 +25,7 @@ def run_demo(out: Path, method: str = "rd", epochs: int | None = None) -> dict:
     overrides = {"data.root": str(data_dir), "model.method": method, "train.out_dir": str(out / f"model_{method}")}
     if epochs:
         overrides["train.epochs"] = epochs
-    if method == "gauss":
+    if get_method(method).needs_gaussian:
         overrides["model.gaussian_stride"] = DEMO_GAUSSIAN_STRIDE
     cfg = load_config(DEMO_CONFIG, overrides)
     t0 = time.time()
@@ -48,7 +49,7 @@ def _deployables(model_path: Path) -> list[tuple[str, Path]]:
     """The trained torch model, plus its ONNX export when the export module is available."""
     out = [("torch", model_path)]
     try:
-        from edge_ad.export import export_onnx
+        from edge_ad.deploy.export import export_onnx
     except ImportError:
         return out
     return out + [("onnxruntime", export_onnx(model_path, model_path.with_suffix(".onnx")))]

@@ -18,11 +18,13 @@ import numpy as np
 from edge_ad import data as D
 from edge_ad.config import DataConfig
 from edge_ad.errors import EdgeAdError
+from edge_ad.fileio import atomic_write
+from edge_ad.runtime.manifest import ModelInfo, manifest_path
 
 log = logging.getLogger(__name__)
 
-MODES = ("trt", "cpu")
-METHODS = ("minmax", "percentile", "entropy")
+QUANT_MODES = ("trt", "cpu")
+CALIB_METHODS = ("minmax", "percentile", "entropy")
 QUANT_OPS = ["Conv", "ConvTranspose"]
 DEFAULT_CALIB_IMAGES = 128
 MIN_CALIB_IMAGES = 8
@@ -87,13 +89,10 @@ def quantize(onnx_path: str | Path, out_path: str | Path, calib: np.ndarray, mod
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edge_ad.export import _atomic_write_bytes, write_manifest
-    from edge_ad.runtime.detector import ModelInfo
-
-    if mode not in MODES:
-        raise EdgeAdError(f"quantization mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if method not in METHODS:
-        raise EdgeAdError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
+    if mode not in QUANT_MODES:
+        raise EdgeAdError(f"quantization mode must be one of {', '.join(QUANT_MODES)}, got {mode!r}")
+    if method not in CALIB_METHODS:
+        raise EdgeAdError(f"calibration method must be one of {', '.join(CALIB_METHODS)}, got {method!r}")
     src = Path(onnx_path)
     try:
         model = onnx.load(str(src))
@@ -103,7 +102,7 @@ def quantize(onnx_path: str | Path, out_path: str | Path, calib: np.ndarray, mod
     want = tuple(d.dim_value for d in inp.type.tensor_type.shape.dim)
     if tuple(calib.shape[1:]) != want[1:]:
         raise EdgeAdError(f"calibration images are {calib.shape[1:]}, the model expects {want[1:]}")
-    info = ModelInfo.load(src.with_suffix(".json"))
+    info = ModelInfo.load(manifest_path(src))
     out = Path(out_path)
     exclude = list(exclude or [])
     if float_teacher:
@@ -122,12 +121,12 @@ def quantize(onnx_path: str | Path, out_path: str | Path, calib: np.ndarray, mod
                         activation_type=QuantType.QInt8 if mode == "trt" else QuantType.QUInt8,
                         weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
                         calibrate_method=cal_method, extra_options=extra, calibration_cache_path=str(cache_json))
-        _atomic_write_bytes(q.read_bytes(), out)
+        atomic_write(out, q.read_bytes())
         if trt_cache is not None:
             write_trt_cache(cache_json, Path(trt_cache), method)
     info.meta.update({"precision": "int8", "quant_mode": mode, "calib_method": method, "calib_images": int(len(calib)),
                       "float_teacher": float_teacher, "excluded_nodes": exclude, "fp32_model": str(src)})
-    write_manifest(info, out)
+    info.save(out)
     return out
 
 
@@ -218,12 +217,11 @@ def _ranges(cache_json: Path) -> dict[str, float]:
 
 def write_trt_cache(cache_json: Path, path: Path, method: str) -> Path:
     """TensorRT text calibration cache from the same calibration ranges (for implicit INT8 builds)."""
-    from edge_ad.calib_cache import CalibrationCache, format_cache, scales_from_amax, version_tag
-    from edge_ad.export import _atomic_write_bytes
+    from edge_ad.deploy.trt_cache import DEFAULT_TRT_VERSION, CalibrationCache, format_cache, scales_from_amax, version_tag
 
     algo = "MinMaxCalibration" if method == "minmax" else "EntropyCalibration2"
-    cache = CalibrationCache(version_tag("8.6.1"), algo, scales_from_amax(_ranges(cache_json)))
+    cache = CalibrationCache(version_tag(DEFAULT_TRT_VERSION), algo, scales_from_amax(_ranges(cache_json)))
     if not cache.scales:
         raise EdgeAdError(f"no calibration ranges found in {cache_json}")
-    _atomic_write_bytes(format_cache(cache).encode(), path)
+    atomic_write(path, format_cache(cache))
     return path

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_ad import train as T
-from edge_ad.config import Config, save_config
+from edge_ad.models.artifact import MODEL_FILE, load_model, save_model
+from edge_ad.training import train as T
+from edge_ad.config import Config, save_config, validate_tree
 from edge_ad.errors import EdgeAdError
 from edge_ad.models.model import ADModel
 from edge_ad.scoring import threshold_from_good
@@ -99,12 +100,12 @@ def prune_model(model_path: str | Path, ratio: float | None = None, steps: int |
     Writes model.pt, config.yaml and prune_history.json to out_dir (default: <model dir>/pruned_<ratio%>).
     """
     src = Path(model_path)
-    model, cfg, _, meta = T.load_model(src)
+    model, cfg, _, meta = load_model(src)
     if not len(model.students):
         raise EdgeAdError(f"{src}: method {cfg.model.method} has no student to prune")
     given = {"ratio": ratio, "steps": steps, "importance": importance, "finetune_epochs": finetune_epochs}
     cfg.prune = dataclasses.replace(cfg.prune, **{k: v for k, v in given.items() if v is not None})
-    cfg.prune.validate()
+    validate_tree(cfg.prune, "prune.")
     p = cfg.prune
     cfg.data.root = str(data_root or meta.get("data_root") or cfg.data.root)
     out = Path(out_dir) if out_dir else (src if src.is_dir() else src.parent) / f"pruned_{round(100 * p.ratio):02d}"
@@ -153,8 +154,8 @@ def prune_model(model_path: str | Path, ratio: float | None = None, steps: int |
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     (out / "prune_history.json").write_text(json.dumps(history, indent=1))
-    T.save_model(model, cfg, spec, new_meta, out / T.MODEL_FILE)
+    save_model(model, cfg, spec, new_meta, out / MODEL_FILE)
     log.info("pruned %s at ratio %.2f (%s): student params %d -> %d (%.0f%%), MACs %d -> %d (%.0f%%)", src, p.ratio,
              p.importance, params_before, params_after, 100 * params_after / params_before, macs_before, macs_after,
              100 * macs_after / macs_before)
-    return out / T.MODEL_FILE
+    return out / MODEL_FILE

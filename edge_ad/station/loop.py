@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_ad.alarms import build_alarms
-from edge_ad.alarms.base import AlarmEvent
-from edge_ad.camera import Camera
-from edge_ad.data import geometry
+from edge_ad.station.alarms import build_alarms
+from edge_ad.station.alarms.base import AlarmEvent
+from edge_ad.station.camera import Camera
+from edge_ad.data import crop_roi, geometry
 from edge_ad.errors import EdgeAdError
-from edge_ad.evidence import EvidenceStore
+from edge_ad.station.evidence import EvidenceStore
 from edge_ad.runtime.detector import AnomalyDetector, open_detector
-from edge_ad.service import Notifier, StopFlag
-from edge_ad.station_config import StationConfig
+from edge_ad.station.service import Notifier, StopFlag
+from edge_ad.station.config import StationConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +49,10 @@ def load_detector(cfg: StationConfig) -> tuple[AnomalyDetector, str]:
     if not bundle.exists():
         raise EdgeAdError(f"part bundle not found: {bundle} (calibrate the part or set `bundle:` in the station config)")
     resolved = bundle.resolve()
-    det = open_detector(resolved, cfg.runtime if cfg.runtime != "onnxruntime" else "auto", threshold=cfg.threshold)
+    det = open_detector(resolved, cfg.runtime, threshold=cfg.threshold)
     version = resolved.name
     log.info("model %s (%s) threshold %.4f", resolved, version, det.threshold)
     return det, version
-
-
-def crop_roi(frame: np.ndarray, roi: list[int] | None) -> np.ndarray:
-    if not roi:
-        return frame
-    x, y, w, h = roi
-    out = frame[max(y, 0):y + h, max(x, 0):x + w]
-    if out.size == 0:
-        raise EdgeAdError(f"roi {roi} lies outside the {frame.shape[1]}x{frame.shape[0]} frame")
-    return out
 
 
 class FrameLog:

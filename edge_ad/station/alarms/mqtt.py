@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from edge_ad import __version__
-from edge_ad.alarms.base import AlarmEvent
-from edge_ad.alarms.queue import DiskQueue
+from edge_ad.station.alarms.base import AlarmEvent
+from edge_ad.station.alarms.queue import DiskQueue
 from edge_ad.errors import EdgeAdError
-from edge_ad.station_config import MqttConfig
+from edge_ad.station.config import MqttConfig
 
 log = logging.getLogger(__name__)
 

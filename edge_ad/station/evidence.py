@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from edge_ad.errors import EdgeAdError
-from edge_ad.station_config import EvidenceConfig
+from edge_ad.station.config import EvidenceConfig
 from edge_ad.visualize import heatmap_overlay
 
 log = logging.getLogger(__name__)

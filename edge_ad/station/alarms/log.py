@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from edge_ad.alarms.base import AlarmEvent
+from edge_ad.station.alarms.base import AlarmEvent
 
 log = logging.getLogger("edge_ad.alarm")
 

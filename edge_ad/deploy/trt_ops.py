@@ -15,7 +15,7 @@ from typing import Any
 
 from edge_ad.errors import EdgeAdError
 
-DEFAULT_TRT_VERSION = "8.6"
+DEFAULT_TRT_VERSION = "8.6.1"  # the floor: JetPack 6.0 (10.3 on JetPack 6.1/6.2); parsers match on major.minor
 
 _OPS_BY_FIRST_VERSION = {
     "8.6": """

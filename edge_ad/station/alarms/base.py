@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from edge_ad.alarms.debounce import Debouncer, Decision
+from edge_ad.station.alarms.debounce import Debouncer, Decision
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ class AlarmEvent:
     model_version: str
     score: float
     threshold: float
-    boxes: list[dict[str, Any]] = field(default_factory=list)  # from edge_ad.evidence.find_boxes
+    boxes: list[dict[str, Any]] = field(default_factory=list)  # from edge_ad.station.evidence.find_boxes
     evidence: str = ""  # evidence folder of this event, empty when not saved
     time: float = field(default_factory=time.time)  # Unix seconds
     frame_index: int = -1

@@ -6,16 +6,14 @@ threshold, so the runtime never needs torch or the training config.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from edge_ad.errors import EdgeAdError
-from edge_ad.runtime.detector import MANIFEST_SUFFIX, ModelInfo
+from edge_ad.fileio import atomic_write
+from edge_ad.runtime.manifest import ModelInfo
 from edge_ad.scoring import BLUR_TRUNCATE, ScoringSpec
 
 OPSET = 17
@@ -63,31 +61,6 @@ def fused_spec(spec: ScoringSpec) -> ScoringSpec:
                        image_score=spec.image_score, topk_fraction=spec.topk_fraction)
 
 
-def _atomic_write_bytes(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_manifest(info: ModelInfo, onnx_path: Path) -> Path:
-    path = onnx_path.with_suffix(MANIFEST_SUFFIX)
-    _atomic_write_bytes(json.dumps(info.to_dict(), indent=1).encode(), path)
-    return path
-
-
 def export_onnx(model_path: str | Path, out_path: str | Path, fused: bool = False, opset: int = OPSET,
                 check_parity: bool = True) -> Path:
     """Export a trained .pt to ONNX (+ manifest); verify with onnx.checker and an ORT-vs-torch parity run."""
@@ -96,7 +69,7 @@ def export_onnx(model_path: str | Path, out_path: str | Path, fused: bool = Fals
     import onnx
     import torch
 
-    from edge_ad.train import load_model
+    from edge_ad.models.artifact import load_model
 
     model, cfg, spec, meta = load_model(model_path)
     h, w = cfg.data.input_size
@@ -129,8 +102,8 @@ def export_onnx(model_path: str | Path, out_path: str | Path, fused: bool = Fals
                       "opset": opset, "method": cfg.model.method, "teacher": cfg.model.teacher})
     if check_parity:
         info.meta["parity_max_abs_diff"] = _parity(graph, proto.SerializeToString(), info, (h, w))
-    _atomic_write_bytes(proto.SerializeToString(), out_path)
-    write_manifest(info, out_path)
+    atomic_write(out_path, proto.SerializeToString())
+    info.save(out_path)
     return out_path
 
 

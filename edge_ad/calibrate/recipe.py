@@ -2,7 +2,8 @@
 
 A recipe YAML holds the model sections of an edge_ad config (data, model, augment, train, scoring:
 loaded by edge_ad.config into a `Config`) plus the calibration sections below. Every key is checked
-against the dataclasses, so a typo is one clear line naming the key and the file.
+against the dataclasses, so a typo is one clear line naming the key and the file. Recipes shipped with
+edge_ad (edge_ad/calibrate/recipes/*.yaml) are chosen by name: `--recipe textured`.
 """
 
 from __future__ import annotations
@@ -13,18 +14,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_ad.calibrate.quality import QualityConfig
+from edge_ad.config import Config, ConfigError, build, check, check_choice, read_yaml, to_dict
+from edge_ad.deploy.quantize import CALIB_METHODS, QUANT_MODES
 
-from edge_ad.config import Config, ConfigError, from_dict, read_yaml, to_dict
-from edge_ad.quality import QualityConfig
-
-QUANT_MODES = ("trt", "cpu")
-CALIB_METHODS = ("minmax", "percentile", "entropy")
 ENGINE_BUILD = ("auto", "always", "never")
-
-
-def _check(cond: bool, key: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {msg}")
+RECIPES_DIR = Path(__file__).parent / "recipes"
+DEFAULT_RECIPE = "default"
 
 
 @dataclass
@@ -37,12 +33,12 @@ class CaptureConfig:
     keep_rejected: int = 5  # rejected frames saved per reason to <work>/<part>/rejected/ for a look
 
     def validate(self) -> None:
-        _check(self.n >= 2, "capture.n", "must be >= 2")
-        _check(self.min_images >= 2, "capture.min_images", "must be >= 2")
-        _check(self.interval_s >= 0, "capture.interval_s", "must be >= 0")
-        _check(self.frame_timeout_s > 0, "capture.frame_timeout_s", "must be > 0")
-        _check(self.max_frames >= 0, "capture.max_frames", "must be >= 0")
-        _check(self.keep_rejected >= 0, "capture.keep_rejected", "must be >= 0")
+        check(self.n >= 2, "n", "must be >= 2")
+        check(self.min_images >= 2, "min_images", "must be >= 2")
+        check(self.interval_s >= 0, "interval_s", "must be >= 0")
+        check(self.frame_timeout_s > 0, "frame_timeout_s", "must be > 0")
+        check(self.max_frames >= 0, "max_frames", "must be >= 0")
+        check(self.keep_rejected >= 0, "keep_rejected", "must be >= 0")
 
 
 @dataclass
@@ -52,8 +48,8 @@ class SplitConfig:
     seed: int = 0  # the split is a seeded shuffle of the sorted file names: same images, same split
 
     def validate(self) -> None:
-        _check(0 < self.val_fraction < 1, "split.val_fraction", "must be in (0, 1)")
-        _check(self.min_val >= 1, "split.min_val", "must be >= 1")
+        check(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
+        check(self.min_val >= 1, "min_val", "must be >= 1")
 
 
 @dataclass
@@ -64,10 +60,9 @@ class QuantizeConfig:
     exclude: list[str] = field(default_factory=list)  # ONNX node names kept in float
 
     def validate(self) -> None:
-        _check(self.mode in QUANT_MODES, "quantize.mode", f"must be one of {', '.join(QUANT_MODES)}, got {self.mode!r}")
-        _check(self.method in CALIB_METHODS, "quantize.method",
-               f"must be one of {', '.join(CALIB_METHODS)}, got {self.method!r}")
-        _check(self.calib_images >= 8, "quantize.calib_images", "must be >= 8")
+        check_choice(self.mode, "mode", QUANT_MODES)
+        check_choice(self.method, "method", CALIB_METHODS)
+        check(self.calib_images >= 8, "calib_images", "must be >= 8")
 
 
 @dataclass
@@ -76,8 +71,8 @@ class EngineConfig:
     workspace_mb: int = 1024  # TensorRT builder workspace
 
     def validate(self) -> None:
-        _check(self.build in ENGINE_BUILD, "engine.build", f"must be one of {', '.join(ENGINE_BUILD)}, got {self.build!r}")
-        _check(self.workspace_mb > 0, "engine.workspace_mb", "must be > 0")
+        check_choice(self.build, "build", ENGINE_BUILD)
+        check(self.workspace_mb > 0, "workspace_mb", "must be > 0")
 
 
 @dataclass
@@ -86,8 +81,8 @@ class ReportConfig:
     histogram_bins: int = 30
 
     def validate(self) -> None:
-        _check(0 <= self.heatmaps <= 32, "report.heatmaps", "must be in [0, 32]")
-        _check(5 <= self.histogram_bins <= 200, "report.histogram_bins", "must be in [5, 200]")
+        check(0 <= self.heatmaps <= 32, "heatmaps", "must be in [0, 32]")
+        check(5 <= self.histogram_bins <= 200, "histogram_bins", "must be in [5, 200]")
 
 
 @dataclass
@@ -102,8 +97,8 @@ class CalibrationSections:
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def validate(self) -> None:
-        for f in dataclasses.fields(self):
-            getattr(self, f.name).validate()
+        check(self.capture.min_images <= self.capture.n, "capture.min_images",
+              f"({self.capture.min_images}) must be <= capture.n ({self.capture.n})")
 
 
 @dataclass
@@ -143,16 +138,7 @@ def recipe_from_dict(raw: dict, name: str = "<dict>") -> Recipe:
     if unknown:
         allowed = ", ".join(sorted(model_keys | calib_keys))
         raise ConfigError(f"{name}: {unknown[0]}: unknown section (allowed: {allowed})")
-    try:
-        cfg = from_dict(Config, core)
-        cfg.validate()
-        calib = from_dict(CalibrationSections, rest)
-        calib.validate()
-    except ConfigError as e:
-        raise ConfigError(f"{name}: {e}") from None
-    if calib.capture.min_images > calib.capture.n:
-        raise ConfigError(f"{name}: capture.min_images ({calib.capture.min_images}) must be <= capture.n ({calib.capture.n})")
-    return Recipe(cfg, calib, prune, name)
+    return Recipe(build(Config, core, name), build(CalibrationSections, rest, name), prune, name)
 
 
 def _split_prune(raw: dict, name: str, config_has_prune: bool) -> tuple[dict, bool]:
@@ -174,9 +160,41 @@ def _split_prune(raw: dict, name: str, config_has_prune: bool) -> tuple[dict, bo
     return raw, enabled
 
 
-def load_recipe(path: str | Path | None = None, overrides: dict | None = None) -> Recipe:
-    """Read a recipe YAML (None: built-in defaults, the same as calibration/default.yaml); dotted overrides win."""
-    if path is not None and not Path(path).is_file():
-        raise ConfigError(f"recipe not found: {path} (see calibration/*.yaml for templates)")
-    raw, name = read_yaml(path, overrides, "recipe")
+def packaged_recipes() -> list[str]:
+    """Names of the recipes shipped with edge_ad (usable as `--recipe NAME`)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(name_or_path: str | Path | None) -> Path:
+    """A recipe file from a path, or from the name of a packaged recipe (None: the default recipe)."""
+    if name_or_path is None:
+        return RECIPES_DIR / f"{DEFAULT_RECIPE}.yaml"
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    if p.suffix == "" and p.parent == Path(".") and (RECIPES_DIR / f"{p.name}.yaml").is_file():
+        return RECIPES_DIR / f"{p.name}.yaml"
+    raise ConfigError(f"recipe not found: {name_or_path} (a YAML file, or one of: {', '.join(packaged_recipes())})")
+
+
+def packaged_recipes() -> list[str]:
+    """Names of the recipes shipped with edge_ad (usable as `--recipe NAME`)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(name_or_path: str | Path | None) -> Path:
+    """A recipe file from a path, or from the name of a packaged recipe (None: the default recipe)."""
+    if name_or_path is None:
+        return RECIPES_DIR / f"{DEFAULT_RECIPE}.yaml"
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    if p.suffix == "" and p.parent == Path(".") and (RECIPES_DIR / f"{p.name}.yaml").is_file():
+        return RECIPES_DIR / f"{p.name}.yaml"
+    raise ConfigError(f"recipe not found: {name_or_path} (a YAML file, or one of: {', '.join(packaged_recipes())})")
+
+
+def load_recipe(name_or_path: str | Path | None = None, overrides: dict | None = None) -> Recipe:
+    """Read a recipe by path or packaged name (None: the default recipe); dotted overrides win."""
+    raw, name = read_yaml(recipe_path(name_or_path), overrides, "recipe")
     return recipe_from_dict(raw, name)

@@ -12,10 +12,10 @@ Loop usage::
 
 from __future__ import annotations
 
-from edge_ad.alarms.base import AlarmEvent, Alarms, Sink
-from edge_ad.alarms.debounce import Debouncer, Decision
-from edge_ad.alarms.log import LogSink
-from edge_ad.station_config import StationConfig
+from edge_ad.station.alarms.base import AlarmEvent, Alarms, Sink
+from edge_ad.station.alarms.debounce import Debouncer, Decision
+from edge_ad.station.alarms.log import LogSink
+from edge_ad.station.config import StationConfig
 
 __all__ = ["AlarmEvent", "Alarms", "Debouncer", "Decision", "LogSink", "Sink", "build_alarms"]
 
@@ -24,11 +24,11 @@ def build_alarms(cfg: StationConfig) -> Alarms:
     """Every sink the station config enables, behind one debouncer. Hardware/broker modules load lazily."""
     sinks: list[Sink] = [LogSink()]
     if cfg.mqtt.enabled:
-        from edge_ad.alarms.mqtt import MqttSink
+        from edge_ad.station.alarms.mqtt import MqttSink
 
         sinks.append(MqttSink(cfg.mqtt, cfg.station, cfg.part))
     if cfg.gpio.enabled:
-        from edge_ad.alarms.gpio import GpioSink
+        from edge_ad.station.alarms.gpio import GpioSink
 
         try:
             sinks.append(GpioSink(cfg.gpio))

@@ -1,0 +1,1 @@
+"""The inspection station (torch-free): camera sources, the loop, alarms, evidence, systemd service, doctor."""

@@ -1,0 +1,1 @@
+"""Training half (imports torch): distillation loop, augmentations, pruning, demo data."""
