@@ -51,7 +51,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if defects is not None and not defects.is_dir():
         raise EdgeAdError(f"--defects: folder not found: {defects}")
     job = Job(part=args.part, recipe=recipe, source=source, defects=defects,
-              parts_root=Path(parts_root or DEFAULT_PARTS_ROOT), work=Path(args.work), camera=camera, roi=roi)
+              parts_root=Path(parts_root or DEFAULT_PARTS_ROOT), work=Path(args.work), camera=camera, roi=roi,
+              force=args.force)
     res = calibrate(job, restart=args.restart)
     print(f"report: {res.bundle / 'report.md'}")
     print(f"run it: edge_ad run --config STATION.yaml (part: {args.part}, parts_dir: {job.parts_root})  |  "
@@ -148,6 +149,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restart", action="store_true", help="redo every stage (captured images are kept and reused; "
                    "to capture a fresh set use another --work or move <work>/<part>/captured away)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe value, e.g. --set train.epochs=5")
+    p.add_argument("--force", action="store_true", help="go on with fewer validation images than a meaningful "
+                   "threshold needs (split.min_val); the report and the bundle say so")
     p.set_defaults(func=cmd_calibrate)
 
     parts = sub.add_parser("parts", help="list part bundles, show one, roll back to an earlier version",

@@ -25,7 +25,9 @@ DEFAULT_RECIPE = "default"
 
 @dataclass
 class CaptureConfig:
-    n: int = 200  # good images to collect after rejection (a folder with fewer: all of it)
+    n: int = 0  # good images to keep; 0 = every image of a folder (up to max_images), camera_n from a camera
+    max_images: int = 1000  # n = 0 with a folder: at most this many
+    camera_n: int = 300  # n = 0 with a camera or video: frames to keep
     min_images: int = 20  # fewer usable images than this: stop with an error before training
     interval_s: float = 0.0  # live cameras: least time between two kept frames (time to move the part)
     frame_timeout_s: float = 10.0  # live cameras: no frame for this long = camera lost
@@ -33,7 +35,8 @@ class CaptureConfig:
     keep_rejected: int = 5  # rejected frames saved per reason to <work>/<part>/rejected/ for a look
 
     def validate(self) -> None:
-        check(self.n >= 2, "n", "must be >= 2")
+        check(self.n == 0 or self.n >= 2, "n", "must be 0 (auto) or >= 2")
+        check(self.max_images >= 2 and self.camera_n >= 2, "max_images", "max_images and camera_n must be >= 2")
         check(self.min_images >= 2, "min_images", "must be >= 2")
         check(self.interval_s >= 0, "interval_s", "must be >= 0")
         check(self.frame_timeout_s > 0, "frame_timeout_s", "must be > 0")
@@ -97,7 +100,7 @@ class CalibrationSections:
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def validate(self) -> None:
-        check(self.capture.min_images <= self.capture.n, "capture.min_images",
+        check(not self.capture.n or self.capture.min_images <= self.capture.n, "capture.min_images",
               f"({self.capture.min_images}) must be <= capture.n ({self.capture.n})")
 
 

@@ -6,10 +6,18 @@ so a Jetson without matplotlib still gets a report with pictures.
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from edge_ad import data as D
+from edge_ad.calibrate.job import CAPTURED, Hook, Job, ReportResult, State
+from edge_ad.fileio import atomic_write
+from edge_ad.methods import get_method
+from edge_ad.versions import software_versions
 
 HIST_SIZE = (900, 420)  # (width, height) of the histogram image in pixels
 GOOD_BGR, DEFECT_BGR, LINE_BGR = (80, 160, 60), (60, 60, 220), (200, 80, 0)
@@ -108,5 +116,77 @@ def write_report(path: Path, summary: list[tuple[str, str]], capture: dict, stag
     if warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
     lines += ["## Software", "", ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
-    path.write_text("\n".join(lines))
+    atomic_write(path, "\n".join(lines))
     return path
+
+
+def heatmaps(job: Job, state: State, out_dir: Path) -> list[tuple[str, str]]:
+    """Overlays of the highest-scoring validation goods and of defects spread over their score range."""
+    from edge_ad.runtime.detector import open_detector
+    from edge_ad.runtime.manifest import ModelInfo
+    from edge_ad.visualize import heatmap_overlay
+
+    k = job.recipe.calib.report.heatmaps
+    if not k:
+        return []
+    th = state.get("threshold")
+    info = ModelInfo.load(th.model_json)
+    det = open_detector(state.get("quantize").onnx, "onnxruntime", job.recipe.config.train.threads, info.threshold)
+    scores = json.loads(Path(th.scores).read_text())
+    good = sorted(scores["val_good"], key=lambda d: -d["score"])[:k]
+    bad = sorted(scores["defects"], key=lambda d: d["score"])
+    if len(bad) > k:
+        bad = [bad[int(i)] for i in np.linspace(0, len(bad) - 1, k).round()]
+    picks = [(job.dir / CAPTURED / d["image"], "validation good") for d in good] + [(Path(d["image"]), "defect") for d in bad]
+    out = []
+    for i, (path, kind) in enumerate(picks):
+        img = D.load_image(path)
+        r = det.detect(img)
+        shown = cv2.cvtColor(D.prepare(img, info.data), cv2.COLOR_RGB2BGR)
+        panel = heatmap_overlay(shown, r.anomaly_map, 0.0, 2 * info.threshold, info.threshold)
+        name = f"heatmap_{i:02d}_{kind.split()[-1]}.png"
+        cv2.imwrite(str(out_dir / name), np.hstack([shown, panel]))
+        verdict = "ALARM" if r.is_anomaly else "ok"
+        out.append((name, f"{kind} {path.name}: score {r.score:.4g} ({verdict})"))
+    return out
+
+
+def method_line(job: Job, state: State) -> str:
+    """The model in one line, e.g. 'rd (efficientnet_lite0, width 64, 20 epochs)'."""
+    cfg = job.recipe.config
+    tr = state.get("train")
+    stages = "+".join(map(str, cfg.model.gaussian_stages))
+    gauss = (f", Gaussian map at stride {cfg.model.gaussian_stride}" + (f" (stages {stages})" if stages else "")
+             if cfg.model.gaussian_stride else "")
+    if not get_method(tr.method).has_student:
+        return f"{tr.method} ({cfg.model.teacher}{gauss}, no student)"
+    return f"{tr.method} ({cfg.model.teacher}, width {cfg.model.width}, {tr.epochs} epochs{gauss})"
+
+
+def stage_report(job: Job, state: State, hook: Hook | None) -> ReportResult:
+    out_dir = job.stage_dir("report")
+    out_dir.mkdir(parents=True)
+    th = state.get("threshold")
+    scores = json.loads(Path(th.scores).read_text())
+    good = [d["score"] for d in scores["val_good"]]
+    bad = [d["score"] for d in scores["defects"]]
+    histogram_png(good, bad, th.threshold, out_dir / "histogram.png", job.recipe.calib.report.histogram_bins)
+    maps = heatmaps(job, state, out_dir)
+    cfg, q, m = job.recipe.config, state.get("quantize"), th.metrics
+    summary = [("part", job.part), ("created", time.strftime("%Y-%m-%d %H:%M:%S")), ("recipe", job.recipe.name),
+               ("method", method_line(job, state)),
+               ("input size", f"{cfg.data.input_size[0]} x {cfg.data.input_size[1]} ({cfg.data.resize})"),
+               ("deployed model", q.variant or q.precision),
+               ("threshold", f"{th.threshold:.5g}"), ("threshold source", th.source),
+               ("images", f"{state.get('split').train} train, {state.get('split').val} validation"),
+               ("validation false alarms", f"{m['val_false_alarm_rate']:.1%}")]
+    if "image_auroc" in m:
+        summary += [("defect images", str(m["defects"])), ("image AUROC (val good vs defects)", f"{m['image_auroc']:.3f}"),
+                    ("precision / recall / F1 at threshold", f"{m['precision']:.3f} / {m['recall']:.3f} / {m['f1']:.3f}")]
+    import dataclasses
+
+    from edge_ad.calibrate.stages import notes
+
+    write_report(out_dir / "report.md", summary, dataclasses.asdict(state.get("capture")), state.seconds(),
+                 "histogram.png", maps, notes(state), dataclasses.asdict(state.get("engine")), software_versions())
+    return ReportResult(dir=str(out_dir), files=sorted(p.name for p in out_dir.iterdir()))
