@@ -1,12 +1,16 @@
-"""TensorRT backend: pure parts everywhere (cache key, calibration cache, op checker, CLI exit codes);
-engine build and inference only where TensorRT and a GPU exist."""
+"""TensorRT build side (edge_ad.deploy.engine) and session side (edge_ad.runtime.tensorrt): pure parts everywhere
+(cache key, build records, calibration cache, op checker, version gate, CLI exit codes, the session against a fake
+tensorrt); engine build and inference only where TensorRT and a GPU exist."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import struct
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +18,20 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edge_ad.deploy import engine as trt_build
 from edge_ad.deploy import trt_cache as calib_cache
+from edge_ad.deploy.engine import build_engine, engine_cache_key, engine_file_name, network_flags
+from edge_ad.deploy.trt_ops import check_onnx_ops, has_qdq, supported_ops
 from edge_ad.errors import EdgeAdError
 from edge_ad.runtime import tensorrt as trt_backend
-from edge_ad.runtime.tensorrt import TensorRTSession, build_engine, engine_cache_key, stale_reason
-from edge_ad.deploy.trt_ops import check_onnx_ops, has_qdq, supported_ops
+from edge_ad.runtime.tensorrt import (
+    TensorRTSession,
+    build_record_path,
+    check_tensorrt_version,
+    find_build_record,
+    read_build_record,
+    stale_reason,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16
@@ -162,13 +175,333 @@ def test_cache_key_rejects_unknown_precision():
 
 def test_engine_file_name_and_stale_reason():
     key = "ab" * 32
-    assert trt_backend.engine_file_name("rd", "int8", None, key) == f"rd.int8.{key[:16]}.engine"
-    assert trt_backend.engine_file_name("rd", "fp16", 1, key) == f"rd.fp16.dla1.{key[:16]}.engine"
+    assert engine_file_name("rd", "int8", None, key) == f"rd.int8.{key[:16]}.engine"
+    assert engine_file_name("rd", "fp16", 1, key) == f"rd.fp16.dla1.{key[:16]}.engine"
     meta = {"trt_version": "8.6.2", "gpu_name": "Orin sm_87 [AGX Orin]"}
     assert stale_reason(meta, "8.6.2", "Orin sm_87 [AGX Orin]") is None
     assert "TensorRT 8.6.2" in stale_reason(meta, "10.3.0", "Orin sm_87 [AGX Orin]")
     assert "Orin Nano" in stale_reason(meta, "8.6.2", "Orin sm_87 [Orin Nano]")
     assert stale_reason(None, "10.3.0", "x") is None
+
+
+# ----------------------------------------------------------------------------- build record
+
+
+def test_build_record_sits_beside_the_engine_and_never_is_the_manifest(tmp_path):
+    assert build_record_path(tmp_path / "model.engine") == tmp_path / "model.build.json"
+    assert build_record_path("e/model.fp16.ab12.engine") == Path("e/model.fp16.ab12.build.json")
+    assert build_record_path("rd.int8.dla0.0123456789abcdef.engine").name == "rd.int8.dla0.0123456789abcdef.build.json"
+    engine = tmp_path / "model.engine"
+    assert read_build_record(engine) is None
+    build_record_path(engine).write_text("{not json")
+    assert read_build_record(engine) is None
+    build_record_path(engine).write_text('["a list"]')
+    assert read_build_record(engine) is None
+    build_record_path(engine).write_text(json.dumps({"trt_version": "10.3.0", "gpu_name": "Orin"}))
+    assert read_build_record(engine) == {"trt_version": "10.3.0", "gpu_name": "Orin"}
+
+
+LEGACY = {"trt_version": "8.6.2", "gpu_name": "Orin sm_87", "precision": "int8"}
+MANIFEST = {"data": {}, "scoring": {}, "threshold": 0.5}
+
+
+def _legacy_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == trt_backend.__name__ and "legacy" in r.getMessage()]
+
+
+def test_legacy_record_beside_a_key_named_engine(tmp_path, caplog):
+    engine = tmp_path / "rd.fp16.ab12.engine"
+    (tmp_path / "rd.fp16.ab12.json").write_text(json.dumps(LEGACY))
+    (tmp_path / "model.json").write_text(json.dumps({**MANIFEST, "trt_version": "7.0"}))  # the first match wins
+    with caplog.at_level(logging.INFO, logger=trt_backend.__name__):
+        assert find_build_record(engine) == LEGACY
+    (line,) = _legacy_lines(caplog)
+    assert "rd.fp16.ab12.engine" in line and "rd.fp16.ab12.json" in line
+    assert "rd.fp16.ab12.build.json" in line and "build_engine.py" in line
+
+
+def test_legacy_record_merged_into_the_bundle_manifest(tmp_path, caplog):
+    # What the calibrate stage wrote before the split: model.json = manifest + trt_version/gpu_name + "engine".
+    engine = tmp_path / "model.engine"
+    (tmp_path / "model.json").write_text(json.dumps({**MANIFEST, "trt_version": "8.6.2", "gpu_name": "Orin sm_87",
+                                                     "engine": LEGACY}))
+    with caplog.at_level(logging.INFO, logger=trt_backend.__name__):
+        assert find_build_record(engine) == LEGACY
+    assert len(_legacy_lines(caplog)) == 1
+    # Merged top-level keys without the nested record still count.
+    (tmp_path / "model.json").write_text(json.dumps({**MANIFEST, "trt_version": "8.6.2"}))
+    assert find_build_record(engine)["trt_version"] == "8.6.2"
+    # A key-named engine falls back to model.json in its folder.
+    assert find_build_record(tmp_path / "model.fp16.ab12.engine")["trt_version"] == "8.6.2"
+
+
+def test_plain_manifest_is_not_a_build_record(tmp_path, caplog):
+    engine = tmp_path / "model.engine"
+    (tmp_path / "model.json").write_text(json.dumps(MANIFEST))
+    with caplog.at_level(logging.INFO, logger=trt_backend.__name__):
+        assert find_build_record(engine) is None
+        build_record_path(engine).write_text(json.dumps(LEGACY))
+        (tmp_path / "model.json").write_text(json.dumps({**MANIFEST, "trt_version": "7.0"}))
+        assert find_build_record(engine) == LEGACY  # the new record wins, silently
+    assert _legacy_lines(caplog) == []
+
+
+# ----------------------------------------------------------------------------- versions and imports
+
+
+def _fake_tensorrt(version: str) -> types.ModuleType:
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    return trt
+
+
+def test_tensorrt_older_than_8_6_is_refused_by_name(monkeypatch):
+    for ok in ("8.6.1", "8.6.2.3", "10.0.1", "10.3.0.30"):
+        assert check_tensorrt_version(ok) == ok
+    for old in ("8.5.2.2", "8.4.1", "7.1.3"):
+        with pytest.raises(EdgeAdError, match=rf"TensorRT {old} is installed.*8\.6 or 10\.x"):
+            check_tensorrt_version(old)
+    with pytest.raises(EdgeAdError, match="cannot read"):
+        check_tensorrt_version("unknown")
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt("8.5.2.2"))
+    with pytest.raises(EdgeAdError, match="TensorRT 8.5.2.2 is installed"):
+        trt_backend.import_tensorrt()
+    assert trt_backend.tensorrt_version() is None
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt("10.3.0"))
+    assert trt_backend.tensorrt_version() == "10.3.0"
+
+
+def test_doctor_flags_an_old_tensorrt(monkeypatch):
+    from edge_ad.station import doctor
+
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt("8.5.2.2"))
+    check = doctor.check_tensorrt()
+    assert not check.ok and check.optional and "8.5.2.2" in check.detail and "JetPack 6" in check.fix
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt("10.3.0"))
+    assert doctor.check_tensorrt().ok
+
+
+def test_network_flags_per_tensorrt_major():
+    flag_enum = types.SimpleNamespace(EXPLICIT_BATCH=0)
+    assert network_flags(types.SimpleNamespace(__version__="10.3.0", NetworkDefinitionCreationFlag=flag_enum)) == 0
+    assert network_flags(types.SimpleNamespace(__version__="10.0.1")) == 0  # no flag needed, none read
+    assert network_flags(types.SimpleNamespace(__version__="8.6.2", NetworkDefinitionCreationFlag=flag_enum)) == 1
+
+
+def test_cuda_python_missing_names_the_package(monkeypatch):
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"):
+        monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules makes the import fail
+    with pytest.raises(EdgeAdError, match="pip install cuda-python") as info:
+        trt_backend.open_cuda()
+    assert "pycuda" not in str(info.value)
+
+
+def test_session_module_does_not_import_deploy_torch_or_tensorrt():
+    code = ("import sys, edge_ad.runtime.tensorrt; print(sorted(m for m in sys.modules"
+            " if m.startswith('edge_ad.deploy') or m.split('.')[0] in ('torch', 'tensorrt', 'cuda', 'onnx')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------- build_engine without a GPU
+
+
+@pytest.fixture
+def fake_builder(monkeypatch):
+    """build_engine with TensorRT, the GPU and the TensorRT build replaced: counts the builds it would run."""
+    builds = []
+
+    def build(trt, logger, onnx_path, precision, explicit_int8, cache_text, algorithm, workspace_mb, dla_core):
+        builds.append((precision, explicit_int8, cache_text))
+        return b"serialized engine"
+
+    monkeypatch.setattr(trt_build, "import_tensorrt", lambda: _fake_tensorrt("10.3.0"))
+    monkeypatch.setattr(trt_build, "gpu_name", lambda: "Fake GPU sm_87")
+    monkeypatch.setattr(trt_build, "make_logger", lambda trt, verbose=False: None)
+    monkeypatch.setattr(trt_build, "_build_serialized", build)
+    return builds
+
+
+def test_build_writes_engine_and_build_record_and_reuses_them(float_onnx, tmp_path, fake_builder):
+    engine = build_engine(float_onnx, tmp_path, precision="fp16")
+    assert engine.parent == tmp_path and engine.name.startswith("rd_small.fp16.") and engine.suffix == ".engine"
+    assert engine.read_bytes() == b"serialized engine"
+    record = read_build_record(engine)
+    assert build_record_path(engine).name == engine.stem + ".build.json"
+    assert not engine.with_suffix(".json").exists(), "the build record must not take the manifest's name"
+    assert record["trt_version"] == "10.3.0" and record["gpu_name"] == "Fake GPU sm_87"
+    assert record["precision"] == "fp16" and record["onnx"] == float_onnx.name and record["engine"] == engine.name
+    assert record["key"].startswith(engine.name.split(".")[2]) and record["int8_mode"] is None
+    assert len(fake_builder) == 1
+    assert build_engine(float_onnx, tmp_path, precision="fp16") == engine and len(fake_builder) == 1
+    build_record_path(engine).unlink()  # an interrupted build: the engine without its record is not trusted
+    assert build_engine(float_onnx, tmp_path, precision="fp16") == engine and len(fake_builder) == 2
+    assert read_build_record(engine)["precision"] == "fp16"
+    assert build_engine(float_onnx, tmp_path, precision="fp16", force=True) == engine and len(fake_builder) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([engine.name, build_record_path(engine).name])
+
+
+def test_build_int8_from_cache_retags_it_and_records_the_mode(float_onnx, qdq_onnx, tmp_path, fake_builder):
+    cache = calib_cache.write_cache(tmp_path / "calib.cache", {"image": 0.05}, trt_version="8.6.1")
+    engine = build_engine(float_onnx, tmp_path / "out", precision="int8", calib_cache=cache)
+    (_, explicit, cache_text), = fake_builder
+    assert not explicit and cache_text.splitlines()[0] == "TRT-100300-EntropyCalibration2"
+    assert read_build_record(engine)["int8_mode"] == "calibration cache"
+    explicit_engine = build_engine(qdq_onnx, tmp_path / "out", precision="int8")
+    assert fake_builder[-1][1] and read_build_record(explicit_engine)["int8_mode"] == "explicit"
+
+
+# ----------------------------------------------------------------------------- TensorRTSession against a fake TensorRT
+
+
+FAKE_ENGINE = b"fake engine"
+FAKE_GPU = "Fake GPU sm_87"
+IN_SHAPE, OUT_SHAPE = (1, 3, 4, 4), (1, 1, 4, 4)
+
+
+class _FakeCuda:
+    """CudaRuntime stand-in: 'device' pointers index host byte buffers."""
+
+    def __init__(self):
+        self.buffers: dict[int, np.ndarray] = {}
+        self.closed = False
+
+    def stream(self) -> int:
+        return 1
+
+    def host_array(self, shape, dtype):
+        return np.zeros(shape, dtype)
+
+    def device_alloc(self, nbytes: int) -> int:
+        ptr = len(self.buffers) + 1
+        self.buffers[ptr] = np.zeros(nbytes, np.uint8)
+        return ptr
+
+    def to_device(self, dptr, host, stream):
+        self.buffers[dptr][:] = host.reshape(-1).view(np.uint8)
+
+    def to_host(self, host, dptr, stream):
+        host.reshape(-1).view(np.uint8)[:] = self.buffers[dptr]
+
+    def synchronize(self, stream):
+        pass
+
+    def mem_info(self):
+        return 1, 2
+
+    def close(self):
+        self.closed = True
+
+
+def _session_tensorrt(version: str, cuda: _FakeCuda) -> types.ModuleType:
+    """Just the TensorRT surface TensorRTSession may use: the name-based tensor API and execute_async_v3."""
+    trt = _fake_tensorrt(version)
+
+    class ILogger:
+        Severity = types.SimpleNamespace(VERBOSE=4, INFO=3, WARNING=2, ERROR=1, INTERNAL_ERROR=0)
+
+        def __init__(self):
+            pass
+
+    class Context:  # no execute_async_v2, no bindings: the session must not need them
+        def __init__(self):
+            self.addresses: dict[str, int] = {}
+
+        def set_tensor_address(self, name, ptr):
+            self.addresses[name] = ptr
+
+        def execute_async_v3(self, stream):
+            x = cuda.buffers[self.addresses["image"]].view(np.float32).reshape(IN_SHAPE)
+            cuda.buffers[self.addresses["map0"]][:] = x.sum(axis=1, keepdims=True).reshape(-1).view(np.uint8)
+            return True
+
+    class Engine:  # no num_bindings
+        num_io_tensors = 2
+        device_memory_size = 1024
+
+        def get_tensor_name(self, i):
+            return ["image", "map0"][i]
+
+        def get_tensor_mode(self, name):
+            return trt.TensorIOMode.INPUT if name == "image" else trt.TensorIOMode.OUTPUT
+
+        def get_tensor_shape(self, name):
+            return IN_SHAPE if name == "image" else OUT_SHAPE
+
+        def get_tensor_dtype(self, name):
+            return np.float32
+
+        def create_execution_context(self):
+            return Context()
+
+    class Runtime:
+        def __init__(self, logger):
+            self.logger = logger
+
+        def deserialize_cuda_engine(self, data):
+            if data == FAKE_ENGINE:
+                return Engine()
+            self.logger.log(ILogger.Severity.ERROR, "magic tag does not match")
+            return None
+
+    trt.ILogger, trt.Runtime = ILogger, Runtime
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="input", OUTPUT="output")
+    trt.nptype = np.dtype
+    return trt
+
+
+@pytest.fixture
+def fake_session_env(monkeypatch):
+    cuda = _FakeCuda()
+    monkeypatch.setitem(sys.modules, "tensorrt", _session_tensorrt("10.3.0", cuda))
+    monkeypatch.setattr(trt_backend, "open_cuda", lambda: cuda)
+    monkeypatch.setattr(trt_backend, "gpu_name", lambda: FAKE_GPU)
+    return cuda
+
+
+def test_session_runs_with_the_name_based_api(tmp_path, fake_session_env):
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(FAKE_ENGINE)
+    record = {"trt_version": "10.3.0", "gpu_name": FAKE_GPU, "precision": "fp16"}
+    build_record_path(engine).write_text(json.dumps(record))
+    x = np.random.default_rng(4).standard_normal(IN_SHAPE).astype(np.float32)
+    with TensorRTSession(engine) as session:
+        assert session.input_name == "image" and session.output_names == ["map0"]
+        assert session.input_shape == IN_SHAPE and session.input_dtype == np.float32
+        assert session.build_record["precision"] == "fp16"
+        (out,) = session.run(x)
+        np.testing.assert_allclose(out, x.sum(axis=1, keepdims=True), rtol=1e-6)
+        assert session.engine_memory_bytes() == 1024 and session.gpu_memory() == (1, 2)
+        with pytest.raises(EdgeAdError, match="input shape"):
+            session.run(x[:, :, :2])
+    assert fake_session_env.closed
+
+
+def test_session_refuses_stale_and_corrupt_engines(tmp_path, fake_session_env, caplog):
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(FAKE_ENGINE)
+    build_record_path(engine).write_text(json.dumps({"trt_version": "8.6.2", "gpu_name": FAKE_GPU}))
+    with pytest.raises(EdgeAdError, match=r"stale: it was built with TensorRT 8\.6\.2 and this is TensorRT 10\.3\.0"):
+        TensorRTSession(engine)
+    assert fake_session_env.closed
+    build_record_path(engine).unlink()  # an older edge_ad's bundle: the record merged into model.json
+    (tmp_path / "model.json").write_text(json.dumps({**MANIFEST, "trt_version": "10.3.0", "gpu_name": "Orin sm_87"}))
+    with caplog.at_level(logging.INFO, logger=trt_backend.__name__):
+        with pytest.raises(EdgeAdError, match="stale: it was built on Orin sm_87"):
+            TensorRTSession(engine)
+    assert len(_legacy_lines(caplog)) == 1
+    (tmp_path / "model.json").write_text(json.dumps(MANIFEST))
+    engine.write_bytes(b"garbage")
+    with pytest.raises(EdgeAdError, match="cannot load TensorRT engine model.engine.*magic tag"):
+        TensorRTSession(engine)
+
+
+def test_session_refuses_tensorrt_older_than_8_6(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt("8.5.2.2"))
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(FAKE_ENGINE)
+    with pytest.raises(EdgeAdError, match="TensorRT 8.5.2.2 is installed"):
+        TensorRTSession(engine)
 
 
 # ----------------------------------------------------------------------------- calibration cache
@@ -371,7 +704,7 @@ def test_bench_summary():
 @requires_trt
 def test_fp16_engine_matches_onnxruntime_and_is_cached(float_onnx, tmp_path):
     engine = build_engine(float_onnx, tmp_path, precision="fp16")
-    assert engine.is_file() and trt_backend.read_engine_meta(engine)["precision"] == "fp16"
+    assert engine.is_file() and read_build_record(engine)["precision"] == "fp16"
     mtime = engine.stat().st_mtime_ns
     assert build_engine(float_onnx, tmp_path, precision="fp16") == engine
     assert engine.stat().st_mtime_ns == mtime, "a matching engine must be reused, not rebuilt"
@@ -404,8 +737,7 @@ def test_int8_engines_explicit_and_from_cache(float_onnx, qdq_onnx, tmp_path):
 @requires_trt
 def test_stale_engine_is_refused(float_onnx, tmp_path):
     engine = build_engine(float_onnx, tmp_path, precision="fp16")
-    meta_path = trt_backend.engine_meta_path(engine)
-    meta = trt_backend.read_engine_meta(engine)
-    meta_path.write_text(__import__("json").dumps({**meta, "trt_version": "7.0.0"}))
+    record = read_build_record(engine)
+    build_record_path(engine).write_text(json.dumps({**record, "trt_version": "7.0.0"}))
     with pytest.raises(EdgeAdError, match="stale"):
         TensorRTSession(engine)

@@ -5,7 +5,7 @@
 
 Reports median/p99 latency, throughput and GPU memory, and writes them as a benchmark JSON (machine,
 date, command, versions, rows). On a Jetson, fix the power mode first (see jetson/POWER.md): the
-nvpmodel mode is recorded with the result. Exit codes: 0 done, 1 a problem, 2 TensorRT not installed.
+nvpmodel mode is recorded with the result. Exit codes: 0 done, 1 a problem, 2 TensorRT 8.6+ not installed.
 """
 
 from __future__ import annotations
@@ -83,11 +83,11 @@ def bench(engine: Path, iters: int, warmup: int) -> dict:
             session.run(x)
             latencies.append((time.perf_counter() - start) * 1000.0)
         activation = session.engine_memory_bytes()
-        meta = session.meta
+        record = session.build_record
         row = {
             "backend": "tensorrt",
-            "precision": meta.get("precision", "unknown"),
-            "variant": f"dla{meta['dla_core']}" if meta.get("dla_core") is not None else "gpu",
+            "precision": record.get("precision", "unknown"),
+            "variant": f"dla{record['dla_core']}" if record.get("dla_core") is not None else "gpu",
             "engine": engine.name,
             "input_shape": list(session.input_shape),
             "outputs": session.output_names,
@@ -128,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.iters < 1 or args.warmup < 0:
         ap.error("--iters must be >= 1 and --warmup >= 0")
-    if trt_backend.tensorrt_version() is None:
-        print(trt_backend.TRT_MISSING, file=sys.stderr)
+    try:
+        trt_backend.import_tensorrt()
+    except EdgeAdError as exc:  # absent, or older than TensorRT 8.6
+        print(exc, file=sys.stderr)
         return EXIT_NO_TENSORRT
     try:
         row = bench(args.engine, args.iters, args.warmup)

@@ -132,6 +132,14 @@ def check_tensorrt() -> Check:
         import tensorrt as trt
     except (ImportError, OSError) as exc:
         return Check("tensorrt", False, f"TensorRT not installed ({exc.__class__.__name__}: {exc})", fix, optional=True)
+    from edge_ad.errors import EdgeAdError
+    from edge_ad.runtime.tensorrt import check_tensorrt_version
+
+    try:
+        check_tensorrt_version(trt.__version__)  # the runtime refuses TensorRT older than 8.6
+    except EdgeAdError as exc:
+        return Check("tensorrt", False, str(exc), "flash JetPack 6 (TensorRT 8.6 / 10.3); onnxruntime runs meanwhile",
+                     optional=True)
     return Check("tensorrt", True, f"TensorRT {trt.__version__}", optional=True)
 
 
