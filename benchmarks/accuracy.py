@@ -86,27 +86,7 @@ NOTES = ("Trained on train/good only, scored on the full test split with the tor
          "Training minutes include teacher feature caching (and, for gauss, fitting the Gaussians) and were measured on a "
          "shared 2-core machine. `gauss` = the per-location Gaussian map alone (no student); `X+gauss` = method X with "
          "the Gaussian map as one more normalised group in its fusion; the variant column lists config overrides. "
-         "bottle's rd, rd_aug and dual rows use its config's 20 epochs (`--datasets bottle --methods rd rd_aug dual`; at 10 epochs "
-         "they were 100 / 98.9 / 96.8, 100 / 98.9 / 96.9 and 100 / 98.5 / 96.1); its X+gauss variant rows ran at 10 epochs. "
-         "Rows come from more than one run of this script (each run replaces only the rows of the data sets, methods "
-         "and variant it was given; the command above is the last run). Runs, in order: `--methods rd`, "
-         "`--methods rd_aug dual` (bottle, kolektor); `--datasets magnetic_tile --methods gauss rd_aug+gauss rd rd_aug dual`; "
-         "`--datasets kolektor --methods gauss rd+gauss`; `--datasets bottle --methods rd_aug+gauss --set model.fusion=product`; "
-         "`--datasets kolektor magnetic_tile --methods gauss --set model.gaussian_stride=8`; "
-         "`--datasets bottle --methods gauss rd+gauss`; "
-         "`--datasets magnetic_tile kolektor --methods gauss --set model.teacher=efficientnet_lite2`; "
-         "`--methods gauss --set \"model.gaussian_stages=[4, 8, 16]\"` (all three sets); "
-         "`--datasets magnetic_tile kolektor --methods gauss --set \"model.gaussian_stages=[4, 8, 16]\" --set model.teacher=efficientnet_lite2`; "
-         "`--datasets bottle --methods rd_aug+gauss` (and `rd+gauss`) `--set model.fusion=product --set \"model.gaussian_stages=[4, 8, 16]\"`; "
-         "`--datasets bottle --methods rd_aug+gauss --set model.fusion=product --set model.gaussian_stride=8 --set \"model.gaussian_stages=[4, 8]\"`; "
-         "`--datasets magnetic_tile bottle --methods gauss --set \"model.gaussian_stages=[4, 8, 16]\"` (rerun after the covariance ridge was added: "
-         "changes below 0.05 pt); `--datasets magnetic_tile --methods rd+gauss --set model.fusion=product --set \"model.gaussian_stages=[4, 8, 16]\"`; "
-         "`--datasets bottle --methods rd --set train.epochs=20 --set train.seed=1` (seed check); "
-         "`--datasets bottle --methods rd rd_aug dual` after configs/bottle.yaml moved to 20 epochs; "
-         "`--datasets kolektor --methods rd rd+gauss --set train.epochs=20` (no clear gain there: kolektor stays at 10). "
-         "magnetic_tile rows use stretch + per-image normalisation "
-         "(configs/magnetic_tile.yaml); the previous letterbox rows were rd 67.2 / 56.7, rd_aug 70.9 / 56.3 and "
-         "dual 61.0 / 50.5 image / pixel AUROC.")
+         "Each run replaces only the rows of the data sets, methods and variant it was given.")
 
 if __name__ == "__main__":
     main()

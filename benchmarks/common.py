@@ -30,10 +30,17 @@ def machine() -> dict:
 
 
 def write_results(name: str, rows: list[dict], columns: list[tuple[str, str]], notes: str = "") -> Path:
-    """benchmarks/results/<name>.json (machine, date, command, versions, rows) and the same table as .md."""
+    """benchmarks/results/<name>.json (machine, date, command, versions, rows, history) and the same table as .md.
+
+    `history` lists every command whose rows the file still holds (runs replace only their own rows), so the
+    provenance of each number lives in the results, not in the script.
+    """
     RESULTS.mkdir(parents=True, exist_ok=True)
+    command = "python " + shlex.join(sys.argv)
+    history = [h for h in load_doc(name).get("history", []) if h.get("command") != command]
+    history.append({"command": command, "date": _dt.datetime.now().isoformat(timespec="seconds")})
     doc = {"machine": machine(), "date": _dt.datetime.now().isoformat(timespec="seconds"),
-           "command": "python " + shlex.join(sys.argv), "versions": software_versions(), "rows": rows}
+           "command": command, "versions": software_versions(), "rows": rows, "history": history}
     (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=1, default=float))
     (RESULTS / f"{name}.md").write_text(render_markdown(name, doc, columns, notes))
     return RESULTS / f"{name}.json"
@@ -47,6 +54,9 @@ def render_markdown(name: str, doc: dict, columns: list[tuple[str, str]], notes:
              f"{doc['machine']['ram_gb']} GB RAM. Date: {doc['date']}.", "", f"Command: `{doc['command']}`", ""]
     if notes:
         lines += [notes, ""]
+    if len(doc.get("history", [])) > 1:
+        lines += ["Runs whose rows this table holds, oldest first:", ""]
+        lines += [f"- `{h['command']}`" + (f" ({h['note']})" if h.get("note") else "") for h in doc["history"]] + [""]
     lines += ["| " + " | ".join(esc(h) for _, h in columns) + " |", "|" + "---|" * len(columns)]
     for r in doc["rows"]:
         cells = []
@@ -59,6 +69,10 @@ def render_markdown(name: str, doc: dict, columns: list[tuple[str, str]], notes:
     return "\n".join(lines) + "\n"
 
 
-def load_rows(name: str) -> list[dict]:
+def load_doc(name: str) -> dict:
     p = RESULTS / f"{name}.json"
-    return json.loads(p.read_text())["rows"] if p.is_file() else []
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def load_rows(name: str) -> list[dict]:
+    return load_doc(name).get("rows", [])
