@@ -7,6 +7,7 @@ the live view holds references to the newest frame and map only (no copies, no e
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import deque
@@ -19,6 +20,8 @@ LATENCY_WINDOW = 2048  # frames whose capture->verdict latency gives p50/p99
 SCORE_HISTORY = 3600  # (time, score) points for the score plot: an hour at 1 fps, a minute at 60 fps
 RECENT_ALARMS = 50
 FPS_WINDOW = 50  # frames averaged for fps
+# upper bounds (ms) of the cumulative latency histogram that /metrics exports (Prometheus `le` buckets)
+LATENCY_BUCKETS_MS = (5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
 
 STATES = ("starting", "running", "fault", "stopped")
 
@@ -80,6 +83,8 @@ class StationStatus:
     _frame_times: deque = field(default_factory=lambda: deque(maxlen=FPS_WINDOW), repr=False)
     _scores: deque = field(default_factory=lambda: deque(maxlen=SCORE_HISTORY), repr=False)
     _alarms: deque = field(default_factory=lambda: deque(maxlen=RECENT_ALARMS), repr=False)
+    _latency_counts: list = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1), repr=False)
+    _latency_sum_ms: float = field(default=0.0, repr=False)
     live: LiveView = field(default_factory=LiveView, repr=False)
 
     # --- writers (the loop) ------------------------------------------------------------------
@@ -102,6 +107,8 @@ class StationStatus:
             self.last_frame_time = when
             self.threshold = float(threshold)
             self._latencies.append(float(latency_ms))
+            self._latency_counts[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
+            self._latency_sum_ms += float(latency_ms)
             self._frame_times.append(now)
             self._scores.append((when, float(score)))
             self.live = LiveView(self.live.seq + 1, image, anomaly_map, float(score), float(threshold), bool(anomaly), when)
@@ -127,6 +134,13 @@ class StationStatus:
         with self._lock:
             lat = list(self._latencies)
         return float(np.percentile(lat, q)) if lat else None
+
+    def latency_histogram(self) -> tuple[list[tuple[float, int]], float]:
+        """Every frame's latency since start as cumulative (upper bound ms, count) buckets, +inf last, and the sum."""
+        with self._lock:
+            counts, total = list(self._latency_counts), self._latency_sum_ms
+        cumulative = [sum(counts[:i + 1]) for i in range(len(counts))]
+        return list(zip((*LATENCY_BUCKETS_MS, float("inf")), cumulative)), total
 
     def scores(self, since: float = 0.0) -> list[tuple[float, float]]:
         with self._lock:
