@@ -170,6 +170,36 @@ class ServiceConfig:
 
 
 @dataclass
+class WebConfig:
+    """The station's web view and Prometheus /metrics, served by the station process (off by default)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # loopback only; 0.0.0.0 (every interface) only with a token
+    port: int = 8080  # 0: a free port, named in the start-up log line
+    token_env: str = ""  # name of an environment variable holding the token for state changes
+    token_file: str = ""  # or a file holding it (first line); never logged. Neither: state changes are off
+    protect_read: bool = False  # pages, live view and /metrics need the token too (a log-in form sets a cookie)
+    live_fps: float = 4.0  # most JPEGs per second the live view encodes (in the web thread, never in the loop)
+    live_width: int = 640  # px; the live frame is shrunk to this width before encoding
+    live_clients: int = 4  # live viewers at once; more get 503 (each holds a server thread)
+    jpeg_quality: int = 75
+    threads: int = 8  # server threads: live viewers + page requests
+    plot_minutes: float = 5.0  # the score plot covers this many minutes
+    alarms_shown: int = 20  # newest alarms listed, with evidence thumbnails
+    health_max_age_s: float = 5.0  # /healthz is 200 while the newest frame is younger than this
+
+    def validate(self) -> None:
+        check(bool(self.host), "host", "must be an address to bind, e.g. 127.0.0.1")
+        check(0 <= self.port <= 65535, "port", f"must be a TCP port in 0..65535 (0: any free one), got {self.port!r}")
+        check(not (self.token_env and self.token_file), "token_file", "cannot be combined with web.token_env")
+        _positive(self, "live_fps", "live_width", "live_clients", "threads", "plot_minutes", "alarms_shown",
+                  "health_max_age_s")
+        check(self.threads > self.live_clients, "threads",
+              f"must be > web.live_clients ({self.live_clients}): each live viewer holds a thread, got {self.threads!r}")
+        check(1 <= self.jpeg_quality <= 100, "jpeg_quality", f"must be in 1..100, got {self.jpeg_quality!r}")
+
+
+@dataclass
 class StationConfig:
     """One inspection station: one camera, one part bundle, its alarms."""
 
@@ -189,6 +219,7 @@ class StationConfig:
     gpio: GpioConfig = field(default_factory=GpioConfig)
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     def bundle_dir(self) -> Path:
         """The part bundle this station runs."""
