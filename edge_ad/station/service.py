@@ -154,6 +154,10 @@ class StopFlag:
         self._stop.set()
 
     def _on_reload(self, _signum: int, _frame: object) -> None:
+        self.request_reload()
+
+    def request_reload(self) -> None:
+        """Request a bundle reload from code (the web view's threshold change, rollback): the same path as SIGHUP."""
         self._reload.set()
 
     def set(self) -> None:
