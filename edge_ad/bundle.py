@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 from edge_ad.errors import EdgeAdError
@@ -133,6 +135,32 @@ def rollback(root: str | Path, part: str, version: int | None = None) -> int:
         version = older[-1]
     switch_current(root, part, version)
     return version
+
+
+def write_threshold_version(root: str | Path, part: str, threshold: float, who: str, activate: bool = True) -> Path:
+    """A new version of the current bundle that differs only in its alarm threshold (model.json and manifest), so
+    the change is versioned like a calibration: who, when, old and new value are recorded; rollback undoes it."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold <= 0:
+        raise EdgeAdError(f"threshold must be a finite number > 0, got {threshold!r}")
+    src = resolve(root, part)
+    damaged = verify(src)
+    if damaged:
+        raise EdgeAdError(f"bundle {src} is damaged ({', '.join(damaged)} differ from its manifest): not copying it")
+    man = read_manifest(src)
+    info = json.loads((src / "model.json").read_text())
+    old = float(info["threshold"])
+    info["threshold"] = float(threshold)
+    change = {"who": who, "when": datetime.now().astimezone().isoformat(timespec="seconds"), "old": old,
+              "new": float(threshold), "from_version": src.name}
+    keep = {k: v for k, v in man.items() if k not in ("part", "version", "created", "files")}
+    keep.update(threshold=float(threshold), threshold_source=f"changed by {who}", threshold_change=change,
+                threshold_history=[*man.get("threshold_history", []), change])
+    with tempfile.TemporaryDirectory(prefix="edge_ad-threshold-") as tmp:
+        model_json = Path(tmp) / "model.json"
+        model_json.write_text(json.dumps(info, indent=1))
+        files = {name: src / name for name in man.get("files", {})}
+        files["model.json"] = model_json
+        return write_bundle(root, part, files, keep, activate)
 
 
 def list_parts(root: str | Path) -> list[str]:

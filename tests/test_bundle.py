@@ -63,3 +63,31 @@ def test_file_in_place_of_parts_root_is_clear(tmp_path):
     (tmp_path / "parts").write_text("not a folder")
     with pytest.raises(EdgeAdError, match="could not write bundle"):
         B.write_bundle(tmp_path / "parts", "p", make_files(tmp_path, "x"), {})
+
+
+def test_threshold_version_copies_the_current_one_with_who_when_old_and_new(tmp_path):
+    import json
+
+    model_json = tmp_path / "model.json"
+    model_json.write_text(json.dumps({"data": {}, "scoring": {}, "threshold": 0.5, "meta": {"k": 1}}))
+    files = {**make_files(tmp_path, "net"), "model.json": model_json}
+    B.write_bundle(tmp_path / "parts", "p", files, {"threshold": 0.5, "method": "rd", "metrics": {"f1": 0.9}})
+    v2 = B.write_threshold_version(tmp_path / "parts", "p", 0.7, "ana (web, 127.0.0.1)")
+    assert v2.name == "v2" and B.current_version(tmp_path / "parts", "p") == 2 and B.verify(v2) == []
+    assert json.loads((v2 / "model.json").read_text()) == {"data": {}, "scoring": {}, "threshold": 0.7, "meta": {"k": 1}}
+    assert (v2 / "model.onnx").read_text() == "net"
+    man = B.read_manifest(v2)
+    change = man["threshold_change"]
+    assert man["threshold"] == 0.7 and man["method"] == "rd" and man["metrics"] == {"f1": 0.9} and man["version"] == 2
+    assert (change["who"], change["old"], change["new"], change["from_version"]) == ("ana (web, 127.0.0.1)", 0.5, 0.7, "v1")
+    assert change["when"][:4].isdigit() and man["threshold_history"] == [change]
+    v3 = B.write_threshold_version(tmp_path / "parts", "p", 0.6, "bo")
+    assert [c["new"] for c in B.read_manifest(v3)["threshold_history"]] == [0.7, 0.6]
+    assert B.rollback(tmp_path / "parts", "p") == 2  # undone like any version
+    for bad in (0, -1.0, float("nan"), True):
+        with pytest.raises(EdgeAdError, match="threshold must be"):
+            B.write_threshold_version(tmp_path / "parts", "p", bad, "x")
+    (v2 / "model.onnx").write_text("tampered")
+    with pytest.raises(EdgeAdError, match="damaged"):
+        B.write_threshold_version(tmp_path / "parts", "p", 0.8, "x")
+    assert B.versions(tmp_path / "parts", "p") == [1, 2, 3]
