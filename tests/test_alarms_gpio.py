@@ -13,16 +13,14 @@ from edge_ad.station.alarms.gpio import FakeBackend, GpioSink, NoneBackend, make
 from edge_ad.errors import EdgeAdError
 from edge_ad.station.config import GpioConfig, station_config_from_dict
 
+try:
+    from helpers import wait_until
+except ImportError:
+    from tests.helpers import wait_until
+
 
 def event(i: int = 0) -> AlarmEvent:
     return AlarmEvent(station="s", part="p", model_version="v1", score=0.9, threshold=0.5, frame_index=i)
-
-
-def wait_until(predicate, timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not predicate():
-        time.sleep(0.005)
-    return predicate()
 
 
 @pytest.mark.parametrize("active_high, idle, active", [(True, 0, 1), (False, 1, 0)])
@@ -49,8 +47,10 @@ def test_pulse_mode_pulse_length_and_extension():
     assert (lvl0, lvl1, lvl2) == (0, 1, 0)
     assert 0.09 <= t_off - t_on < 0.5
 
-    sink.on_event(event(1))
-    time.sleep(0.06)
+    sink.on_event(event(1))  # drives the line on before it returns
+    t_on = fake.transitions[3][0]
+    # the second event must come mid-pulse, 60 ms into the 100 ms pulse: this wait is what is under test
+    time.sleep(max(0.0, t_on + 0.06 - time.monotonic()))
     sink.on_event(event(2))  # a second event mid-pulse extends it: one longer pulse, not two
     assert wait_until(lambda: len(fake.transitions) == 5)
     (t_on, on), (t_off, off) = fake.transitions[3:]
@@ -63,10 +63,13 @@ def test_close_during_pulse_drives_line_inactive_at_once():
     fake = FakeBackend()
     sink = GpioSink(GpioConfig(enabled=True, backend="fake", mode="pulse", pulse_s=5.0, active_high=False), fake)
     sink.on_event(event())
+    timer = sink._timer  # the 5 s pulse-end timer
+    assert timer is not None and timer.is_alive()
     t0 = time.monotonic()
     sink.close()
     assert fake.levels == [1, 0, 1] and time.monotonic() - t0 < 0.1
-    time.sleep(0.05)
+    timer.join(2.0)  # cancelled: its thread ends at once instead of firing after 5 s
+    assert not timer.is_alive()
     assert fake.levels == [1, 0, 1]  # the cancelled timer wrote nothing after close
 
 

@@ -10,11 +10,9 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from edge_ad.station.alarms import AlarmEvent
@@ -24,57 +22,15 @@ from edge_ad.errors import EdgeAdError
 from edge_ad.station.config import MqttConfig
 
 try:
+    from helpers import Subscriber, wait_until
     from mosquitto_fixture import free_port
 except ImportError:
+    from tests.helpers import Subscriber, wait_until
     from tests.mosquitto_fixture import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 STATION, PART = "line3", "bottle"
 EVENT_TOPIC, STATUS_TOPIC = topics(MqttConfig(), STATION, PART)
-
-
-def wait_until(predicate, timeout: float = 5.0, step: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
-
-
-class Subscriber:
-    """A real paho client that records what arrives; re-subscribes after a broker restart."""
-
-    def __init__(self, broker, topic: str, client_id: str = "", clean: bool = True, tls: dict | None = None,
-                 auth: tuple[str, str] | None = None):
-        self.messages: list[mqtt.MQTTMessage] = []
-        self.lock = threading.Lock()
-        self.topic = topic
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
-        if tls:
-            self.client.tls_set(**tls)
-        if auth:
-            self.client.username_pw_set(*auth)
-        self.client.reconnect_delay_set(0.05, 0.2)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self.client.on_subscribe = lambda *a: self.subscribed.set()
-        self.client.on_message = self._on_message
-        self.subscribed = threading.Event()
-        self.client.connect(broker.host, broker.port, keepalive=5)
-        self.client.loop_start()
-        assert self.subscribed.wait(5), "subscriber did not subscribe"
-
-    def _on_message(self, _c, _u, msg):
-        with self.lock:
-            self.messages.append(msg)
-
-    def payloads(self, topic: str | None = None) -> list[dict]:
-        with self.lock:
-            return [json.loads(m.payload) for m in self.messages if topic is None or m.topic == topic]
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def assert_retained_offline(broker) -> None:
@@ -109,7 +65,8 @@ def test_events_arrive_once_in_order_with_all_fields(mosquitto, tmp_path):
         for i in range(5):
             sink.on_event(event(i))
         assert wait_until(lambda: len(sub.payloads()) >= 5)
-        time.sleep(0.3)  # anything extra (duplicates) would show up now
+        assert sink.flush(5)  # every event acknowledged by the broker
+        sub.sync(mosquitto, EVENT_TOPIC)  # and anything extra (duplicates) it had would have arrived by now
         got = sub.payloads()
         assert [p["frame_index"] for p in got] == [0, 1, 2, 3, 4]
         first = got[0]
@@ -154,10 +111,10 @@ def test_last_will_marks_station_offline_when_process_dies(mosquitto, tmp_path):
                                    queue_dir={str(tmp_path / "q")!r}), {STATION!r}, {PART!r})
         sink.connected.wait(5)
         print("connected", flush=True)
-        time.sleep(60)
+        sys.stdin.read()  # stay connected until killed (or until the test process is gone)
     """)
     sub = Subscriber(mosquitto, STATUS_TOPIC)
-    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "connected"
         assert wait_until(lambda: [p["state"] for p in sub.payloads()] == ["online"])
@@ -170,7 +127,8 @@ def test_last_will_marks_station_offline_when_process_dies(mosquitto, tmp_path):
     assert_retained_offline(mosquitto)
 
 
-def test_broker_outage_loses_nothing_and_keeps_order(mosquitto_factory, tmp_path):
+def test_broker_outage_loses_nothing_and_keeps_order(mosquitto_factory, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="edge_ad.station.alarms.mqtt")
     broker = mosquitto_factory(persistence=True).start()  # the subscriber's session survives the restart
     sub = Subscriber(broker, EVENT_TOPIC, client_id="edge_ad-test-sub", clean=False)
     sink = MqttSink(sink_config(broker, tmp_path), STATION, PART)
@@ -187,11 +145,15 @@ def test_broker_outage_loses_nothing_and_keeps_order(mosquitto_factory, tmp_path
             assert time.perf_counter() - t0 < 0.1, "on_event must not wait for the broker"
         assert len(sink.queue) == 5
         assert sorted(p.name for p in (tmp_path / "queue").glob("*.json"))[0].endswith(".json")
-        time.sleep(0.4)  # a few failed reconnects with backoff
+
+        def failed_reconnects() -> int:
+            return sum("cannot reach broker" in r.getMessage() for r in caplog.records)
+
+        assert wait_until(lambda: failed_reconnects() >= 3)  # a few failed reconnects with backoff
         broker.start()
         assert wait_until(lambda: len(sub.payloads()) >= 8, timeout=10)
         assert sink.flush(5)
-        time.sleep(0.2)
+        sub.sync(broker, EVENT_TOPIC)  # whatever the broker re-sends to the subscriber has arrived
         # QoS 1 is at-least-once on the broker -> subscriber leg too (mosquitto may re-send what it had in
         # flight to the subscriber when it went down), so the subscriber check is: nothing lost, order kept.
         arrived = [p["frame_index"] for p in sub.payloads()]
@@ -227,7 +189,8 @@ def test_bounded_queue_survives_restart_and_drops_oldest(mosquitto_factory, tmp_
         assert wait_until(lambda: len(sub.payloads()) >= 3)
         second.on_event(event(5))
         assert wait_until(lambda: len(sub.payloads()) >= 4)
-        time.sleep(0.2)
+        assert second.flush(5)
+        sub.sync(broker, EVENT_TOPIC)  # anything extra (a duplicate, a dropped event) would have arrived by now
         assert [p["frame_index"] for p in sub.payloads()] == [2, 3, 4, 5]
     finally:
         second.close()

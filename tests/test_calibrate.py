@@ -133,6 +133,31 @@ def test_detector_on_the_bundle_scores_sensibly(first, demo_root):
     assert r.is_anomaly and 16 <= y < 40 and 16 <= x < 40  # the patch, at 64 x 64 input
 
 
+def onnx_parameters(path: Path) -> int:
+    import onnx
+
+    return sum(int(np.prod(t.dims)) for t in onnx.load(str(path)).graph.initializer)
+
+
+def check_defect_metrics(metrics: dict, scores: dict, threshold: float) -> None:
+    """The manifest's defect metrics are those of the bundle's own scores (scores.json) at its threshold."""
+    good = np.array([x["score"] for x in scores["val_good"]])
+    bad = np.array([x["score"] for x in scores["defects"]])
+    assert scores["threshold"] == threshold and len(good) == metrics["val_good"] and len(bad) == metrics["defects"]
+    # AUROC as the Mann-Whitney statistic: P(defect scores above good), ties count half
+    pairs = bad[:, None] - good[None, :]
+    assert metrics["image_auroc"] == pytest.approx(np.mean((pairs > 0) + 0.5 * (pairs == 0)))
+    tp, fn = int(np.sum(bad >= threshold)), int(np.sum(bad < threshold))
+    fp, tn = int(np.sum(good >= threshold)), int(np.sum(good < threshold))
+    assert (metrics["tp"], metrics["fn"], metrics["fp"], metrics["tn"]) == (tp, fn, fp, tn)
+    assert metrics["precision"] == pytest.approx(tp / (tp + fp)) and metrics["recall"] == pytest.approx(tp / (tp + fn))
+    assert metrics["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert metrics["val_false_alarm_rate"] == pytest.approx(fp / len(good))
+    # F1-optimal: no cut at any observed score does better
+    best = max(2 * np.sum(bad >= t) / (len(bad) + np.sum(bad >= t) + np.sum(good >= t)) for t in np.append(good, bad))
+    assert metrics["f1"] == pytest.approx(best)
+
+
 def test_second_calibration_with_defects_and_pruning_then_rollback(first, demo_root, capsys):
     job = first["job"]
     defects = defect_folder(demo_root, first["tmp"] / "defects")
@@ -143,8 +168,15 @@ def test_second_calibration_with_defects_and_pruning_then_rollback(first, demo_r
     assert res.version == 2 and B.current_version(job.parts_root, "disc") == 2
     man = res.manifest
     assert man["threshold_source"].startswith("F1-optimal") and man["metrics"]["defects"] == len(D.list_images(defects))
-    assert 0.0 <= man["metrics"]["image_auroc"] <= 1.0 and "f1" in man["metrics"]
-    assert json.loads((res.bundle / "model.json").read_text())["meta"]["pruned"] is True
+    check_defect_metrics(man["metrics"], json.loads((res.bundle / "scores.json").read_text()), man["threshold"])
+    prune = json.loads((res.bundle / "model.json").read_text())["meta"]["prune"]
+    assert prune["ratio"] == 0.25 and prune["steps"] == 1
+    # a quarter of the channels gone: each conv keeps at most 3/4 of its weights and MACs
+    assert 0 < prune["params_after"] <= 0.75 * prune["params_before"]
+    assert 0 < prune["macs_after"] <= 0.75 * prune["macs_before"]
+    # and the deployed graph is the pruned one: v2 (same teacher) is smaller than v1 by what pruning removed
+    removed = onnx_parameters(first["result"].bundle / "model_fp32.onnx") - onnx_parameters(res.bundle / "model_fp32.onnx")
+    assert removed == pytest.approx(prune["params_before"] - prune["params_after"], rel=0.05)
     assert any(n.endswith("_defect.png") for n in man["files"])
 
     root = str(job.parts_root)

@@ -18,6 +18,11 @@ from edge_ad.station.camera import Camera, csi_pipeline, has_gstreamer, open_sou
 from edge_ad.errors import EdgeAdError
 from edge_ad.station.config import CSI_PIPELINE, CameraConfig
 
+try:
+    from helpers import wait_until
+except ImportError:
+    from tests.helpers import wait_until
+
 ROOT = Path(__file__).resolve().parents[1]
 STEP = 6  # frame i is a flat image of value i * STEP: survives MJPG compression, identifies the frame
 
@@ -66,7 +71,7 @@ class MjpegServer:
                         jpg = cv2.imencode(".jpg", np.full((48, 64, 3), value, np.uint8))[1].tobytes()
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
                                          % len(jpg) + jpg + b"\r\n")
-                        time.sleep(1.0 / owner.fps)
+                        time.sleep(1.0 / owner.fps)  # pacing: the fake camera runs at its frame rate
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
@@ -77,7 +82,8 @@ class MjpegServer:
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._alive.set()
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # serve_forever checks for shutdown() every poll_interval (default 0.5 s): stop() returns within 20 ms
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -178,9 +184,7 @@ def test_live_stream_dies_and_comes_back_with_backoff(mjpeg, caplog):
         def retries():
             return [float(m) for m in re.findall(r"retrying in ([0-9.]+) s", caplog.text)]
 
-        deadline = time.monotonic() + 5
-        while len(retries()) < 4 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: len(retries()) >= 4, timeout=5)
         delays = retries()
         assert delays[:4] == [0.05, 0.1, 0.2, 0.4], delays  # doubling backoff, capped at reconnect_max_s
         assert "no frame (source lost or ended); reconnecting" in caplog.text
@@ -207,9 +211,7 @@ def test_unreachable_rtsp_retries_with_backoff_and_stops_promptly(caplog):
         port = s.getsockname()[1]  # nothing listens here
     caplog.set_level(logging.WARNING, logger="edge_ad.station.camera")
     cam = Camera(f"rtsp://127.0.0.1:{port}/stream", fast_cfg()).start()
-    deadline = time.monotonic() + 5
-    while caplog.text.count("retrying in") < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: caplog.text.count("retrying in") >= 3, timeout=5)
     assert cam.read(timeout=0.05) is None and not cam.finished
     t0 = time.monotonic()
     cam.stop()

@@ -1,9 +1,10 @@
+import re
 import subprocess
 import sys
 
 import pytest
 
-from edge_ad.cli import build_parser, main
+from edge_ad.cli import main
 
 SUBCOMMANDS = ["demo", "train", "eval", "predict", "export", "quantize", "prune", "calibrate", "parts", "run", "doctor"]
 
@@ -54,8 +55,17 @@ def test_train_export_eval_predict(demo_root, tmp_path, capsys):
     assert (tmp_path / "pred" / f"{img.stem}_heatmap.png").is_file()
 
 
-def test_parser_builds():
-    assert build_parser().prog == "edge_ad"
+def test_python_dash_m_edge_ad_is_the_same_cli(tmp_path):
+    """`python -m edge_ad` (the package's __main__) and `python -m edge_ad.cli` run one command line."""
+    pkg = subprocess.run([sys.executable, "-m", "edge_ad", "--help"], capture_output=True, text=True)
+    assert pkg.returncode == 0 and pkg.stdout.startswith("usage: edge_ad "), pkg.stderr[-2000:]  # not "__main__.py"
+    listed = re.findall(r"^    ([a-z]+) ", pkg.stdout, re.MULTILINE)  # one line per subcommand under COMMAND
+    assert sorted(listed) == sorted(SUBCOMMANDS)
+    assert pkg.stdout == run_cli("--help").stdout
+    # the exit status comes through __main__: a user error is 2, one line, no traceback
+    r = subprocess.run([sys.executable, "-m", "edge_ad", "predict", "--model", str(tmp_path / "nope.onnx"), "x.png"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
 
 
 def test_demo_with_gauss_is_seconds_and_reaches_target(tmp_path, capsys):

@@ -16,7 +16,7 @@ from edge_ad import data as D
 from edge_ad.station.loop import run_station
 from edge_ad.runtime.detector import open_detector
 from edge_ad.station.config import station_config_from_dict
-from test_alarms_mqtt import Subscriber, wait_until as wait_for
+from helpers import Subscriber, wait_until as wait_for
 
 GOOD, BAD = "good", "bad"
 PATTERN = [GOOD] * 8 + [BAD] * 5 + [GOOD] * 8 + [BAD] * 5 + [GOOD] * 6  # two defect bursts -> two alarms
@@ -142,16 +142,23 @@ def test_sigterm_stops_within_two_seconds_and_sighup_reloads(tiny_onnx, video, t
     cfg = station(tmp_path, "", video, threshold, parts_dir=str(parts),
                   camera={"source": str(video), "live": True, "fps": 50.0})
     cfg["gpio"] = {"enabled": False}
-    proc = subprocess.Popen([sys.executable, "-m", "edge_ad.cli", "run", "--config", write_cfg(tmp_path, cfg)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err_path = tmp_path / "stderr.log"  # a file, so the test can watch the log while the station runs
+    with open(err_path, "w") as err_file:
+        proc = subprocess.Popen([sys.executable, "-m", "edge_ad.cli", "run", "--config", write_cfg(tmp_path, cfg)],
+                                stdout=subprocess.PIPE, stderr=err_file, text=True)
     log = tmp_path / "frames.jsonl"
-    assert wait_for(lambda: log.exists() and len(log.read_text().splitlines()) > 5, timeout=60)
-    B.switch_current(parts, "demo", 2)
-    proc.send_signal(signal.SIGHUP)
-    time.sleep(1.0)
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=10)
+    try:
+        assert wait_for(lambda: log.exists() and len(log.read_text().splitlines()) > 5, timeout=60)
+        assert "(v2)" not in err_path.read_text()
+        B.switch_current(parts, "demo", 2)
+        proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "(v2)" in err_path.read_text(), timeout=30), err_path.read_text()[-2000:]  # reloaded
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    err = err_path.read_text()
     assert proc.returncode == 0 and time.monotonic() - t0 < 2.0, err[-2000:]
     assert "v2" in err and "frames" in out
     assert all(json.loads(x) for x in log.read_text().splitlines())  # every line complete

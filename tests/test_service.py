@@ -18,6 +18,11 @@ import pytest
 
 from edge_ad.station.service import Notifier, StopFlag, format_status
 
+try:
+    from helpers import wait_until
+except ImportError:
+    from tests.helpers import wait_until
+
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "jetson" / "edge_ad.service"
 
@@ -130,8 +135,8 @@ def test_stop_flag_with_real_signals():
     with StopFlag() as flag:
         assert not flag and not flag.reload_requested()
         os.kill(os.getpid(), signal.SIGHUP)
-        time.sleep(0.01)
-        assert flag.reload_requested() and not flag.reload_requested()  # consumed once
+        assert wait_until(flag.reload_requested, timeout=1.0)  # the handler ran (reading the request consumes it)
+        assert not flag.reload_requested()  # consumed once
         assert not flag.is_set()
         os.kill(os.getpid(), signal.SIGTERM)
         assert flag.wait(1.0) and flag.signal_name == "SIGTERM"
@@ -150,7 +155,7 @@ def test_service_process_lifecycle_under_a_fake_systemd(notify_socket):
             n.ready("started")
             frames = 0
             while not stop.is_set():
-                time.sleep(0.01)  # one "frame"
+                time.sleep(0.01)  # one "frame": pacing of the fake inspection loop (~100 fps)
                 frames += 1
                 n.tick(fps=100.0, last_score=0.5)
                 if stop.reload_requested():
@@ -169,11 +174,16 @@ def test_service_process_lifecycle_under_a_fake_systemd(notify_socket):
             sock.settimeout(1.0)
             got.append((time.monotonic(), sock.recv(4096).decode()))
         proc.send_signal(signal.SIGHUP)
-        time.sleep(0.2)
+        rest = []  # everything after the SIGHUP; wait for the reload to finish before stopping the child
+        sock.settimeout(5.0)
+        deadline = time.monotonic() + 10
+        while "READY=1\nSTATUS=reloaded" not in rest:
+            assert time.monotonic() < deadline, f"no reload after SIGHUP: {rest[-5:]}"
+            rest.append(sock.recv(4096).decode())
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(5) == 0
         lifetime = time.monotonic() - t0
-        rest = drain(sock, 0.2)
+        rest += drain(sock)  # the child has exited: all it sent is already queued on the socket
     finally:
         proc.kill()
     pings = sum(m == "WATCHDOG=1" for m in [m for _, m in got] + rest)

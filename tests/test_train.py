@@ -29,7 +29,10 @@ def test_trained_model_separates_demo_defects(tiny_model, demo_root):
 
     model, cfg, spec, _ = load_model(tiny_model)
     res = evaluate(lambda b: model_outputs(model, b), cfg.data, spec, demo_root)
-    assert 0.0 <= res["image_auroc"] <= 1.0 and 0.5 < res["pixel_auroc"] <= 1.0
+    # 3 epochs at 64 x 64 on 6 good + 6 defect images: seeds 0-4 give image AUROC 0.72-1.0 and pixel AUROC
+    # 0.94-0.98; a model that had not learnt the good parts (or scored backwards) sits near or below 0.5
+    assert res["n_images"] == 12 and res["n_defective"] == 6
+    assert res["image_auroc"] > 0.65 and res["pixel_auroc"] > 0.85
 
 
 def test_resume_continues_from_checkpoint(demo_root, tmp_path):
