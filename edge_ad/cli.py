@@ -145,12 +145,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg.camera.source = args.source
     if args.preview:
         cfg.preview = True
+    if args.web:
+        cfg.web.enabled = True
+        cfg.web.host, cfg.web.port = parse_host_port(args.web)
     logging.getLogger().setLevel(cfg.log_level)
     with StopFlag() as stop:
         stats = run_station(cfg, stop, args.max_frames)
     print(f"{stats.frames} frames, {stats.anomalous} anomalous, {stats.alarms} alarms, {stats.dropped} dropped, "
           f"{stats.errors} errors")
     return 0
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """`--web` value: HOST:PORT, [IPv6]:PORT or just PORT (on 127.0.0.1)."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]") if sep else "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise EdgeAdError(f"--web expects HOST:PORT (e.g. 127.0.0.1:8080), got {text!r}")
+    return host, int(port)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -276,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="override camera.source: csi://0, /dev/video0, 0, rtsp://..., video file, image folder")
     p.add_argument("--max-frames", type=int, help="stop after this many frames (bench tests)")
     p.add_argument("--preview", action="store_true", help="show a heatmap window (needs a display)")
+    p.add_argument("--web", metavar="HOST:PORT", help="serve the web view and /metrics here (sets web.enabled, "
+                   "web.host, web.port; e.g. 127.0.0.1:8080); needs the web extra: pip install 'edge_ad[web]'")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("doctor", help="check this machine: Python, JetPack, TensorRT, CUDA, cameras, GPIO, broker, disk")

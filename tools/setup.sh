@@ -9,11 +9,13 @@ sudo=""
 [ "$(id -u)" -ne 0 ] && sudo="sudo"
 if [ "$dev" = 1 ] && command -v apt-get >/dev/null 2>&1; then
   # mosquitto: the real MQTT broker the alarm tests talk to; shellcheck: lints jetson/*.sh;
-  # systemd: systemd-analyze verifies the service unit.
+  # systemd: systemd-analyze verifies the service unit; chromium: the headless browser the web view's tests
+  # drive with playwright (playwright's own browser download is not used).
   missing=""
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
   command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
   command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+  [ -x /usr/bin/chromium ] || missing="$missing chromium"
   if [ -n "$missing" ]; then
     $sudo apt-get update -qq
     # shellcheck disable=SC2086
@@ -22,6 +24,6 @@ if [ "$dev" = 1 ] && command -v apt-get >/dev/null 2>&1; then
 fi
 python3 -m pip install -q --upgrade pip
 python3 -m pip install -q "torch==2.13.0"   # exact pin: an unpinned torch pulls a multi-GB CUDA build
-extras="train,mqtt"
-[ "$dev" = 1 ] && extras="train,mqtt,dev"
+extras="train,mqtt,web"
+[ "$dev" = 1 ] && extras="train,mqtt,web,dev"
 python3 -m pip install -q -e "${here}[${extras}]"

@@ -192,6 +192,8 @@ class WebConfig:
         check(bool(self.host), "host", "must be an address to bind, e.g. 127.0.0.1")
         check(0 <= self.port <= 65535, "port", f"must be a TCP port in 0..65535 (0: any free one), got {self.port!r}")
         check(not (self.token_env and self.token_file), "token_file", "cannot be combined with web.token_env")
+        check(not self.protect_read or bool(self.token_env or self.token_file), "protect_read",
+              "needs a token: set web.token_file or web.token_env")
         _positive(self, "live_fps", "live_width", "live_clients", "threads", "plot_minutes", "alarms_shown",
                   "health_max_age_s")
         check(self.threads > self.live_clients, "threads",

@@ -24,6 +24,8 @@ from edge_ad.station.evidence import EvidenceStore
 from edge_ad.runtime.detector import AnomalyDetector, open_detector
 from edge_ad.station.service import Notifier, StopFlag
 from edge_ad.station.config import StationConfig
+from edge_ad.station.status import StationStatus
+from edge_ad.station.web import start_web
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +85,10 @@ def run_station(cfg: StationConfig, stop: StopFlag | None = None, max_frames: in
     store = EvidenceStore(cfg.evidence)
     frame_log = FrameLog(cfg.frame_log)
     stats, recent = LoopStats(), deque(maxlen=FPS_WINDOW)
+    status = StationStatus(station=cfg.station, part=cfg.part)
     cam.start()
     notifier.ready(f"inspecting {cfg.part or version}")
+    web = start_web(cfg, status, stop)  # off unless web.enabled; never stops the loop
     try:
         while not stop and (max_frames is None or stats.frames < max_frames):
             if stop.reload_requested():
@@ -106,6 +110,7 @@ def run_station(cfg: StationConfig, stop: StopFlag | None = None, max_frames: in
             fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else None
             notifier.tick(fps=fps, last_score=stats.last_score)
     finally:
+        web.close()
         notifier.stopping()
         cam.stop()
         stats.dropped = cam.stats.dropped

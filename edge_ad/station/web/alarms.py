@@ -1,0 +1,71 @@
+"""The last alarms as rows for the page, read from the evidence store's folders (immutable once renamed), so the
+list survives a restart; without evidence on disk, from StationStatus's recent alarms (no pictures then)."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from edge_ad.station.evidence import EVENT_NAME
+from edge_ad.station.status import StationStatus
+
+FILES = ("original.jpg", "original.png", "overlay.jpg", "boxes.json")
+THUMB_WIDTH = 240  # px
+THUMB_QUALITY = 80
+
+
+def event_dir(root: str | Path, name: str) -> Path | None:
+    """The folder of one evidence event, or None for anything that is not an event name (no path tricks)."""
+    if not EVENT_NAME.match(name):
+        return None
+    path = Path(root) / name
+    return path if path.is_dir() else None
+
+
+@lru_cache(maxsize=256)
+def _record(folder: str) -> dict[str, Any]:
+    try:
+        return json.loads((Path(folder) / "boxes.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _row(folder: Path) -> dict[str, Any]:
+    rec = _record(str(folder))
+    original = next((f for f in ("original.jpg", "original.png") if (folder / f).is_file()), None)
+    frame = rec.get("frame")  # the loop's frame index (its meta), else the frame size: not shown
+    return {"id": folder.name, "time": rec.get("time"), "time_iso": rec.get("time_iso", ""), "score": rec.get("score"),
+            "threshold": rec.get("threshold"), "boxes": len(rec.get("boxes", [])),
+            "frame": frame if isinstance(frame, int) else None, "model": rec.get("model", ""), "original": original}
+
+
+def alarm_rows(evidence_dir: str, enabled: bool, status: StationStatus, n: int) -> list[dict[str, Any]]:
+    """Newest first, at most n."""
+    root = Path(evidence_dir)
+    if enabled and root.is_dir():
+        names = sorted((p.name for p in root.iterdir() if EVENT_NAME.match(p.name)), reverse=True)[:n]
+        return [_row(root / name) for name in names if (root / name).is_dir()]
+    return [{"id": None, "time": a.time, "time_iso": "", "score": a.score, "threshold": a.threshold,
+             "boxes": a.boxes, "frame": a.frame, "model": "", "original": None} for a in status.recent_alarms()[:n]]
+
+
+def event_record(folder: Path) -> dict[str, Any]:
+    """The whole boxes.json of one event (score, threshold, boxes, frame size, time, model)."""
+    return _record(str(folder))
+
+
+@lru_cache(maxsize=64)
+def thumbnail(folder: str) -> bytes | None:
+    """A small JPEG of the event's overlay (events never change, so caching by folder is safe)."""
+    image = cv2.imread(str(Path(folder) / "overlay.jpg"))
+    if image is None:
+        return None
+    h, w = image.shape[:2]
+    if w > THUMB_WIDTH:
+        image = cv2.resize(image, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, THUMB_QUALITY])
+    return buf.tobytes() if ok else None

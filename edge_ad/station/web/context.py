@@ -1,0 +1,39 @@
+"""What every request handler shares: the station's config, status and stop flag, the token, the live encoder."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_ad.station.config import StationConfig
+from edge_ad.station.service import StopFlag
+from edge_ad.station.status import StationStatus
+from edge_ad.station.web.auth import load_token
+from edge_ad.station.web.live import LiveEncoder
+
+
+@dataclass
+class WebContext:
+    cfg: StationConfig
+    status: StationStatus
+    stop: StopFlag
+    token: str | None  # None: state changes are off
+    live: LiveEncoder
+    closing: threading.Event = field(default_factory=threading.Event)
+    change_lock: threading.Lock = field(default_factory=threading.Lock)  # one threshold change / rollback at a time
+    viewers: threading.BoundedSemaphore | None = None
+
+    @classmethod
+    def create(cls, cfg: StationConfig, status: StationStatus, stop: StopFlag) -> WebContext:
+        web = cfg.web
+        live = LiveEncoder(status, web.live_fps, web.live_width, web.jpeg_quality)
+        return cls(cfg, status, stop, load_token(web), live, viewers=threading.BoundedSemaphore(web.live_clients))
+
+    def bundle(self) -> Path:
+        """The bundle the loop runs (as it reported it), else the one the config names."""
+        return Path(self.status.bundle) if self.status.bundle else self.cfg.bundle_dir()
+
+    def versioned(self) -> bool:
+        """Versions, threshold changes and rollback need parts_dir/<part>/current, not a fixed `bundle:` folder."""
+        return not self.cfg.bundle and bool(self.cfg.part)

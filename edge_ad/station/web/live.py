@@ -1,0 +1,101 @@
+"""The live view: the newest inspected frame with its heatmap and verdict as JPEG, encoded in the web thread.
+
+The loop only swaps references in StationStatus.live; here, at most `fps` times a second and however many
+viewers there are, one thread shrinks, colours and encodes the newest frame. A viewer gets the newest frame
+or none: frames that arrive between two encodes are never queued.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from edge_ad.data import geometry
+from edge_ad.errors import EdgeAdError
+from edge_ad.station.evidence import frame_map
+from edge_ad.station.status import LiveView, StationStatus
+from edge_ad.visualize import heatmap_overlay
+
+BOUNDARY = "frame"
+OK_BGR, ANOMALY_BGR = (60, 160, 40), (40, 40, 220)
+BANNER_PX = 28  # height of the verdict banner drawn on the frame
+RESEND_S = 2.0  # with no new frame, the last one is sent again this often: browsers show a part only when the
+# next one starts, and a write is how the server learns that a viewer has left (its thread is then freed)
+
+
+@lru_cache(maxsize=4)
+def _data_config(bundle: str):
+    """Preprocessing of the bundle's model (letterbox, crop), to place the map on the frame; None if unreadable."""
+    from edge_ad.runtime.manifest import ModelInfo
+
+    try:
+        return ModelInfo.load(Path(bundle) / "model.json").data
+    except EdgeAdError:
+        return None
+
+
+def render(live: LiveView, width: int, bundle: str = "") -> np.ndarray:
+    """Frame shrunk to `width`, heatmap blended over it (as the evidence overlay) and a verdict banner on top."""
+    image = live.image
+    h, w = image.shape[:2]
+    if w > width:
+        image = cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if live.anomaly_map is not None:
+        data = _data_config(bundle) if bundle else None
+        fmap = frame_map(live.anomaly_map, image.shape[:2], geometry((h, w), data) if data is not None else None)
+        image = heatmap_overlay(image, fmap, 0.0, max(2.0 * live.threshold, live.score), live.threshold)
+    else:
+        image = image.copy()
+    colour = ANOMALY_BGR if live.anomaly else OK_BGR
+    text = f"{'ANOMALY' if live.anomaly else 'OK'}  score {live.score:.4f}  thr {live.threshold:.4f}"
+    cv2.rectangle(image, (0, 0), (image.shape[1], BANNER_PX), colour, -1)
+    cv2.putText(image, text, (8, BANNER_PX - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
+    return image
+
+
+class LiveEncoder:
+    """The newest frame as JPEG, re-encoded at most `fps` times a second; all viewers share one encode."""
+
+    def __init__(self, status: StationStatus, fps: float, width: int, quality: int) -> None:
+        self.status = status
+        self.min_interval = 1.0 / fps
+        self.width = width
+        self.params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+        self._lock = threading.Lock()
+        self._seq = -1
+        self._jpeg: bytes | None = None
+        self._at = float("-inf")
+        self.encoded = 0
+
+    def latest(self) -> tuple[int, bytes | None]:
+        """(frame seq, JPEG) of the newest frame, or of the last encode while the rate cap holds."""
+        with self._lock:
+            live = self.status.live  # one reference read: the loop replaces the object, never mutates it
+            now = time.monotonic()
+            if live.image is not None and live.seq != self._seq and now - self._at >= self.min_interval:
+                ok, buf = cv2.imencode(".jpg", render(live, self.width, self.status.bundle), self.params)
+                if ok:
+                    self._seq, self._jpeg, self._at = live.seq, buf.tobytes(), now
+                    self.encoded += 1
+            return self._seq, self._jpeg
+
+
+def mjpeg(encoder: LiveEncoder, closing: threading.Event) -> Iterator[bytes]:
+    """multipart/x-mixed-replace parts, one per new frame, until the server closes or the viewer leaves."""
+    sent, sent_at = -1, float("-inf")
+    yield f"--{BOUNDARY}\r\n".encode()
+    while not closing.is_set():
+        seq, jpeg = encoder.latest()
+        if jpeg is not None and (seq != sent or time.monotonic() - sent_at >= RESEND_S):
+            sent, sent_at = seq, time.monotonic()
+            yield (f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg
+                   + f"\r\n--{BOUNDARY}\r\n".encode())
+        closing.wait(encoder.min_interval)
