@@ -5,7 +5,9 @@
 #   jetson/install.sh --dry-run [--force]     # print every step, change nothing (no root needed)
 #
 # Creates a venv that sees JetPack's cv2 (GStreamer) and TensorRT, a system user, the GPIO udev rule,
-# config/data/log folders and the enabled (not started, unless --start) edge_ad.service.
+# config/data/log folders, a token for the web view and the enabled (not started, unless --start) edge_ad.service.
+# The web view (live frame, alarms, threshold, Prometheus /metrics) is off until `web: {enabled: true}` in
+# station.yaml; it then serves http://127.0.0.1:8080/ (web.host, web.port) and takes the token from web.token_file.
 # jetson/uninstall.sh reverses it.
 set -euo pipefail
 
@@ -17,7 +19,9 @@ SERVICE_GROUPS=(video gpio)      # camera and GPU device nodes, GPIO chips; 'ren
 SYSTEM_PYTHON=/usr/bin/python3     # JetPack's Python: its dist-packages hold cv2 and tensorrt
 L4T_RELEASE=/etc/nv_tegra_release
 WANT_L4T=R36                     # JetPack 6
-PIP_TARGET="[jetson]"
+PIP_TARGET="[jetson,web]"       # web: Flask, waitress, prometheus-client (pure Python) for the web view
+WEB_PORT=8080                    # the web view's default port (station.yaml web.port); off by default
+WEB_TOKEN_FILE="$CONF_DIR/web.token"   # guards threshold changes and rollback; never printed
 NUMPY_PIN="numpy<2"              # JetPack's cv2 and TensorRT bindings are built against NumPy 1.x
 PIP_OPENCV=opencv-python-headless
 
@@ -150,6 +154,18 @@ create_dirs() {
     fi
 }
 
+create_web_token() {
+    if [[ -e "$WEB_TOKEN_FILE" ]]; then
+        say "keeping the existing web view token $WEB_TOKEN_FILE"
+        return
+    fi
+    say "web view token $WEB_TOKEN_FILE (root and group $SERVICE_USER may read it; not shown)"
+    run install -o root -g "$SERVICE_USER" -m 0640 /dev/null "$WEB_TOKEN_FILE"
+    if ((!DRY_RUN)); then
+        "$SYSTEM_PYTHON" -c 'import secrets; print(secrets.token_urlsafe(24))' >"$WEB_TOKEN_FILE"
+    fi
+}
+
 install_service() {
     say "systemd unit $UNIT_DIR/$SERVICE_NAME"
     run install -m 0644 "$SCRIPT_DIR/$SERVICE_NAME" "$UNIT_DIR/$SERVICE_NAME"
@@ -170,12 +186,16 @@ main() {
     create_user
     install_udev_rule
     create_dirs
+    create_web_token
     install_service
     say "done. Next:"
     echo "    edit $CONF_DIR/station.yaml (part bundle, camera, alarms)"
     echo "    sudo -u $SERVICE_USER $VENV/bin/edge_ad doctor"
     echo "    sudo -u $SERVICE_USER $VENV/bin/python $REPO_DIR/tools/build_engine.py MODEL.onnx --precision int8"
     echo "    journalctl -u $SERVICE_NAME -f"
+    echo "    web view (off by default): in $CONF_DIR/station.yaml set web.enabled: true and"
+    echo "      web.token_file: $WEB_TOKEN_FILE, restart, open http://127.0.0.1:$WEB_PORT/ on the station"
+    echo "      (web.host: 0.0.0.0 serves the line network; operators need the token in $WEB_TOKEN_FILE to change things)"
 }
 
 main "$@"
