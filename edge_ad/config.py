@@ -49,12 +49,14 @@ class DataConfig:
     resize: str = "stretch"  # stretch | letterbox (keep aspect ratio, pad)
     center_crop: list[int] | None = None  # [height, width] taken after resizing, or none
     normalize: str = "imagenet"  # imagenet | per_image (zero-mean/unit-std per image, then imagenet)
+    gain: float = 1.0  # pixel values are multiplied by this before normalising (a dark part brought to normal range)
 
     def validate(self) -> None:
         check(len(self.image_size) == 2 and all(s > 0 and s % 32 == 0 for s in self.image_size),
               "image_size", f"must be [height, width], each a positive multiple of 32, got {self.image_size}")
         check_choice(self.resize, "resize", RESIZE_MODES)
         check_choice(self.normalize, "normalize", NORMALIZATIONS)
+        check(0.1 <= self.gain <= 16, "gain", f"must be in [0.1, 16], got {self.gain}")
         if self.center_crop is not None:
             check(len(self.center_crop) == 2 and all(c % 32 == 0 and c > 0 for c in self.center_crop),
                   "center_crop", "must be [height, width], each a positive multiple of 32")
@@ -125,6 +127,8 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 20  # passes over the training images (benchmarks/results/accuracy.md for the measured choice)
+    min_steps: int = 0  # at least this many optimizer steps: more epochs when there are few images (0: off)
+    max_minutes: float = 0.0  # stop after the epoch that passes this much training time (0: no limit)
     batch_size: int = 16
     lr: float = 0.005
     weight_decay: float = 0.0
@@ -135,6 +139,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         check(self.epochs >= 1, "epochs", "must be >= 1")
+        check(self.min_steps >= 0, "min_steps", "must be >= 0")
+        check(self.max_minutes >= 0, "max_minutes", "must be >= 0 (0: no limit)")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(0 < self.lr < 1, "lr", "must be in (0, 1)")
         check_choice(self.device, "device", ("auto", "cpu", "cuda"))
@@ -190,8 +196,15 @@ class Config:
 
     @property
     def distill_epochs(self) -> int:
-        """Epochs of distillation actually run: none for a method without a student."""
+        """Epochs of distillation asked for (before min_steps): none for a method without a student."""
         return self.train.epochs if get_method(self.model.method).has_student else 0
+
+    def epochs_for(self, n_images: int) -> int:
+        """Epochs that give at least train.min_steps optimizer steps on n_images (never fewer than train.epochs)."""
+        if not self.distill_epochs:
+            return 0
+        per_epoch = max(1, math.ceil(n_images / self.train.batch_size))
+        return max(self.train.epochs, math.ceil(self.train.min_steps / per_epoch))
 
 
 def _type_ok(value: Any, tp: Any) -> bool:
@@ -205,6 +218,9 @@ def _type_ok(value: Any, tp: Any) -> bool:
     if origin is list:
         (item,) = typing.get_args(tp)
         return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        return isinstance(value, dict) and all(_type_ok(k, key_tp) and _type_ok(v, value_tp) for k, v in value.items())
     if tp is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if tp is int:

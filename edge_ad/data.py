@@ -150,14 +150,15 @@ def prepare_mask(mask: np.ndarray, cfg: DataConfig) -> np.ndarray:
 
 def normalize(rgb: np.ndarray, cfg: DataConfig) -> np.ndarray:
     """RGB uint8 HxWx3 -> float32 3xHxW as the teacher expects."""
-    if cfg.normalize == "per_image":
+    if cfg.normalize == "per_image":  # gain cancels out: each image is brought to zero mean, unit std
         x = rgb.astype(np.float32) * (1.0 / 255.0)
         x = (x - x.mean()) / (x.std() + 1e-6) * IMAGENET_STD.mean() + IMAGENET_MEAN.mean()
         x = (x - IMAGENET_MEAN) / IMAGENET_STD
         return np.ascontiguousarray(x.transpose(2, 0, 1))
     out = np.empty((3, *rgb.shape[:2]), np.float32)
+    scale = _SCALE * np.float32(cfg.gain)
     for c in range(3):  # one fused scale per plane straight into CHW: ~8x faster than float HWC maths + transpose
-        np.multiply(rgb[:, :, c], _SCALE[c], out=out[c], casting="unsafe")
+        np.multiply(rgb[:, :, c], scale[c], out=out[c], casting="unsafe")
         out[c] += _BIAS[c]
     return out
 

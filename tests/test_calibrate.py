@@ -21,8 +21,10 @@ from edge_ad.station.config import CameraConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RECIPE = {"data.image_size": [64, 64], "model.width": 16, "train.epochs": 3, "train.batch_size": 4,
-               "train.threads": 2, "capture.n": 40, "capture.min_images": 6, "quantize.calib_images": 8,
-               "report.heatmaps": 2}
+               "train.min_steps": 0, "train.threads": 2, "capture.n": 40, "capture.min_images": 6,
+               "quantize.calib_images": 8, "report.heatmaps": 2, "split.min_val": 4, "split.val_fraction": 0.34,
+               "auto.input_size": False,
+               "select.candidates": {"rd": {}}, "quantize.timing_runs": 3}
 
 
 def tiny_recipe(**extra) -> Recipe:
@@ -64,7 +66,8 @@ def first(demo_root, tmp_path_factory):
               parts_root=tmp / "parts", work=tmp / "work")
     with pytest.raises(KeyboardInterrupt):
         calibrate(job, hook=stop_after("train"))
-    model_pt = job.dir / "model" / "model.pt"
+    model_pt = Path(state_of(job)["stages"]["train"]["outputs"]["model"])
+    assert model_pt.parent == job.dir / "model" / "rd"  # each candidate trains in its own folder
     trained_at = model_pt.stat().st_mtime_ns
 
     def break_bundle_root(event: str, info: dict) -> None:

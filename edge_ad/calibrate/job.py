@@ -88,6 +88,9 @@ class SplitResult:
     train: int
     val: int
     val_list: str
+    data: dict[str, Any] = field(default_factory=dict)  # dotted data.* overrides chosen from the images (auto)
+    why: list[str] = field(default_factory=list)
+    forced: str = ""  # why the run went on below split.min_val (--force)
 
 
 @dataclass

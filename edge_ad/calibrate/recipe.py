@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edge_ad.calibrate.quality import QualityConfig
 from edge_ad.config import Config, ConfigError, build, check, check_choice, read_yaml, to_dict
@@ -46,8 +47,9 @@ class CaptureConfig:
 
 @dataclass
 class SplitConfig:
-    val_fraction: float = 0.2  # share of the kept images held out to set the threshold
-    min_val: int = 4  # at least this many validation images
+    val_fraction: float = 0.2  # share of the kept images held out to choose the model and set the threshold
+    min_val: int = 30  # fewer validation images: stop unless --force (with 0 false alarms in 30, the 95 % interval
+    #                    of the false-alarm rate still reaches 12 %: fewer images cannot tell a usable threshold)
     seed: int = 0  # the split is a seeded shuffle of the sorted file names: same images, same split
 
     def validate(self) -> None:
@@ -55,17 +57,75 @@ class SplitConfig:
         check(self.min_val >= 1, "min_val", "must be >= 1")
 
 
+def _default_candidates() -> dict[str, dict[str, Any]]:
+    return {"rd": {}, "gauss": dict(GAUSS_CANDIDATE)}
+
+
+GAUSS_CANDIDATE = {"model.method": "gauss", "model.gaussian_stride": 16, "model.gaussian_stages": [4, 8, 16],
+                   "model.teacher": "efficientnet_lite2"}
+
+
+@dataclass
+class SelectConfig:
+    """How calibrate picks the model when the recipe does not fix it: candidates judged on held-out goods."""
+
+    enabled: bool = True  # false: train the model sections of the recipe as written
+    candidates: dict[str, dict[str, Any]] = field(default_factory=_default_candidates)  # name -> dotted overrides
+    min_gain: float = 0.005  # a later candidate must beat an earlier one by this much (ties keep the earlier)
+    seed: int = 1  # synthetic defects: same images, same defects
+
+    def validate(self) -> None:
+        check(not self.enabled or len(self.candidates) >= 1, "candidates", "needs at least one candidate")
+        check(0 <= self.min_gain < 0.5, "min_gain", "must be in [0, 0.5)")
+
+
+@dataclass
+class AutoConfig:
+    """Input settings chosen from the good images (edge_ad.calibrate.auto); false keeps the recipe's data section."""
+
+    input_size: bool = True  # data.image_size from the part's aspect ratio
+    lighting: bool = True  # data.normalize and data.gain from the brightness of the good images
+
+    def validate(self) -> None:
+        pass
+
+
+@dataclass
+class ReadinessConfig:
+    """When a bundle is ready to inspect: held-out goods pass, synthetic defects are caught."""
+
+    max_false_alarm_rate: float = 0.05  # leave-one-out estimate on the validation goods
+    min_image_auroc: float = 0.9  # held-out goods vs synthetic defects of all sizes
+    min_detection_large: float = 0.8  # share of large synthetic defects at or above the threshold
+
+    def validate(self) -> None:
+        check(0 <= self.max_false_alarm_rate <= 1, "max_false_alarm_rate", "must be in [0, 1]")
+        check(0 <= self.min_image_auroc <= 1, "min_image_auroc", "must be in [0, 1]")
+        check(0 <= self.min_detection_large <= 1, "min_detection_large", "must be in [0, 1]")
+
+
+VARIANTS = ("fp32", "int8_trt", "int8_cpu")
+
+
 @dataclass
 class QuantizeConfig:
-    mode: str = "trt"  # trt: symmetric INT8 QDQ (TensorRT and onnxruntime) | cpu: uint8 activations, fastest ORT on x86
+    mode: str = "trt"  # INT8 mode when `variants` is empty: trt (symmetric, TensorRT and onnxruntime) | cpu (uint8 activations)
     method: str = "percentile"  # calibration: minmax | percentile | entropy
     calib_images: int = 64  # calibration images, chosen evenly from the training split
     exclude: list[str] = field(default_factory=list)  # ONNX node names kept in float
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS))  # graphs timed on this machine; the fastest
+    #                                       within the accuracy bounds is deployed ([]: INT8 in `mode`, untimed)
+    max_auroc_drop: float = 0.005  # an INT8 graph is within bounds when its held-out AUROCs drop at most this much
+    timing_runs: int = 30  # timed inferences per variant (after warm-up)
 
     def validate(self) -> None:
         check_choice(self.mode, "mode", QUANT_MODES)
         check_choice(self.method, "method", CALIB_METHODS)
         check(self.calib_images >= 8, "calib_images", "must be >= 8")
+        for v in self.variants:
+            check_choice(v, "variants", VARIANTS)
+        check(0 <= self.max_auroc_drop < 1, "max_auroc_drop", "must be in [0, 1)")
+        check(self.timing_runs >= 3, "timing_runs", "must be >= 3")
 
 
 @dataclass
@@ -95,6 +155,9 @@ class CalibrationSections:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    auto: AutoConfig = field(default_factory=AutoConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    readiness: ReadinessConfig = field(default_factory=ReadinessConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
@@ -108,7 +171,7 @@ class CalibrationSections:
 class Recipe:
     """A whole recipe: the model config (train/export settings) and the calibration stages' settings."""
 
-    config: Config = field(default_factory=Config)
+    config: Config = field(default_factory=lambda: calibrate_defaults())
     calib: CalibrationSections = field(default_factory=CalibrationSections)
     prune: bool = False  # `prune.enabled`: prune after training, with the model config's prune settings
     name: str = "defaults"  # file the recipe came from
@@ -141,7 +204,21 @@ def recipe_from_dict(raw: dict, name: str = "<dict>") -> Recipe:
     if unknown:
         allowed = ", ".join(sorted(model_keys | calib_keys))
         raise ConfigError(f"{name}: {unknown[0]}: unknown section (allowed: {allowed})")
-    return Recipe(build(Config, core, name), build(CalibrationSections, rest, name), prune, name)
+    base = to_dict(calibrate_defaults())
+    for section, values in core.items():  # the recipe's keys on top of calibrate's own defaults
+        base[section] = {**base[section], **values} if isinstance(values, dict) else values
+    return Recipe(build(Config, base, name), build(CalibrationSections, rest, name), prune, name)
+
+
+CALIBRATE_TRAIN = {"min_steps": 500, "max_minutes": 4.0}  # calibrate's schedule: enough steps on few images, bounded time
+
+
+def calibrate_defaults() -> Config:
+    """The model config calibrate starts from: edge_ad's defaults with calibrate's training schedule."""
+    cfg = Config()
+    for key, value in CALIBRATE_TRAIN.items():
+        setattr(cfg.train, key, value)
+    return cfg
 
 
 def _split_prune(raw: dict, name: str, config_has_prune: bool) -> tuple[dict, bool]:

@@ -153,7 +153,9 @@ def heatmaps(job: Job, state: State, out_dir: Path) -> list[tuple[str, str]]:
 
 def method_line(job: Job, state: State) -> str:
     """The model in one line, e.g. 'rd (efficientnet_lite0, width 64, 20 epochs)'."""
-    cfg = job.recipe.config
+    from edge_ad.calibrate.stages import chosen_config
+
+    cfg = chosen_config(job, state)
     tr = state.get("train")
     stages = "+".join(map(str, cfg.model.gaussian_stages))
     gauss = (f", Gaussian map at stride {cfg.model.gaussian_stride}" + (f" (stages {stages})" if stages else "")
@@ -172,7 +174,9 @@ def stage_report(job: Job, state: State, hook: Hook | None) -> ReportResult:
     bad = [d["score"] for d in scores["defects"]]
     histogram_png(good, bad, th.threshold, out_dir / "histogram.png", job.recipe.calib.report.histogram_bins)
     maps = heatmaps(job, state, out_dir)
-    cfg, q, m = job.recipe.config, state.get("quantize"), th.metrics
+    from edge_ad.calibrate.stages import chosen_config
+
+    cfg, q, m = chosen_config(job, state), state.get("quantize"), th.metrics
     summary = [("part", job.part), ("created", time.strftime("%Y-%m-%d %H:%M:%S")), ("recipe", job.recipe.name),
                ("method", method_line(job, state)),
                ("input size", f"{cfg.data.input_size[0]} x {cfg.data.input_size[1]} ({cfg.data.resize})"),

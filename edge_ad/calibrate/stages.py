@@ -6,10 +6,10 @@ results from `state` and writes only under its own <work>/<part>/<stage>/ folder
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import shutil
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from edge_ad import bundle as B
 from edge_ad import data as D
 from edge_ad.calibrate.job import (CAPTURED, BundleResult, CalibrationError, EngineResult, ExportResult, Hook, Job,
                                    PruneResult, QuantizeResult, SplitResult, State, ThresholdResult, TrainResult, say)
+from edge_ad.config import Config, read_yaml, to_dict
 from edge_ad.errors import EdgeAdError
 from edge_ad.fileio import atomic_write, atomic_write_json
 from edge_ad.methods import get_method
@@ -46,13 +47,23 @@ def usable_images(job: Job, state: State) -> list[Path]:
 
 
 def stage_split(job: Job, state: State, hook: Hook | None) -> SplitResult:
-    """Seeded shuffle of the sorted usable names -> dataset/train/good (MVTec layout) + dataset/val.txt."""
+    """Seeded shuffle of the sorted usable names -> dataset/train/good (MVTec layout) + dataset/val.txt;
+    the input settings are chosen here from the images (recipe auto: section)."""
     from edge_ad.deploy.quantize import MIN_CALIB_IMAGES
 
     sp = job.recipe.calib.split
     paths = usable_images(job, state)
     order = np.random.default_rng(sp.seed).permutation(len(paths))
-    n_val = max(sp.min_val, int(round(sp.val_fraction * len(paths))))
+    n_val = max(1, int(round(sp.val_fraction * len(paths))))
+    forced = ""
+    if n_val < sp.min_val:
+        msg = (f"{len(paths)} usable images give {n_val} validation images; a threshold and its false-alarm estimate "
+               f"need at least {sp.min_val} (split.min_val)")
+        if not job.force:
+            raise CalibrationError(f"{msg}: capture about {int(np.ceil(sp.min_val / sp.val_fraction))} good images, "
+                                   "or rerun with --force to go on anyway (the report will say so)")
+        forced = f"{msg}; continued because of --force"
+        log.warning("%s", forced)
     n_train = len(paths) - n_val
     need = max(2, MIN_CALIB_IMAGES)
     if n_train < need:
@@ -66,7 +77,33 @@ def stage_split(job: Job, state: State, hook: Hook | None) -> SplitResult:
     for p in train:
         _link_or_copy(p, good / p.name)
     atomic_write(root / "val.txt", "".join(f"{p.name}\n" for p in val))
-    return SplitResult(root=str(root), train=len(train), val=len(val), val_list=str(root / "val.txt"))
+    data, why = _input_plan(job, train)
+    for line in why:
+        say(f"split: {line}")
+    return SplitResult(root=str(root), train=len(train), val=len(val), val_list=str(root / "val.txt"), data=data,
+                       why=why, forced=forced)
+
+
+def _input_plan(job: Job, train: list[Path]) -> tuple[dict, list[str]]:
+    """data.* overrides from the training images (recipe auto: section); ({}, []) when both are off."""
+    import cv2
+
+    from edge_ad.calibrate.auto import plan_input
+
+    auto = job.recipe.calib.auto
+    if not (auto.input_size or auto.lighting):
+        return {}, []
+    shapes, greys = [], []
+    for p in train:
+        g = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+        if g is not None:
+            shapes.append(g.shape[:2])
+            greys.append(float(g.mean()))
+    plan = plan_input(shapes, greys)
+    keep = (["data.image_size"] if auto.input_size else []) + (["data.normalize", "data.gain"] if auto.lighting else [])
+    why = [w for w in plan.why if auto.input_size or "aspect" not in w]
+    why = [w for w in why if auto.lighting or "aspect" in w]
+    return {k: v for k, v in plan.overrides().items() if k in keep}, why
 
 
 def val_paths(job: Job, state: State) -> list[Path]:
@@ -77,25 +114,40 @@ def val_paths(job: Job, state: State) -> list[Path]:
 # ----------------------------------------------------------------------------- train, prune
 
 
-def model_config(job: Job, state: State):
-    cfg = copy.deepcopy(job.recipe.config)
-    cfg.data.root = state.get("split").root
-    cfg.train.out_dir = str(job.stage_dir("model"))
-    return cfg
+def model_config(job: Job, state: State) -> Config:
+    """The recipe's model config with the split's data root and its input settings chosen from the images."""
+    from edge_ad.config import build
+
+    split = state.get("split")
+    raw, _ = read_yaml(None, {**split.data, "data.root": split.root, "train.out_dir": str(job.stage_dir("model"))})
+    merged = to_dict(job.recipe.config)
+    for section, values in raw.items():
+        merged[section].update(values)
+    return build(Config, merged, "recipe")
+
+
+def chosen_config(job: Job, state: State) -> Config:
+    """The config of the model the train stage picked (the recipe's, with the winning candidate's overrides)."""
+    from edge_ad.config import build
+
+    picked = state.get("train").selection.get("config")
+    return build(Config, picked, "the chosen model") if picked else model_config(job, state)
 
 
 def stage_train(job: Job, state: State, hook: Hook | None) -> TrainResult:
-    """Distil the student (recipe method and schedule); an interrupted training resumes from its checkpoint."""
-    from edge_ad.training.train import train
+    """Train the recipe's candidates (each resumable), judge them on held-out goods and synthetic defects, keep the best."""
+    from edge_ad.calibrate.select import select_model
 
-    cfg = model_config(job, state)
-    path = train(cfg, resume=True)
+    picked = select_model(job, state, model_config(job, state), val_paths(job, state))
+    best, cfg = picked["best"], picked["config"]
     n, warnings = state.get("split").train, []
-    if cfg.model.gaussian_stride and n < GAUSSIAN_FEW_IMAGES:
+    if cfg["model"]["gaussian_stride"] and n < GAUSSIAN_FEW_IMAGES:
         warnings.append(f"the Gaussian map was fitted on {n} training images; it keeps improving up to about "
                         f"{GAUSSIAN_FEW_IMAGES} or more: capture more good images if detections are weak")
         log.warning("%s", warnings[-1])
-    return TrainResult(model=str(path), method=cfg.model.method, epochs=cfg.distill_epochs, warnings=warnings)
+    return TrainResult(model=best["model"], method=best["method"], epochs=best["epochs"], warnings=warnings,
+                       selection={k: v for k, v in picked.items() if k != "best"}, steps=best["steps"],
+                       seconds=sum(r["train_seconds"] for r in picked["candidates"]))
 
 
 def notes(state: State) -> list[str]:
@@ -108,8 +160,9 @@ def stage_prune(job: Job, state: State, hook: Hook | None) -> PruneResult:
     model = state.get("train").model
     if not job.recipe.prune:
         return PruneResult(model=model, skipped="prune.enabled is false in the recipe")
-    if not get_method(job.recipe.config.model.method).has_student:
-        return PruneResult(model=model, skipped=f"method {job.recipe.config.model.method} has no student to prune")
+    method = state.get("train").method
+    if not get_method(method).has_student:
+        return PruneResult(model=model, skipped=f"method {method} has no student to prune")
     from edge_ad.training.prune import prune_model
 
     path = prune_model(model, out_dir=job.stage_dir("prune"), data_root=state.get("split").root)
@@ -126,17 +179,93 @@ def stage_export(job: Job, state: State, hook: Hook | None) -> ExportResult:
     return ExportResult(onnx=str(path), json=str(path.with_suffix(".json")))
 
 
+def onnx_scorer(path: str | Path, threads: int = 0):
+    """A judge.Scorer running a deployed graph through the station's own detector (preprocessing included)."""
+    import cv2
+
+    from edge_ad.runtime.detector import open_detector
+
+    det = open_detector(path, "onnxruntime", threads)
+
+    def score(images: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+        maps, scores = [], []
+        for i in range(0, len(images), 8):
+            for r in det.detect_batch([cv2.cvtColor(im, cv2.COLOR_RGB2BGR) for im in images[i:i + 8]]):
+                maps.append(r.anomaly_map)
+                scores.append(r.score)
+        return maps, scores
+    return score, det
+
+
+def time_sessions(sessions: dict, batch: np.ndarray, runs: int) -> dict[str, float]:
+    """Median network-only milliseconds per variant, measured interleaved (round robin) so machine noise hits all alike."""
+    import time
+
+    for s in sessions.values():
+        s.run(batch)  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(runs):
+        for k, s in sessions.items():
+            t0 = time.perf_counter()
+            s.run(batch)
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
 def stage_quantize(job: Job, state: State, hook: Hook | None) -> QuantizeResult:
-    """INT8 QDQ from calibration images chosen evenly over the training split (never the validation images)."""
+    """INT8 graphs from training images (never the validation ones), each judged against FP32 on held-out goods and
+    synthetic defects and timed on this machine; the fastest within the accuracy bounds is deployed."""
+    from edge_ad.calibrate.judge import judge, synthetic_defects
+    from edge_ad.calibrate.select import prepared
     from edge_ad.deploy.quantize import calibration_batch, quantize
 
-    q = job.recipe.calib.quantize
-    calib = calibration_batch(state.get("split").root, job.recipe.config.data, q.calib_images)
+    q, cfg = job.recipe.calib.quantize, chosen_config(job, state)
     out_dir = job.stage_dir("quantize")
+    fp32 = state.get("export").onnx
+    calib = calibration_batch(state.get("split").root, cfg.data, q.calib_images)
     cache = out_dir / "calibration.cache"
-    path = quantize(state.get("export").onnx, out_dir / "model.onnx", calib, q.mode, q.method, q.exclude, cache)
-    return QuantizeResult(onnx=str(path), json=str(path.with_suffix(".json")), cache=str(cache), calib_images=len(calib),
-                          variant=f"int8_{q.mode}")
+    if not q.variants:  # the recipe fixes the INT8 mode: no timing, no choice
+        path = quantize(fp32, out_dir / "model.onnx", calib, q.mode, q.method, q.exclude, cache if q.mode == "trt" else None)
+        return QuantizeResult(onnx=str(path), json=str(path.with_suffix(".json")), cache=str(cache) if q.mode == "trt" else "",
+                              calib_images=len(calib), variant=f"int8_{q.mode}", why="quantize.variants is empty")
+    graphs = {}
+    for v in q.variants:
+        if v == "fp32":
+            graphs[v] = Path(fp32)
+        else:
+            mode = v.removeprefix("int8_")
+            graphs[v] = quantize(fp32, out_dir / f"model_{v}.onnx", calib, mode, q.method, q.exclude,
+                                 cache if mode == "trt" else None)
+    val_rgb = prepared(val_paths(job, state), cfg)
+    defects = synthetic_defects(val_rgb, job.recipe.calib.select.seed)
+    threads = cfg.train.threads
+    judged, sessions = {}, {}
+    ref = judge(onnx_scorer(fp32, threads)[0], val_rgb, defects)
+    for v, path in graphs.items():
+        scorer, det = onnx_scorer(path, threads)
+        judged[v] = ref if v == "fp32" else judge(scorer, val_rgb, defects)
+        sessions[v] = det.session
+    ms = time_sessions(sessions, calib[:1], q.timing_runs)
+    table = {}
+    for v in graphs:
+        d_img = ref.image_auroc - judged[v].image_auroc
+        d_pix = ref.pixel_auroc - judged[v].pixel_auroc
+        ok = v == "fp32" or (d_img <= q.max_auroc_drop and d_pix <= q.max_auroc_drop)
+        table[v] = {"ms": round(ms[v], 3), "image_auroc": round(judged[v].image_auroc, 4),
+                    "pixel_auroc": round(judged[v].pixel_auroc, 4), "within_bounds": ok}
+    fastest = min((v for v in graphs if table[v]["within_bounds"]), key=lambda v: table[v]["ms"])
+    why = (f"{fastest} is the fastest graph on this machine within the accuracy bounds (AUROC drop <= {q.max_auroc_drop:g}): "
+           + ", ".join(f"{v} {table[v]['ms']:.2f} ms{'' if table[v]['within_bounds'] else ' (outside bounds)'}"
+                       for v in graphs))
+    say(f"quantize: {why}")
+    chosen = graphs[fastest]
+    deployed = out_dir / "model.onnx"
+    shutil.copy2(chosen, deployed)
+    shutil.copy2(chosen.with_suffix(".json"), deployed.with_suffix(".json"))
+    has_cache = "int8_trt" in graphs and cache.is_file()
+    return QuantizeResult(onnx=str(deployed), json=str(deployed.with_suffix(".json")), cache=str(cache) if has_cache else "",
+                          calib_images=len(calib), precision="fp32" if fastest == "fp32" else "int8", variant=fastest,
+                          timings=table, why=why)
 
 
 # ----------------------------------------------------------------------------- threshold
@@ -157,7 +286,7 @@ def stage_threshold(job: Job, state: State, hook: Hook | None) -> ThresholdResul
     from edge_ad.runtime.manifest import ModelInfo
     from edge_ad.scoring import threshold_from_good
 
-    sc = job.recipe.config.scoring
+    sc = chosen_config(job, state).scoring
     q = state.get("quantize")
     det = open_detector(q.onnx, "onnxruntime", job.recipe.config.train.threads)
     vpaths, val = score_paths(det, val_paths(job, state), 0, "good")
@@ -184,6 +313,9 @@ def stage_threshold(job: Job, state: State, hook: Hook | None) -> ThresholdResul
         source = (f"quantile {sc.threshold_quantile:g} of {len(val)} validation good scores x (1 + {sc.threshold_margin:g}) "
                   f"({deployed})")
     metrics["val_false_alarm_rate"] = float(np.mean(np.array(val) >= threshold))
+    readiness = assess_readiness(job, state, q.onnx, float(threshold), val,
+                                 lambda g: threshold_from_good(g, sc.threshold_quantile, sc.threshold_margin))
+    metrics["false_alarm_estimate"] = readiness["false_alarms"]
     out_dir = job.stage_dir("threshold")
     for src, name in ((q.json, "model.json"), (state.get("export").json, "model_fp32.json")):
         info = ModelInfo.load(src)
@@ -193,10 +325,43 @@ def stage_threshold(job: Job, state: State, hook: Hook | None) -> ThresholdResul
     scores_doc = {"threshold": threshold, "val_good": [{"image": p.name, "score": s} for p, s in zip(vpaths, val)],
                   "defects": [{"image": str(p), "score": s} for p, s in zip(defect_paths, bad)]}
     atomic_write_json(out_dir / "scores.json", scores_doc)
-    say(f"threshold {threshold:.5g} ({source}); validation false alarms {metrics['val_false_alarm_rate']:.1%}")
+    fa = readiness["false_alarms"]
+    say(f"threshold {threshold:.5g} ({source}); estimated false alarms {fa['rate']:.1%} "
+        f"({fa['confidence']:.0%} interval {fa['ci_low']:.1%}..{fa['ci_high']:.1%}, {fa['goods']} held-out goods)")
+    say(f"readiness: {'READY' if readiness['ready'] else 'NOT READY'}: {readiness['reason']}")
     return ThresholdResult(threshold=float(threshold), source=source, metrics=metrics,
                            model_json=str(out_dir / "model.json"), fp32_json=str(out_dir / "model_fp32.json"),
-                           scores=str(out_dir / "scores.json"))
+                           scores=str(out_dir / "scores.json"), readiness=readiness)
+
+
+def assess_readiness(job: Job, state: State, onnx: str, threshold: float, val: list[float], rule) -> dict:
+    """The verdict a station checks before inspecting: held-out goods pass and synthetic defects are caught."""
+    from edge_ad.calibrate.judge import detection_rates, false_alarm_estimate, judge, synthetic_defects
+    from edge_ad.calibrate.select import prepared
+
+    r = job.recipe.calib.readiness
+    val_rgb = prepared(val_paths(job, state), chosen_config(job, state))
+    j = judge(onnx_scorer(onnx, chosen_config(job, state).train.threads)[0], val_rgb,
+              synthetic_defects(val_rgb, job.recipe.calib.select.seed))
+    fa = false_alarm_estimate(val, rule)
+    detect = detection_rates(j, threshold)
+    problems = []
+    if fa["rate"] > r.max_false_alarm_rate:
+        problems.append(f"estimated false alarms {fa['rate']:.1%} > {r.max_false_alarm_rate:.0%} on held-out goods")
+    if j.image_auroc < r.min_image_auroc:
+        problems.append(f"held-out goods and synthetic defects are not separated (image AUROC {j.image_auroc:.3f} < "
+                        f"{r.min_image_auroc:g})")
+    if detect.get("large", 1.0) < r.min_detection_large:
+        problems.append(f"only {detect['large']:.0%} of large synthetic defects reach the threshold "
+                        f"(< {r.min_detection_large:.0%})")
+    forced = state.get("split").forced
+    if forced:
+        problems.append(f"too few validation images for a meaningful threshold ({state.get('split').val}; --force)")
+    reason = "; ".join(problems) if problems else (
+        f"estimated false alarms {fa['rate']:.1%}, synthetic defects detected: "
+        + ", ".join(f"{s} {v:.0%}" for s, v in detect.items()) + f" (image AUROC {j.image_auroc:.3f})")
+    return {"ready": not problems, "reason": reason, "false_alarms": fa, "detection": detect,
+            "synthetic": j.summary(), "rules": dataclasses.asdict(r)}
 
 
 # ----------------------------------------------------------------------------- engine
@@ -220,7 +385,8 @@ def stage_engine(job: Job, state: State, hook: Hook | None) -> EngineResult:
 
     q = state.get("quantize")
     out_dir = job.stage_dir("engine")
-    built = build_engine(q.onnx, out_dir, precision=q.precision, workspace_mb=eng.workspace_mb)
+    precision = "int8" if q.precision == "int8" else "fp16"  # a float graph runs in fp16 on the GPU
+    built = build_engine(q.onnx, out_dir, precision=precision, workspace_mb=eng.workspace_mb)
     engine = out_dir / "model.engine"
     shutil.copy2(built, engine)
     record = T.build_record_path(engine)
@@ -254,8 +420,6 @@ def _engine_parity(job: Job, state: State, engine: Path) -> dict:
 
 def stage_bundle(job: Job, state: State, hook: Hook | None) -> BundleResult:
     """Copy the deployable files into parts/<part>/v<N>/ (atomic, hashed manifest) and switch `current`."""
-    import dataclasses
-
     eng, th, q, exp = state.get("engine"), state.get("threshold"), state.get("quantize"), state.get("export")
     files = {"model.onnx": Path(q.onnx), "model.json": Path(th.model_json),
              "model_fp32.onnx": Path(exp.onnx), "model_fp32.json": Path(th.fp32_json), "scores.json": Path(th.scores)}
@@ -271,7 +435,7 @@ def stage_bundle(job: Job, state: State, hook: Hook | None) -> BundleResult:
     staging.mkdir(parents=True, exist_ok=True)
     files["recipe.yaml"] = atomic_write(staging / "recipe.yaml", f"# recipe used for part {job.part} (from {job.recipe.name})\n"
                                         + yaml.safe_dump(job.recipe.to_dict(), sort_keys=False))
-    cfg = job.recipe.config
+    cfg = chosen_config(job, state)
     capture = dataclasses.asdict(state.get("capture"))
     manifest = {
         "kind": "edge_ad-part-bundle-1",

@@ -81,7 +81,7 @@ def train(cfg: Config, resume: bool = False, images: list[np.ndarray] | None = N
     device = resolve_device(cfg.train.device)
     images = load_training_images(cfg) if images is None else images
     model = ADModel(cfg.model).to(device)
-    epochs = cfg.distill_epochs
+    epochs = cfg.epochs_for(len(images))
     opt = student_optimizer(model, cfg) if epochs else None
     start, history = 0, []
     ckpt_path = out / CHECKPOINT_FILE
@@ -100,7 +100,12 @@ def train(cfg: Config, resume: bool = False, images: list[np.ndarray] | None = N
     raw = teacher_features(model, images, cfg, device)
     rng = np.random.default_rng(cfg.train.seed + start)
     n = len(images)
+    budget_s = cfg.train.max_minutes * 60
     for epoch in range(start, epochs):
+        if budget_s and sum(h["seconds"] for h in history) >= budget_s:
+            log.info("training stopped after epoch %d of %d: train.max_minutes (%g) reached", epoch, epochs,
+                     cfg.train.max_minutes)
+            break
         t0 = time.time()
         loss = distill_epoch(model, images, raw, cfg, device, opt, rng, f"epoch {epoch + 1}/{epochs}")
         history.append({"epoch": epoch + 1, "loss": loss, "seconds": round(time.time() - t0, 2)})
@@ -115,7 +120,8 @@ def train(cfg: Config, resume: bool = False, images: list[np.ndarray] | None = N
         log.info("Gaussian map fitted on %d images in %.1f s", n, time.time() - t0)
     spec, good_scores = fit_scoring(model, images, cfg, device)
     threshold = threshold_from_good(good_scores, cfg.scoring.threshold_quantile, cfg.scoring.threshold_margin)
-    meta = {"train_seconds": round(sum(h["seconds"] for h in history), 2), "epochs": epochs,
+    steps = len(history) * (-(-n // cfg.train.batch_size))
+    meta = {"train_seconds": round(sum(h["seconds"] for h in history), 2), "epochs": len(history), "steps": steps,
             "train_images": n, "data_root": cfg.data.root, "threshold": threshold, "threshold_source": "train good scores"}
     save_model(model, cfg, spec, meta, out / MODEL_FILE)
     return out / MODEL_FILE

@@ -1,0 +1,69 @@
+"""Input settings chosen from the good images themselves: input size from the part's shape, normalisation
+and gain from its lighting, so a user never picks them (numpy + cv2 only).
+
+- Input size: a roughly square part (aspect within SQUARE_ASPECT) fills 256 x 256; an elongated one keeps
+  its aspect ratio with the short side at ELONGATED_SHORT_SIDE (thin cracks along a strip stay visible).
+- Lighting: when the brightness of the good images varies a lot between shots (robust spread of log mean
+  grey above LIGHTING_SPREAD), each image is normalised on its own; otherwise ImageNet normalisation,
+  with a gain that brings a dark part (median grey below DARK_MEAN) to the teacher's usual range.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_ad.calibrate.quality import MAD_TO_SIGMA
+
+SQUARE_SIZE = 256
+SQUARE_ASPECT = 1.25  # height/width (or width/height) below this counts as square
+ELONGATED_SHORT_SIDE = 192
+MAX_SIDE = 512
+STRIDE = 32  # the network input must be a multiple of this
+LIGHTING_SPREAD = 0.15  # robust sigma of log mean grey above this: lighting varies between shots
+DARK_MEAN = 60.0  # median mean grey below this: a dark part
+TARGET_MEAN = 115.0  # about the ImageNet mean (0.45 x 255): where the teacher's features were learnt
+MAX_GAIN = 8.0
+
+
+@dataclass
+class InputPlan:
+    image_size: list[int]  # [height, width]
+    normalize: str
+    gain: float
+    why: list[str]
+
+    def overrides(self) -> dict:
+        return {"data.image_size": self.image_size, "data.normalize": self.normalize, "data.gain": self.gain}
+
+
+def _multiple(x: float) -> int:
+    return int(min(MAX_SIDE, max(STRIDE, round(x / STRIDE) * STRIDE)))
+
+
+def plan_input(shapes: list[tuple[int, int]], mean_greys: list[float]) -> InputPlan:
+    """Input size, normalisation and gain for a part from its good images' (h, w) and mean grey levels."""
+    aspect = float(np.median([h / w for h, w in shapes]))
+    why = []
+    if abs(math.log(aspect)) < math.log(SQUARE_ASPECT):
+        size = [SQUARE_SIZE, SQUARE_SIZE]
+        why.append(f"median aspect (h/w) {aspect:.2f}: square input {SQUARE_SIZE} x {SQUARE_SIZE}")
+    else:
+        long = _multiple(ELONGATED_SHORT_SIDE * max(aspect, 1 / aspect))
+        size = [long, ELONGATED_SHORT_SIDE] if aspect > 1 else [ELONGATED_SHORT_SIDE, long]
+        why.append(f"median aspect (h/w) {aspect:.2f}: input {size[0]} x {size[1]} keeps the part's shape")
+    logm = np.log1p(np.asarray(mean_greys, np.float64))
+    spread = MAD_TO_SIGMA * float(np.median(np.abs(logm - np.median(logm))))
+    median = float(np.expm1(np.median(logm)))
+    if spread > LIGHTING_SPREAD:
+        why.append(f"brightness varies between shots (log spread {spread:.2f} > {LIGHTING_SPREAD}): per-image normalisation")
+        return InputPlan(size, "per_image", 1.0, why)
+    gain = 1.0
+    if median < DARK_MEAN:
+        gain = round(min(MAX_GAIN, TARGET_MEAN / max(median, 1.0)), 2)
+        why.append(f"a dark part (median grey {median:.0f} < {DARK_MEAN:.0f}): gain {gain:g} before ImageNet normalisation")
+    else:
+        why.append(f"steady lighting (log spread {spread:.2f}), median grey {median:.0f}: ImageNet normalisation")
+    return InputPlan(size, "imagenet", gain, why)

@@ -1,0 +1,116 @@
+"""Judging a model without defect images: held-out good images, the same images with synthetic defects,
+and what that says about false alarms and detections (numpy only).
+
+The same judgement picks the model (calibrate's train stage), checks the INT8 graphs against FP32
+(quantize stage) and gives the readiness verdict (threshold stage), so one yardstick runs through calibrate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from edge_ad import metrics as M
+from edge_ad.calibrate.synthetic import SIZES, Defect, defect_set
+
+Scorer = Callable[[list[np.ndarray]], tuple[list[np.ndarray], list[float]]]  # prepared RGB images -> (maps, scores)
+CONFIDENCE = 0.95
+
+
+@dataclass
+class Judgement:
+    """How well held-out goods and synthetic defects are separated (AUROCs in [0, 1])."""
+
+    image_auroc: float
+    pixel_auroc: float
+    image_auroc_by_size: dict[str, float]
+    good_scores: list[float] = field(repr=False)
+    defect_scores: list[float] = field(repr=False)
+    defect_sizes: list[str] = field(repr=False)
+
+    @property
+    def score(self) -> float:
+        """One number to compare models: image and pixel separation weigh the same."""
+        return 0.5 * (self.image_auroc + self.pixel_auroc)
+
+    def summary(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k not in ("good_scores", "defect_scores", "defect_sizes")}
+        return {**{k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()},
+                "image_auroc_by_size": {k: round(v, 4) for k, v in self.image_auroc_by_size.items()},
+                "score": round(self.score, 4)}
+
+
+def synthetic_defects(val_rgb: list[np.ndarray], seed: int) -> list[tuple[int, Defect]]:
+    """The synthetic defect set of a calibration: one defect of each size on every held-out good image."""
+    return defect_set(val_rgb, seed)
+
+
+def judge(scorer: Scorer, val_rgb: list[np.ndarray], defects: list[tuple[int, Defect]]) -> Judgement:
+    """Score held-out goods and their defective copies with one model; AUROCs overall and per size."""
+    _, good = scorer(val_rgb)
+    maps, bad = scorer([d.image for _, d in defects])
+    sizes = [d.size for _, d in defects]
+    good_a, bad_a = np.asarray(good, np.float64), np.asarray(bad, np.float64)
+    by_size = {}
+    for s in SIZES:
+        sel = np.array([z == s for z in sizes])
+        if sel.any():
+            by_size[s] = M.image_auroc(np.r_[np.zeros(len(good_a)), np.ones(int(sel.sum()))], np.r_[good_a, bad_a[sel]])
+    img = M.image_auroc(np.r_[np.zeros(len(good_a)), np.ones(len(bad_a))], np.r_[good_a, bad_a])
+    pix = M.pixel_auroc([d.mask for _, d in defects], maps)
+    return Judgement(float(img), float(pix), by_size, [float(v) for v in good], [float(v) for v in bad], sizes)
+
+
+def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Exact two-sided binomial confidence interval of a rate k/n (no scipy: bisection on the binomial tail)."""
+    if n <= 0:
+        return 0.0, 1.0
+    alpha = 1 - confidence
+
+    def tail_ge(p: float) -> float:  # P[X >= k]
+        return 1.0 - sum(_binom_pmf(i, n, p) for i in range(k))
+
+    def tail_le(p: float) -> float:  # P[X <= k]
+        return sum(_binom_pmf(i, n, p) for i in range(k + 1))
+
+    lo = 0.0 if k == 0 else _bisect(lambda p: tail_ge(p) - alpha / 2, increasing=True)
+    hi = 1.0 if k == n else _bisect(lambda p: tail_le(p) - alpha / 2, increasing=False)
+    return lo, hi
+
+
+def _binom_pmf(i: int, n: int, p: float) -> float:
+    from math import comb
+
+    return comb(n, i) * p**i * (1 - p) ** (n - i)
+
+
+def _bisect(f: Callable[[float], float], increasing: bool, iters: int = 60) -> float:
+    lo, hi = 0.0, 1.0
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if (f(mid) < 0) == increasing:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def false_alarm_estimate(good: list[float], threshold_of: Callable[[np.ndarray], float]) -> dict:
+    """Leave-one-out false-alarm rate of the threshold rule on held-out goods, with its confidence interval.
+
+    Each good image is scored against a threshold set without it, so the estimate is not flattered by the
+    threshold having seen the image (which a plain count on the same images would be).
+    """
+    g = np.asarray(good, np.float64)
+    hits = sum(int(g[i] >= threshold_of(np.delete(g, i))) for i in range(len(g))) if len(g) > 1 else 0
+    lo, hi = clopper_pearson(hits, len(g))
+    return {"false_alarms": hits, "goods": int(len(g)), "rate": hits / max(len(g), 1), "ci_low": lo, "ci_high": hi,
+            "confidence": CONFIDENCE}
+
+
+def detection_rates(j: Judgement, threshold: float) -> dict[str, float]:
+    """Share of synthetic defects at or above the threshold, per size class."""
+    bad = np.asarray(j.defect_scores)
+    return {s: float(np.mean(bad[[z == s for z in j.defect_sizes]] >= threshold)) for s in SIZES if s in j.defect_sizes}
