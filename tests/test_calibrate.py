@@ -245,6 +245,53 @@ def test_one_calibration_per_part_at_a_time(first):
             calibrate(job)
 
 
+def random_texture_part(folder: Path, n: int = 40) -> Path:
+    """Good images that share nothing: smooth random textures of random scale, brightness and contrast."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        base = cv2.GaussianBlur(rng.normal(0, 1, (128, 128, 3)).astype(np.float32), (0, 0), rng.uniform(1, 12))
+        base = (base - base.mean()) / (base.std() + 1e-6)
+        img = np.clip(128 + base * rng.uniform(20, 70) + rng.uniform(-40, 40), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), img)
+    return folder
+
+
+READINESS_RECIPE = {**TINY_RECIPE, "split.val_fraction": 0.25, "quantize.variants": [], "report.heatmaps": 0,
+                    "train.threads": 1}
+
+
+def test_readiness_is_ready_on_a_learnable_part_and_not_ready_when_defects_are_not_separated(tmp_path):
+    from edge_ad.training.demo_data import make_demo_data
+
+    part = make_demo_data(tmp_path / "demo", n_train=40, n_test_good=2, n_test_bad=3, size=128)
+    runs = {}
+    for name, src in (("disc", part / "train" / "good"), ("noise", random_texture_part(tmp_path / "noise"))):
+        job = Job(part=name, recipe=tiny_recipe(**READINESS_RECIPE), source=str(src), parts_root=tmp_path / "parts",
+                  work=tmp_path / "work")
+        runs[name] = calibrate(job).manifest["readiness"]
+    disc, noise = runs["disc"], runs["noise"]
+    assert disc["ready"] is True and disc["detection"]["large"] >= 0.8 and disc["false_alarms"]["goods"] == 10
+    assert noise["ready"] is False and "not separated" in noise["reason"]
+    assert noise["synthetic"]["image_auroc"] < 0.9 <= disc["synthetic"]["image_auroc"]
+    fa = disc["false_alarms"]  # a rate with its interval, never a bare 0.0 %
+    assert fa["ci_low"] <= fa["rate"] <= fa["ci_high"] and fa["ci_high"] > 0.2  # 10 goods cannot promise more
+    report = (B.resolve(tmp_path / "parts", "noise") / "report.md").read_text()
+    assert "NOT READY" in report and "not separated" in report
+
+
+def test_too_few_validation_images_stop_before_training_unless_forced(demo_root, tmp_path):
+    job = Job(part="few", recipe=tiny_recipe(**{"split.min_val": 30, "split.val_fraction": 0.2}),
+              source=str(demo_root / "train" / "good"), parts_root=tmp_path / "parts", work=tmp_path / "work")
+    with pytest.raises(CalibrationError, match=r"give 2 validation images.*at least 30 \(split.min_val\).*--force"):
+        calibrate(job)
+    assert not (job.dir / "model").exists() and not job.parts_root.exists()
+    job.force = True
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(job, hook=stop_after("split"))
+    assert "--force" in state_of(job)["stages"]["split"]["outputs"]["forced"]
+
+
 # ----------------------------------------------------------------------------- quality filters
 
 

@@ -93,15 +93,45 @@ def _table(rows: list[tuple[str, str]]) -> list[str]:
     return ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
 
 
+def choices(state: State) -> list[str]:
+    """Markdown lines: why the input settings, the model and the deployed graph are what they are."""
+    split, train, q = state.get("split"), state.get("train"), state.get("quantize")
+    lines = ["## What calibrate chose, and why", ""]
+    lines += [f"- input: {w}" for w in split.why]
+    sel = train.selection
+    if sel.get("candidates"):
+        lines += [f"- model: {sel.get('why', '')}", "", "| candidate | method | teacher | steps | train s | image AUROC | "
+                  "pixel AUROC | score |", "|---|---|---|---|---|---|---|---|"]
+        for c in sel["candidates"]:
+            j = c["judgement"]
+            lines.append(f"| {c['name']} | {c['method']} | {c['teacher']} | {c['steps']} | {c['train_seconds']} | "
+                         f"{j['image_auroc']:.3f} | {j['pixel_auroc']:.3f} | {j['score']:.3f} |")
+        lines.append("")
+    if q.timings:
+        lines += [f"- deployed graph: {q.why}", "", "| graph | ms | image AUROC | pixel AUROC | within bounds |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {v} | {d['ms']:.2f} | {d['image_auroc']:.3f} | {d['pixel_auroc']:.3f} | {'yes' if d['within_bounds'] else 'no'} |"
+                  for v, d in q.timings.items()]
+    if split.forced:
+        lines += ["", f"- **{split.forced}**"]
+    return lines + [""]
+
+
 def write_report(path: Path, summary: list[tuple[str, str]], capture: dict, stage_seconds: dict[str, float],
                  histogram: str, heatmaps: list[tuple[str, str]], warnings: list[str], engine: dict,
-                 versions: dict[str, str]) -> Path:
-    """report.md: summary, capture counts, histogram, heatmaps, time per stage, engine, warnings, versions."""
+                 versions: dict[str, str], choice_lines: list[str] | None = None) -> Path:
+    """report.md: summary, choices, capture counts, histogram, heatmaps, time per stage, engine, warnings, versions."""
     lines = [f"# Calibration report: {dict(summary).get('part', '')}", ""]
-    lines += _table(summary) + [""]
+    lines += _table(summary) + [""] + (choice_lines or [])
     rejected = capture.get("rejected", {})
+    rel = capture.get("relative", {})
     lines += ["## Capture", "", f"Kept {capture.get('images', 0)} images ({capture.get('new', 0)} new in the last run); "
-              "rejected in the last run: " + (", ".join(f"{k} {v}" for k, v in rejected.items() if v) or "none") + ".", ""]
+              "rejected: " + (", ".join(f"{k} {v}" for k, v in rejected.items() if v) or "none") + "."
+              + (f" Judged against the set itself: median grey {rel['mean_grey_median']}, median sharpness "
+                 f"{rel['sharpness_median']}, outliers beyond {rel['relative_z']} robust sigmas"
+                 f" ({len(rel.get('excluded', []))} left out)." if rel.get("mean_grey_median") is not None else "")
+              + (f" Examples of rejected frames: {capture['rejected_dir']}." if capture.get("rejected_dir") and
+                 sum(rejected.values()) else ""), ""]
     lines += ["## Scores", "", f"![score histogram]({histogram})", "",
               "Scores of the held-out validation good images (and defect images when given), scored by the deployed "
               "INT8 model. Frames at or above the dashed line raise an alarm.", ""]
@@ -182,8 +212,14 @@ def stage_report(job: Job, state: State, hook: Hook | None) -> ReportResult:
                ("input size", f"{cfg.data.input_size[0]} x {cfg.data.input_size[1]} ({cfg.data.resize})"),
                ("deployed model", q.variant or q.precision),
                ("threshold", f"{th.threshold:.5g}"), ("threshold source", th.source),
-               ("images", f"{state.get('split').train} train, {state.get('split').val} validation"),
-               ("validation false alarms", f"{m['val_false_alarm_rate']:.1%}")]
+               ("images", f"{state.get('split').train} train, {state.get('split').val} validation")]
+    rd = th.readiness
+    if rd:
+        fa = rd["false_alarms"]
+        summary += [("readiness", ("READY" if rd["ready"] else "NOT READY") + f": {rd['reason']}"),
+                    ("estimated false alarms", f"{fa['rate']:.1%} ({fa['false_alarms']} of {fa['goods']} held-out goods, "
+                     f"leave-one-out; {fa['confidence']:.0%} interval {fa['ci_low']:.1%} to {fa['ci_high']:.1%})"),
+                    ("synthetic defects detected", ", ".join(f"{s} {v:.0%}" for s, v in rd["detection"].items()))]
     if "image_auroc" in m:
         summary += [("defect images", str(m["defects"])), ("image AUROC (val good vs defects)", f"{m['image_auroc']:.3f}"),
                     ("precision / recall / F1 at threshold", f"{m['precision']:.3f} / {m['recall']:.3f} / {m['f1']:.3f}")]
@@ -192,5 +228,6 @@ def stage_report(job: Job, state: State, hook: Hook | None) -> ReportResult:
     from edge_ad.calibrate.stages import notes
 
     write_report(out_dir / "report.md", summary, dataclasses.asdict(state.get("capture")), state.seconds(),
-                 "histogram.png", maps, notes(state), dataclasses.asdict(state.get("engine")), software_versions())
+                 "histogram.png", maps, notes(state), dataclasses.asdict(state.get("engine")), software_versions(),
+                 choices(state))
     return ReportResult(dir=str(out_dir), files=sorted(p.name for p in out_dir.iterdir()))
