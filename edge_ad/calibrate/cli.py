@@ -60,13 +60,26 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def readiness_line(man: dict) -> str:
+    """'READY: ...' / 'NOT READY: ...' from a bundle manifest ('readiness unknown' for bundles made before it existed)."""
+    rd = man.get("readiness")
+    if not rd:
+        return "readiness unknown (bundle made before readiness verdicts)"
+    return ("READY" if rd.get("ready") else "NOT READY") + f": {rd.get('reason', '')}"
+
+
 def _summary(man: dict) -> str:
     m = man.get("metrics", {})
-    bits = [f"threshold {man.get('threshold', float('nan')):.5g}", f"{man.get('method', '?')} "
+    rd = man.get("readiness") or {}
+    bits = [("ready" if rd.get("ready") else "NOT READY") if rd else "readiness unknown",
+            f"threshold {man.get('threshold', float('nan')):.5g}", f"{man.get('method', '?')} "
             f"{'x'.join(str(s) for s in man.get('input_size', []))}"]
     if "split" in man:
         bits.append(f"train {man['split'].get('train')} / val {man['split'].get('val')}")
-    if "val_false_alarm_rate" in m:
+    fa = rd.get("false_alarms")
+    if fa:
+        bits.append(f"est. false alarms {fa['rate']:.1%} [{fa['ci_low']:.1%}, {fa['ci_high']:.1%}]")
+    elif "val_false_alarm_rate" in m:
         bits.append(f"val false alarms {m['val_false_alarm_rate']:.1%}")
     if "image_auroc" in m:
         bits.append(f"defect AUROC {m['image_auroc']:.3f}, F1 {m.get('f1', float('nan')):.3f}")
@@ -109,7 +122,10 @@ def cmd_parts_show(args: argparse.Namespace) -> int:
         raise EdgeAdError(f"part {args.part} has no v{show}")
     b = root / args.part / f"v{show}"
     man = B.read_manifest(b)
-    detail = {"bundle": str(b.resolve()), "threshold_source": man.get("threshold_source"),
+    detail = {"bundle": str(b.resolve()), "readiness": readiness_line(man),
+              "detection_of_synthetic_defects": (man.get("readiness") or {}).get("detection"),
+              "picked": (man.get("selection") or {}).get("why"), "deployed": man.get("deployed"),
+              "threshold_source": man.get("threshold_source"),
               "metrics": man.get("metrics"), "capture": man.get("capture"), "engine": man.get("engine"),
               "stage_seconds": man.get("stage_seconds"), "warnings": man.get("warnings"),
               "report": str(b / "report.md")}
