@@ -41,11 +41,12 @@ def _data_config(bundle: str):
 
 
 def render(live: LiveView, width: int, bundle: str = "") -> np.ndarray:
-    """Frame shrunk to `width`, heatmap blended over it (as the evidence overlay) and a verdict banner on top."""
+    """Frame scaled to `width`, heatmap blended over it (as the evidence overlay) and a verdict banner on top."""
     image = live.image
     h, w = image.shape[:2]
-    if w > width:
-        image = cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+    if w != width:  # small frames are enlarged too, so the banner reads the same on every camera
+        image = cv2.resize(image, (width, max(1, round(h * width / w))),
+                           interpolation=cv2.INTER_AREA if w > width else cv2.INTER_LINEAR)
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if live.anomaly_map is not None:

@@ -2,7 +2,7 @@
 // Plain browser JavaScript, no build step.
 "use strict";
 
-const STATUS_MS = 1000, SCORES_MS = 2000, ALARMS_MS = 2000, PARTS_MS = 5000;
+const STATUS_MS = 1000, SCORES_MS = 2000, ALARMS_MS = 2000, PARTS_MS = 5000, MIN_PLOT_S = 30;
 const $ = (sel) => document.querySelector(sel);
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -82,7 +82,9 @@ async function refreshScores() {
   const svg = $("#plot");
   const W = 1000, H = 200, PAD = 4;
   const top = Math.max(2 * d.threshold, ...d.points.map((p) => p[1]), 1e-9) * 1.05;
-  const x = (t) => ((t - (d.now - d.span_s)) / d.span_s) * W;
+  // a station that started a minute ago fills the plot with that minute, not a sliver at the right edge
+  const span = d.points.length ? Math.max(Math.min(d.span_s, d.now - d.points[0][0]), MIN_PLOT_S) : d.span_s;
+  const x = (t) => ((t - (d.now - span)) / span) * W;
   const y = (v) => H - PAD - (v / top) * (H - 2 * PAD);
   svg.replaceChildren();
   svg.appendChild(svgEl("rect", { x: 0, y: y(top), width: W, height: y(d.threshold) - y(top), class: "over" }));
@@ -96,7 +98,7 @@ async function refreshScores() {
   svg.appendChild(svgEl("line", { x1: 0, x2: W, y1: y(d.threshold), y2: y(d.threshold), class: "thr" }));
   svg.appendChild(svgEl("text", { x: W - 6, y: y(d.threshold) - 5, class: "label end" }, `threshold ${fmt(d.threshold)}`));
   svg.appendChild(svgEl("text", { x: 6, y: 16, class: "label" }, fmt(top, 3)));
-  svg.appendChild(svgEl("text", { x: 6, y: H - 8, class: "label" }, `−${fmt(d.span_s / 60, 3)} min`));
+  svg.appendChild(svgEl("text", { x: 6, y: H - 8, class: "label" }, span >= 120 ? `−${fmt(span / 60, 2)} min` : `−${Math.round(span)} s`));
   svg.appendChild(svgEl("text", { x: W - 6, y: H - 8, class: "label end" }, "now"));
 }
 
@@ -176,9 +178,9 @@ async function refreshParts() {
     row.dataset.version = v.version;
     if (v.current) row.className = "current";
     cell(row, `v${v.version}${v.current ? " (current)" : ""}`);
-    cell(row, (v.created || "").replace("T", " "));
+    cell(row, (v.created || "").replace("T", " ").slice(5, 16));  // MM-DD HH:MM
     const c = v.threshold_change;
-    cell(row, fmt(v.threshold) + (c ? ` ← ${fmt(c.old)} by ${c.who}` : ""));
+    cell(row, fmt(v.threshold) + (c ? ` (was ${fmt(c.old)}, ${c.who.split(" (")[0]})` : ""));
     cell(row, metricsText(v.metrics));
     const act = row.insertCell();
     if (!v.current) {
