@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -61,9 +62,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     det = open_detector(args.model, args.backend, args.threads, args.threshold)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EdgeAdError(f"--out {out}: cannot create it ({e.strerror or e})") from None
     failed = 0
-    for path in args.images:
+    for path in _image_paths(args.images):
         try:
             img = D.load_image(path)
         except D.ImageError as e:
@@ -72,10 +76,47 @@ def cmd_predict(args: argparse.Namespace) -> int:
             continue
         r = det.detect(img)
         heat = out / f"{Path(path).stem}_heatmap.png"
-        cv2.imwrite(str(heat), heatmap_overlay(img, r.anomaly_map, 0.0, max(2 * r.threshold, r.score), r.threshold))
+        overlay = heatmap_overlay(img, r.anomaly_map, 0.0, max(2 * r.threshold, r.score), r.threshold)
+        if not _imwrite(heat, overlay):
+            print(f"error: cannot write {heat} (disk full or not writable); {path} scored {r.score:.4f}", file=sys.stderr)
+            failed += 1
+            continue
         verdict = "ANOMALY" if r.is_anomaly else "ok"
         print(f"{path}\tscore={r.score:.4f}\tthreshold={r.threshold:.4f}\t{verdict}\t{heat}")
     return 1 if failed else 0
+
+
+def _image_paths(items: list[str]) -> list[Path]:
+    """Files as given; a folder stands for the images directly inside it (sorted by name)."""
+    from edge_ad import data as D
+
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = D.list_images(p)
+            if not found:
+                raise EdgeAdError(f"no images ({', '.join(D.IMAGE_SUFFIXES)}) in the folder {p}")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+def _imwrite(path: Path, image) -> bool:
+    """cv2.imwrite that reports a full disk: False unless the whole file is on disk."""
+    import cv2
+
+    try:
+        ok, buf = cv2.imencode(path.suffix, image)
+        if not ok:
+            return False
+        with open(path, "wb") as f:
+            f.write(buf.tobytes())
+        return True
+    except (OSError, cv2.error):
+        path.unlink(missing_ok=True)
+        return False
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -138,19 +179,24 @@ def _add_quant_flags(p: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from edge_ad.station.loop import run_station
     from edge_ad.station.service import StopFlag
-    from edge_ad.station.config import load_station_config
+    from edge_ad.station.config import StationConfig, load_station_config
 
-    cfg = load_station_config(args.config)
-    if args.source:
-        cfg.camera.source = args.source
-    if args.preview:
-        cfg.preview = True
-    if args.web:
-        cfg.web.enabled = True
-        cfg.web.host, cfg.web.port = parse_host_port(args.web)
+    def load() -> StationConfig:
+        """station.yaml with the command line's overrides; SIGHUP calls it again."""
+        cfg = load_station_config(args.config)
+        if args.source:
+            cfg.camera.source = args.source
+        if args.preview:
+            cfg.preview = True
+        if args.web:
+            cfg.web.enabled = True
+            cfg.web.host, cfg.web.port = parse_host_port(args.web)
+        return cfg
+
+    cfg = load()
     logging.getLogger().setLevel(cfg.log_level)
     with StopFlag() as stop:
-        stats = run_station(cfg, stop, args.max_frames)
+        stats = run_station(cfg, stop, args.max_frames, load_config=load)
     print(f"{stats.frames} frames, {stats.anomalous} anomalous, {stats.alarms} alarms, {stats.dropped} dropped, "
           f"{stats.errors} errors")
     return 0
@@ -283,7 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the inspection loop on a camera (what the systemd service runs)",
                        description="Capture -> ROI -> detect -> debounce -> alarms (log, MQTT, GPIO) -> evidence. "
-                                   "SIGTERM/SIGINT stop cleanly; SIGHUP reloads the part bundle.")
+                                   "SIGTERM/SIGINT stop cleanly; SIGHUP re-reads the station config (bundle, threshold, roi, "
+                                   "debounce, fault; other changes need a restart) and reloads the part bundle, "
+                                   "keeping the running one if the new one does not load. A station that cannot "
+                                   "inspect says so (MQTT status, GPIO fault line, /healthz, log) and keeps retrying.")
     p.add_argument("--config", required=True, help="station YAML (see jetson/station.example.yaml)")
     p.add_argument("--source", help="override camera.source: csi://0, /dev/video0, 0, rtsp://..., video file, image folder")
     p.add_argument("--max-frames", type=int, help="stop after this many frames (bench tests)")
@@ -320,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `edge_ad parts show X | head`: the reader has gone, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141  # 128 + SIGPIPE, as a shell tool killed by it
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import numpy as np
 
 from edge_ad.config import DataConfig
 from edge_ad.errors import EdgeAdError
+from edge_ad.imagesize import header_size
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,8 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 _SCALE = (1.0 / (255.0 * IMAGENET_STD)).astype(np.float32)  # (x/255 - mean)/std == x*_SCALE + _BIAS
 _BIAS = (-IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)
 LETTERBOX_FILL = 0  # pad value (uint8) around a letterboxed image
+MAX_IMAGE_PIXELS = 1 << 26  # 67 Mpx: larger files are refused before decoding (a 4K frame is 8.3 Mpx)
+MAX_IMAGE_BYTES = 512 << 20  # files larger than this are not read at all
 
 
 class ImageError(EdgeAdError):
@@ -34,6 +37,7 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
     if img.dtype == np.uint16:
         img = (img // 257).astype(np.uint8)
     elif img.dtype in (np.float32, np.float64):
+        img = np.nan_to_num(img, nan=0.0, posinf=0.0, neginf=0.0)  # NaN/inf pixels of a float TIFF read as 0
         hi = 1.0 if float(img.max(initial=0)) <= 1.0 else 255.0
         img = np.clip(img * (255.0 / hi), 0, 255).astype(np.uint8)
     elif img.dtype != np.uint8:
@@ -49,14 +53,31 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as BGR uint8, whatever its channels and bit depth."""
+def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Read an image file as BGR uint8, whatever its channels and bit depth; a file whose header claims more than
+    max_pixels is refused before it is decoded."""
     p = Path(path)
+    if p.is_dir():
+        raise ImageError(f"{p} is a folder, not an image")
     if not p.is_file():
         raise ImageError(f"image not found: {p}")
-    data = np.fromfile(str(p), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
+    try:
+        size = p.stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            raise ImageError(f"{p}: {size / 2**20:.0f} MiB is larger than any image edge_ad reads "
+                             f"({MAX_IMAGE_BYTES >> 20} MiB)")
+        data = np.fromfile(str(p), dtype=np.uint8)
+    except OSError as e:
+        raise ImageError(f"cannot read image {p}: {e.strerror or e}") from None
+    wh = header_size(data[:1 << 20].tobytes())  # JPEG EXIF may come before the size
+    if wh is not None and wh[0] * wh[1] > max_pixels:
+        raise ImageError(f"{p}: {wh[0]}x{wh[1]} pixels is more than the {max_pixels / 1e6:.0f} Mpx edge_ad decodes")
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as e:
+        first = (str(e).strip().splitlines() or ["cv2.error"])[-1][:160]
+        raise ImageError(f"cannot decode image {p} ({first})") from None
+    if img is None or img.size == 0:
         raise ImageError(f"cannot decode image (corrupt or not an image): {p}")
     try:
         return to_bgr8(img)

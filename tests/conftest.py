@@ -7,3 +7,18 @@ try:
     from model_fixtures import demo_root, tiny_model, tiny_onnx  # noqa: F401
 except ImportError:
     from tests.model_fixtures import demo_root, tiny_model, tiny_onnx  # noqa: F401
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 512 KiB tmpfs under tmp_path that a test can fill (see helpers.SmallDisk); unmounted afterwards."""
+    try:
+        from helpers import SmallDisk
+    except ImportError:
+        from tests.helpers import SmallDisk
+    disk = SmallDisk(tmp_path / "small_disk")
+    yield disk
+    disk.close()

@@ -102,3 +102,39 @@ class Subscriber:
     def close(self):
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class SmallDisk:
+    """A real filesystem of `size_kb` (tmpfs, mounted as root) that tests fill up: a full disk, not a mock.
+
+    `fill()` takes every free byte; `free_up()` gives them back. Skips the test where mounting is not allowed.
+    """
+
+    def __init__(self, path, size_kb: int = 512):
+        import pytest
+        import subprocess
+
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here (needs root): {res.stderr.strip()[:120]}")
+        self.filler = path / "filler"
+
+    def fill(self) -> None:
+        with open(self.filler, "ab", buffering=0) as f:
+            for size in (65536, 4096, 512, 1):  # big blocks, then the last few bytes
+                try:
+                    while f.write(b"\0" * size):
+                        pass
+                except OSError:
+                    pass
+
+    def free_up(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        import subprocess
+
+        subprocess.run(["umount", "-l", str(self.path)], capture_output=True)

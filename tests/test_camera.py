@@ -171,7 +171,7 @@ def test_folder_skips_corrupt_image_and_ignores_other_files(tmp_path, caplog):
     assert [f.name for f in frames] == ["img_00.png", "img_01.png", "img_02.png", "img_03.png"]
     assert [frame_number(f.image) for f in frames] == [0, 1, 2, 3]
     assert cam.stats.skipped == 1
-    assert "skipping unreadable image" in caplog.text and "img_02b.png" in caplog.text
+    assert "skipping an unreadable image" in caplog.text and "img_02b.png" in caplog.text
 
 
 def test_live_stream_dies_and_comes_back_with_backoff(mjpeg, caplog):

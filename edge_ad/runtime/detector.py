@@ -100,7 +100,12 @@ def open_detector(path: str | Path, backend: str = "auto", threads: int = 0,
     if kind == "onnxruntime":
         from edge_ad.runtime.onnx import OrtSession
 
-        return AnomalyDetector(OrtSession(p, threads), info, threshold)
-    from edge_ad.runtime.tensorrt import TensorRTSession
+        session: Session = OrtSession(p, threads)
+    else:
+        from edge_ad.runtime.tensorrt import TensorRTSession
 
-    return AnomalyDetector(TensorRTSession(p), info, threshold)
+        session = TensorRTSession(p)
+    try:
+        return AnomalyDetector(session, info, threshold)
+    except EdgeAdError as e:
+        raise EdgeAdError(f"{p} and {manifest.name}: {e}") from None

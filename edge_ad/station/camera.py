@@ -8,8 +8,9 @@ URIs (jetson-inference style, so a bench video and the station camera differ by 
   csi://0                            a Jetson CSI camera: camera.csi_pipeline filled in
   gst://<pipeline>, or any text with '!'   a GStreamer pipeline ending in appsink
 
-Files and folders end cleanly; live sources (and files with camera.live) reconnect with backoff.
-No torch here: numpy and cv2 only.
+Files and folders end cleanly; live sources (and files with camera.live) reconnect with backoff: a source
+that fails to open, or opens and yields no frame, waits reconnect_min_s, doubling up to reconnect_max_s, so a
+dead camera costs neither CPU nor log lines. No torch here: numpy and cv2 only.
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from edge_ad.data import IMAGE_SUFFIXES
+from edge_ad.data import IMAGE_SUFFIXES, ImageError, load_image
 from edge_ad.errors import EdgeAdError
 from edge_ad.station.config import CameraConfig
+from edge_ad.station.lograte import log_limited
 
 log = logging.getLogger(__name__)
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 MODES = ("every", "realtime", "latest")
+STOP_TIMEOUT_S = 1.0  # stop() waits this long for a grabber blocked in a driver call (it is a daemon thread)
 
 
 @dataclass
@@ -66,6 +69,8 @@ def has_gstreamer() -> bool:
 
 
 class _FolderSource:
+    kind = "folder"
+
     def __init__(self, path: Path, live: bool) -> None:
         self.path = path
         self.live = live
@@ -90,12 +95,14 @@ class _FolderSource:
         while self._pos < len(self._files):
             path = self._files[self._pos]
             self._pos += 1
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is not None and image.size:
-                self.name = path.name
-                return image
-            self.skipped += 1
-            log.warning("camera: skipping unreadable image %s", path)
+            try:
+                image = load_image(path)  # any depth and channels, and the pixel cap before decoding
+            except ImageError as exc:
+                self.skipped += 1
+                log_limited(log, logging.WARNING, f"camera-skip:{self.path}", "camera: skipping an unreadable image: %s", exc)
+                continue
+            self.name = path.name
+            return image
         return None
 
     def close(self) -> None:
@@ -152,7 +159,8 @@ class _CvSource:
             if not (0 < count and pos < count - 1 and cap.grab()):
                 return None
             self.skipped += 1
-            log.warning("camera: skipping corrupt frame %d of %s", int(pos), self.target)
+            log_limited(log, logging.WARNING, f"camera-skip:{self.target}", "camera: skipping corrupt frame %d of %s",
+                        int(pos), self.target)
 
     def close(self) -> None:
         if self._cap is not None:
@@ -223,12 +231,24 @@ class Camera:
         self._ended = False
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._started_at = 0.0
+        self._failures = 0  # live sources: attempts in a row that yielded no frame
+        self._lost_at: float | None = None
+        self._last_frame_at = 0.0  # time.monotonic() of the newest grabbed frame
+        self.state = "starting"  # starting | ok | lost | ended (what the status page shows)
+        self.last_error = ""  # why the source has no frames right now
+
+    @property
+    def replay(self) -> bool:
+        """A file or folder replayed as a camera: its end is a restart, not a lost camera."""
+        return self.live and self.source.kind in ("folder", "video")
 
     # --- consumer side ----------------------------------------------------------------------
     def start(self) -> Camera:
         """Open the source (files: now, so a bad file fails here) and start the grabber thread."""
         if self._thread is not None:
             return self
+        self._started_at = time.monotonic()
         opened = False
         if not self.live:
             try:
@@ -265,13 +285,19 @@ class Camera:
         with self._cond:
             return (self._ended or self._stop.is_set()) and self._slot is None
 
+    def seconds_without_frames(self) -> float:
+        """Seconds since the newest grabbed frame (or since start, before the first one)."""
+        with self._cond:
+            since = self._last_frame_at or self._started_at
+        return time.monotonic() - since if since else 0.0
+
     @property
     def pending(self) -> int:
         """Frames waiting for the loop: 0 or 1, never a backlog."""
         with self._cond:
             return int(self._slot is not None)
 
-    def stop(self, timeout: float = 2.0) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
@@ -311,6 +337,7 @@ class Camera:
             with self._cond:
                 self.stats.skipped = self.source.skipped
                 self._ended = True
+                self.state = "ended"
                 self._cond.notify_all()
 
     def _paced(self) -> bool:
@@ -338,45 +365,83 @@ class Camera:
             self._publish(image)
 
     def _run_live(self, opened: bool) -> None:
-        failures = 0
-        lost_at: float | None = None
+        """Grab forever. An attempt (open + reads) that yields no frame is a failure: the next one waits
+        reconnect_min_s, doubling up to reconnect_max_s. An attempt that yielded frames and then ended (a
+        replayed file at its end, a camera that hiccuped) is reopened at once."""
+        self._failures, self._lost_at = 0, None
         paced = self._paced()
-        start, n = time.monotonic(), 0
         while not self._stop.is_set():
             if not opened:
+                if self._failures and self._stop.wait(self._delay(self._failures)):
+                    return
                 try:
                     self.source.open()
                     opened = True
-                    start, n = time.monotonic(), 0
-                    if lost_at is not None:
-                        self.stats.reconnects += 1
-                        log.info("camera %s: reconnected after %d failed attempt(s), %.1f s without frames",
-                                 self.uri, failures, time.monotonic() - lost_at)
-                    failures = 0
-                    lost_at = None
                 except _OpenError as exc:
-                    failures += 1
-                    lost_at = lost_at or time.monotonic()
-                    delay = min(self.cfg.reconnect_min_s * 2 ** (failures - 1), self.cfg.reconnect_max_s)
-                    log.warning("camera %s: %s (attempt %d); retrying in %.2f s", self.uri, exc, failures, delay)
-                    self._stop.wait(delay)
+                    self._failed(str(exc))
                     continue
-            image = self.source.read()
-            if image is None:
-                # Reopen at once (a looping bench file, a camera that hiccuped); back off if that fails.
-                log.warning("camera %s: no frame (source lost or ended); reconnecting", self.uri)
-                self.source.close()
-                opened = False
-                lost_at = time.monotonic()
+            n = self._grab_until_lost(paced)
+            self.source.close()
+            opened = False
+            if self._stop.is_set():
+                return
+            if not n:
+                self._failed("opened but yielded no frame")
                 continue
+            self._lost_at = time.monotonic()
+            if self.replay:
+                log.debug("camera %s: end of the replayed file; starting over", self.uri)
+                continue
+            with self._cond:
+                self.state, self.last_error = "lost", "no frame (source lost or ended)"
+            log_limited(log, logging.WARNING, f"camera-lost:{self.uri}",
+                        "camera %s: no frame (source lost or ended); reconnecting", self.uri)
+
+    def _grab_until_lost(self, paced: bool) -> int:
+        """Publish frames until the source yields none (or a stop); returns how many it yielded."""
+        start, n = time.monotonic(), 0
+        while not self._stop.is_set():
+            try:
+                image = self.source.read()
+            except Exception as exc:  # noqa: BLE001 - a driver error is a lost source here, never a dead grabber
+                log_limited(log, logging.WARNING, f"camera-error:{self.uri}", "camera %s: read failed: %s", self.uri, exc)
+                image = None
+            if image is None:
+                return n
+            if n == 0:
+                self._frames_again()  # before the frame is handed over: a reader sees the reconnect counted
             self._publish(image)
             n += 1
             if paced and self._pace(start, n):
-                return
+                return n
+        return n
+
+    def _delay(self, failures: int) -> float:
+        return min(self.cfg.reconnect_min_s * 2 ** (failures - 1), self.cfg.reconnect_max_s)
+
+    def _failed(self, why: str) -> None:
+        """One more attempt without a frame: the source is lost, the next attempt waits longer."""
+        self._failures += 1
+        self._lost_at = self._lost_at or time.monotonic()
+        with self._cond:
+            self.state, self.last_error = "lost", why
+        log_limited(log, logging.WARNING, f"camera-lost:{self.uri}", "camera %s: %s (attempt %d); retrying in %.2f s",
+                    self.uri, why, self._failures, self._delay(self._failures))
+
+    def _frames_again(self) -> None:
+        """The first frame of an attempt: a reconnect if frames had stopped."""
+        if self._lost_at is not None:
+            self.stats.reconnects += 1
+            if self._failures or not self.replay:  # a replayed file starting over is not news
+                log_limited(log, logging.INFO, f"camera-back:{self.uri}", "camera %s: reconnected after %d failed "
+                            "attempt(s), %.1f s without frames", self.uri, self._failures, time.monotonic() - self._lost_at)
+        self._failures, self._lost_at = 0, None
 
     def _publish(self, image: np.ndarray) -> None:
         frame = Frame(image=image, index=self.stats.grabbed, time=time.time(), name=self.source.name)
         with self._cond:
+            self._last_frame_at = time.monotonic()
+            self.state, self.last_error = "ok", ""
             self.stats.grabbed += 1
             self.stats.skipped = self.source.skipped
             if self.mode == "every":

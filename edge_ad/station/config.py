@@ -104,11 +104,13 @@ class MqttConfig:
     queue_max: int = 10000  # events kept while the broker is down; oldest dropped beyond this
     queue_fsync: bool = True  # survive power loss; costs a few ms per event on SD cards
     ack_timeout_s: float = 60.0  # republish an event the broker never acknowledged (at-least-once)
+    connect_timeout_s: float = 10.0  # warn (broker counted down) when a connection gets no answer this long
     close_timeout_s: float = 3.0  # on shutdown, wait this long for queued events to go out
 
     def validate(self) -> None:
         check_choice(self.qos, "qos", (0, 1, 2))
-        _positive(self, "keepalive_s", "reconnect_min_s", "reconnect_max_s", "queue_max", "ack_timeout_s")
+        _positive(self, "keepalive_s", "reconnect_min_s", "reconnect_max_s", "queue_max", "ack_timeout_s",
+                  "connect_timeout_s")
         _non_negative(self, "close_timeout_s")
         check(1 <= self.port <= 65535, "port", f"must be a TCP port in 1..65535, got {self.port!r}")
         check(not (self.password_env and self.password_file), "password_file",
@@ -131,6 +133,9 @@ class GpioConfig:
     active_high: bool = True
     mode: str = "hold"  # hold (level follows the alarm) | pulse (pulse_s per event)
     pulse_s: float = 0.5
+    fault_pin: int = -1  # a second output, active while the station cannot inspect (same backend); -1: none
+    fault_active_high: bool = True
+    alarm_on_fault: bool = False  # also hold the alarm output while in fault (one-line set-ups: no part passes unseen)
 
     def validate(self) -> None:
         check_choice(self.backend, "backend", ("jetson", "gpiod", "none", "fake"))
@@ -138,6 +143,8 @@ class GpioConfig:
         check_choice(self.numbering, "numbering", ("BOARD", "BCM", "CVM", "TEGRA_SOC"))
         _positive(self, "pulse_s")
         _non_negative(self, "pin")
+        check(self.fault_pin >= -1 and self.fault_pin != self.pin, "fault_pin",
+              f"must be -1 (none) or a line other than gpio.pin ({self.pin}), got {self.fault_pin!r}")
 
 
 @dataclass
@@ -151,12 +158,26 @@ class EvidenceConfig:
     jpeg_quality: int = 90
     original_format: str = "jpg"  # jpg | png (lossless, for relabelling and retraining)
     min_box_area: int = 16  # pixels at frame size; smaller regions are noise
+    min_free_mb: float = 200.0  # MiB; an event is not saved (and is counted) when its disk has less free space
 
     def validate(self) -> None:
         check_choice(self.original_format, "original_format", ("jpg", "png"))
         _positive(self, "max_mb")
+        _non_negative(self, "min_free_mb")
         _non_negative(self, "max_events", "min_box_area")
         check(1 <= self.jpeg_quality <= 100, "jpeg_quality", f"must be in 1..100, got {self.jpeg_quality!r}")
+
+
+@dataclass
+class FaultConfig:
+    """When the station cannot inspect it says so (MQTT status, GPIO fault line, health, log) and keeps retrying."""
+
+    retry_s: float = 5.0  # retry a bundle that does not load (or a failing detector) this often
+    camera_lost_s: float = 10.0  # a live camera without frames this long is a fault
+    frame_errors: int = 5  # consecutive frames the detector fails on before it is a fault
+
+    def validate(self) -> None:
+        _positive(self, "retry_s", "camera_lost_s", "frame_errors")
 
 
 @dataclass
@@ -214,6 +235,8 @@ class StationConfig:
     log_level: str = "INFO"
     roi: Union[list[int], None] = None  # [x, y, width, height] of the frame to inspect; None: whole frame
     frame_log: str = "/var/log/edge_ad/frames.jsonl"  # one JSON line per frame; empty: off
+    frame_log_max_mb: float = 256.0  # MiB; beyond this the log is renamed to <frame_log>.1 (replacing it)
+    allow_not_ready: bool = False  # run a bundle whose calibration says it is not ready (else: a fault)
     preview: bool = False  # show a window with the heatmap (needs a display and a GUI build of OpenCV)
     camera: CameraConfig = field(default_factory=CameraConfig)
     debounce: DebounceConfig = field(default_factory=DebounceConfig)
@@ -221,6 +244,7 @@ class StationConfig:
     gpio: GpioConfig = field(default_factory=GpioConfig)
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    fault: FaultConfig = field(default_factory=FaultConfig)
     web: WebConfig = field(default_factory=WebConfig)
 
     def bundle_dir(self) -> Path:
@@ -236,6 +260,7 @@ class StationConfig:
         if self.roi is not None:
             check(len(self.roi) == 4 and self.roi[2] > 0 and self.roi[3] > 0 and min(self.roi[:2]) >= 0, "roi",
                   f"must be [x, y, width, height] with x, y >= 0 and width, height > 0, got {self.roi!r}")
+        _positive(self, "frame_log_max_mb")
         if self.threshold is not None:
             check(self.threshold > 0, "threshold", f"must be > 0 (or null: the bundle's), got {self.threshold!r}")
 

@@ -2,7 +2,9 @@
 
 Each event is one folder `<seq>_<UTC time>/` (original.jpg|png, overlay.jpg, boxes.json), written
 under a temporary name and renamed, so a reader never sees half an event. Folders are numbered, so
-"oldest first" stays right even when a Jetson boots with its clock wrong. numpy + cv2 only.
+"oldest first" stays right even when a Jetson boots with its clock wrong. A disk with less than
+evidence.min_free_mb free, or a write that fails, skips the event (counted, logged at a bounded rate): evidence
+never stops the inspection and never fills the disk. numpy + cv2 only.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from edge_ad.errors import EdgeAdError
 from edge_ad.station.config import EvidenceConfig
+from edge_ad.station.lograte import log_limited
 from edge_ad.visualize import heatmap_overlay
 
 log = logging.getLogger(__name__)
@@ -103,12 +105,17 @@ class EvidenceStore:
         self._events: list[tuple[int, Path, int]] = []  # (seq, folder, bytes), oldest first
         self._bytes = 0
         self.deleted = 0
+        self.write_errors = 0  # events not saved: a failed write or too little free disk
         if not cfg.enabled:
             return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise EdgeAdError(f"evidence.dir {self.root}: cannot create it: {exc.strerror}") from None
+        except OSError as exc:  # a full or read-only disk: saving retries (and counts) per event
+            log.error("evidence.dir %s: cannot create it (%s); events are not saved until it can be",
+                      self.root, exc.strerror or exc)
+        self._next = 1
+        if not self.root.is_dir():
+            return
         for stale in self.root.glob(".tmp-*"):  # a crash mid-save
             shutil.rmtree(stale, ignore_errors=True)
         for path in self.root.iterdir():
@@ -148,6 +155,10 @@ class EvidenceStore:
         tmp = self.root / f".tmp-{name}"
         final = self.root / name
         try:
+            free = shutil.disk_usage(self.root).free
+            if free < self.cfg.min_free_mb * 2**20:
+                raise OSError(f"only {free / 2**20:.1f} MiB free (evidence.min_free_mb {self.cfg.min_free_mb:g})")
+            self.root.mkdir(parents=True, exist_ok=True)
             tmp.mkdir()
             quality = [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality]
             original = tmp / f"original.{self.cfg.original_format}"
@@ -163,8 +174,11 @@ class EvidenceStore:
             }
             (tmp / "boxes.json").write_text(json.dumps(record, indent=1, default=str))
             tmp.rename(final)
-        except OSError as exc:
-            log.error("evidence: cannot save event %s in %s: %s", name, self.root, exc)
+        except (OSError, cv2.error) as exc:
+            self.write_errors += 1
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[-1]
+            log_limited(log, logging.ERROR, f"evidence:{self.root}", "evidence: cannot save event %s in %s: %s "
+                        "(%d event(s) not saved so far)", name, self.root, why, self.write_errors)
             shutil.rmtree(tmp, ignore_errors=True)
             return EvidenceRecord(None, boxes)
         size = _dir_bytes(final)

@@ -1,154 +1,197 @@
 """The inspection loop: capture -> ROI -> detect -> debounce -> alarm -> record (torch-free).
 
-Everything with state (camera, detector, alarms, evidence, systemd) is a named piece; this module
-only wires them, so the loop reads in one breath.
+Everything with state (camera, model, faults, alarms, evidence, frame log, systemd) is a named piece; this module
+only wires them, so the loop reads in one breath. Nothing in it can end the station but a stop request or the
+end of a file source: a bundle that does not load, a lost camera or a failing detector is a fault that is
+reported everywhere and retried (edge_ad.station.faults), a full disk drops writes and counts them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from edge_ad.station.alarms import build_alarms
-from edge_ad.station.alarms.base import AlarmEvent
-from edge_ad.station.camera import Camera
 from edge_ad.data import crop_roi, geometry
-from edge_ad.errors import EdgeAdError
-from edge_ad.station.evidence import EvidenceStore
-from edge_ad.runtime.detector import AnomalyDetector, open_detector
-from edge_ad.station.service import Notifier, StopFlag
+from edge_ad.station.alarms import Alarms, Debouncer, build_alarms
+from edge_ad.station.alarms.base import AlarmEvent
+from edge_ad.station.camera import Camera, Frame
 from edge_ad.station.config import StationConfig
-from edge_ad.station.status import StationStatus
+from edge_ad.station.evidence import EvidenceStore
+from edge_ad.station.faults import Faults
+from edge_ad.station.framelog import FrameLog
+from edge_ad.station.model import ModelSlot
+from edge_ad.station.reload import reread
+from edge_ad.station.service import Notifier, StopFlag
+from edge_ad.station.status import AlarmRecord, StationStatus
 from edge_ad.station.web import start_web
 
 log = logging.getLogger(__name__)
 
-FPS_WINDOW = 50  # frames averaged for the STATUS fps
-READ_TIMEOUT_S = 1.0  # wake up this often without frames, to ping the watchdog and see signals
+READ_TIMEOUT_S = 1.0  # wake up this often without frames, to ping the watchdog, see signals and retry faults
 
 
 @dataclass
 class LoopStats:
+    """What a run did, taken from StationStatus when it ends (nothing here grows with the frame count)."""
+
     frames: int = 0
     anomalous: int = 0
     alarms: int = 0
     errors: int = 0
     dropped: int = 0
     reloads: int = 0
+    writes_dropped: int = 0
     last_score: float | None = None
-    latencies_ms: list[float] = field(default_factory=list)  # capture -> verdict, per frame
+    state: str = ""
+    fault: str = ""
+    latencies_ms: list[float] = field(default_factory=list)  # the newest status.LATENCY_WINDOW frames only
+
+    @classmethod
+    def of(cls, status: StationStatus) -> LoopStats:
+        s = status.snapshot()
+        return cls(**{k: s[k] for k in ("frames", "anomalous", "alarms", "errors", "dropped", "reloads",
+                                         "writes_dropped", "last_score", "state", "fault")},
+                   latencies_ms=status.latencies())
 
 
-def load_detector(cfg: StationConfig) -> tuple[AnomalyDetector, str]:
-    """The detector of the part bundle (resolved now, so a later `current` switch needs a reload)."""
-    bundle = cfg.bundle_dir()
-    if not bundle.exists():
-        raise EdgeAdError(f"part bundle not found: {bundle} (calibrate the part or set `bundle:` in the station config)")
-    resolved = bundle.resolve()
-    det = open_detector(resolved, cfg.runtime, threshold=cfg.threshold)
-    version = resolved.name
-    log.info("model %s (%s) threshold %.4f", resolved, version, det.threshold)
-    return det, version
+@dataclass
+class Station:
+    """The pieces the loop drives (built once; `cfg` changes on a reload)."""
+
+    cfg: StationConfig
+    status: StationStatus
+    notifier: Notifier
+    camera: Camera
+    alarms: Alarms
+    faults: Faults
+    model: ModelSlot
+    store: EvidenceStore
+    frame_log: FrameLog
 
 
-class FrameLog:
-    """One JSON line per frame; flushed per line so a crash loses at most the current frame."""
-
-    def __init__(self, path: str):
-        self.f = None
-        if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.f = open(path, "a", buffering=1)
-
-    def write(self, rec: dict) -> None:
-        if self.f:
-            self.f.write(json.dumps(rec) + "\n")
-
-    def close(self) -> None:
-        if self.f:
-            self.f.close()
-
-
-def run_station(cfg: StationConfig, stop: StopFlag | None = None, max_frames: int | None = None) -> LoopStats:
-    """Run until the source ends, `stop` is set (SIGTERM/SIGINT) or max_frames; SIGHUP reloads the bundle."""
-    det, version = load_detector(cfg)
-    stop = stop if stop is not None else StopFlag()  # StopFlag is falsy until set
+def open_station(cfg: StationConfig, status: StationStatus | None = None) -> Station:
+    """Build every piece; config and hardware errors raise here (EdgeAdError), before anything runs."""
+    status = status or StationStatus(station=cfg.station, part=cfg.part)
     notifier = Notifier(status_interval_s=cfg.service.status_interval_s)
-    cam = Camera(cfg.camera.source, cfg.camera)
+    camera = Camera(cfg.camera.source, cfg.camera)
     alarms = build_alarms(cfg)
-    store = EvidenceStore(cfg.evidence)
-    frame_log = FrameLog(cfg.frame_log)
-    stats, recent = LoopStats(), deque(maxlen=FPS_WINDOW)
-    status = StationStatus(station=cfg.station, part=cfg.part)
-    cam.start()
-    notifier.ready(f"inspecting {cfg.part or version}")
-    web = start_web(cfg, status, stop)  # off unless web.enabled; never stops the loop
+    faults = Faults(status, alarms, notifier)
+    model = ModelSlot(faults, status, cfg.fault.retry_s, cfg.fault.frame_errors)
+    return Station(cfg, status, notifier, camera, alarms, faults, model, EvidenceStore(cfg.evidence),
+                   FrameLog(cfg.frame_log, cfg.frame_log_max_mb))
+
+
+def run_station(cfg: StationConfig, stop: StopFlag | None = None, max_frames: int | None = None,
+                load_config: Callable[[], StationConfig] | None = None,
+                status: StationStatus | None = None) -> LoopStats:
+    """Run until the source ends, `stop` is set (SIGTERM/SIGINT) or max_frames; SIGHUP reloads the bundle (and
+    re-reads the station config through `load_config`)."""
+    stop = stop if stop is not None else StopFlag()  # StopFlag is falsy until set
+    st = open_station(cfg, status)
+    st.model.load(st.cfg)  # a bundle that does not load is a fault here, not an exit
+    st.camera.start()
+    st.faults.publish()
+    st.notifier.ready(f"inspecting {cfg.part or st.status.version}" if st.model.ready else st.faults.summary())
+    web = start_web(cfg, st.status, stop)  # off unless web.enabled; never stops the loop
     try:
-        while not stop and (max_frames is None or stats.frames < max_frames):
+        while not stop and (max_frames is None or st.status.frames < max_frames):
             if stop.reload_requested():
-                notifier.reloading()
-                det, version = load_detector(cfg)
-                alarms.reset()
-                stats.reloads += 1
-                notifier.ready(f"reloaded {version}")
-            frame = cam.read(timeout=READ_TIMEOUT_S)
+                reload(st, load_config)
+            st.model.retry(st.cfg)
+            frame = st.camera.read(timeout=READ_TIMEOUT_S) if st.model.ready else _idle(stop)
+            watch(st)
             if frame is None:
-                if cam.finished:
+                if st.camera.finished:
                     break
-                notifier.tick()
                 continue
-            result = inspect_frame(frame, cfg, det, version, alarms, store, frame_log, stats)
-            if cfg.preview and result is not None:
-                cfg.preview = show_preview(frame.image, result)
-            recent.append(time.monotonic())
-            fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else None
-            notifier.tick(fps=fps, last_score=stats.last_score)
+            result = inspect_frame(st, frame)
+            if st.cfg.preview and result is not None:
+                st.cfg.preview = show_preview(frame.image, result)
     finally:
         web.close()
-        notifier.stopping()
-        cam.stop()
-        stats.dropped = cam.stats.dropped
-        alarms.close()  # flushes the MQTT queue, drives GPIO inactive
-        frame_log.close()
-        notifier.close()
-    log.info("stopped after %d frames (%d alarms, %d dropped)", stats.frames, stats.alarms, stats.dropped)
+        st.notifier.stopping()
+        st.camera.stop()
+        st.status.update(dropped=st.camera.stats.dropped)
+        st.alarms.close()  # flushes the MQTT queue, drives GPIO inactive (the fault line active)
+        st.frame_log.close()
+        st.notifier.close()
+        st.status.update(state="stopped")
+    stats = LoopStats.of(st.status)
+    log.info("stopped after %d frames (%d alarms, %d dropped, %d errors)", stats.frames, stats.alarms, stats.dropped,
+             stats.errors)
     return stats
 
 
-def inspect_frame(frame, cfg: StationConfig, det: AnomalyDetector, version: str, alarms, store: EvidenceStore,
-                  frame_log: FrameLog, stats: LoopStats):
-    """One frame through detect -> decide -> alarm -> record; a bad frame is logged, never fatal."""
+def _idle(stop: StopFlag) -> None:
+    """No model to inspect with: frames are not taken (a live camera keeps only its newest), retry soon."""
+    stop.wait(READ_TIMEOUT_S)
+    return None
+
+
+def reload(st: Station, load_config: Callable[[], StationConfig] | None) -> None:
+    """SIGHUP: the station config's live keys, then the bundle; a bundle that does not load leaves the running one."""
+    st.notifier.reloading()
+    st.alarms.reset()  # releases a held alarm output with the old debouncer
+    if load_config is not None:
+        st.cfg = reread(st.cfg, load_config)
+        logging.getLogger().setLevel(st.cfg.log_level)
+        d = st.cfg.debounce
+        st.alarms.debouncer = Debouncer(d.window, d.min_anomalous, d.hold_s)
+        st.model.retry_s, st.model.frame_errors = st.cfg.fault.retry_s, st.cfg.fault.frame_errors
+    loaded = st.model.load(st.cfg)
+    st.status.count("reloads")
+    st.notifier.ready(f"reloaded {st.status.version}" if loaded else st.faults.summary())
+
+
+def watch(st: Station) -> None:
+    """Once per pass: camera loss past its limit is a fault; the status gets camera, broker and disk counters;
+    systemd gets its watchdog ping and STATUS line."""
+    cam, limit = st.camera, st.cfg.fault.camera_lost_s
+    if cam.live and cam.seconds_without_frames() > limit:
+        st.faults.set("camera", f"camera {cam.uri}: no frame for more than {limit:g} s "
+                                f"({cam.last_error or 'nothing received'})")
+    elif cam.state == "ok":
+        st.faults.clear("camera")
+    st.faults.remind()
+    sinks = st.alarms.health()
+    writes_dropped = st.frame_log.dropped + st.store.write_errors + sinks.pop("queue_write_errors", 0)
+    st.status.update(camera=cam.state, reconnects=cam.stats.reconnects, dropped=cam.stats.dropped,
+                     writes_dropped=writes_dropped, **sinks)
+    st.notifier.tick(fps=st.status.fps(), last_score=st.status.last_score, extra=st.faults.summary())
+
+
+def inspect_frame(st: Station, frame: Frame):
+    """One frame through detect -> decide -> alarm -> record; a frame that fails is counted, never fatal."""
+    cfg, model = st.cfg, st.model.model
+    assert model is not None
     try:
         image = crop_roi(frame.image, cfg.roi)
-        r = det.detect(image)
-    except EdgeAdError as e:
-        stats.errors += 1
-        log.warning("frame %d skipped: %s", frame.index, e)
+        r = model.detector.detect(image)
+    except Exception as exc:  # noqa: BLE001 - a bad frame or a failing detector: a fault when it repeats
+        st.status.count("errors")
+        st.model.frame_failed(exc, frame.index)
         return None
-    decision = alarms.update(r.is_anomaly)
+    st.model.frame_ok()
+    decision = st.alarms.update(r.is_anomaly)
     latency = (time.time() - frame.time) * 1e3
-    stats.frames += 1
-    stats.anomalous += int(r.is_anomaly)
-    stats.latencies_ms.append(latency)
-    stats.last_score = r.score
-    rec = {"time": frame.time, "frame": frame.index, "source": frame.name, "score": round(r.score, 6),
-           "anomaly": r.is_anomaly, "alarm": decision.active, "latency_ms": round(latency, 2),
+    st.status.record_frame(image, r.anomaly_map, r.score, r.threshold, r.is_anomaly, latency, frame.time)
+    rec = {"time": frame.time, "frame": frame.index, "source": frame.name, "model": model.version,
+           "score": round(r.score, 6), "anomaly": r.is_anomaly, "alarm": decision.active, "latency_ms": round(latency, 2),
            **{k: round(v, 3) for k, v in r.timings.items()}}
     if decision.rising:
-        ev = store.save(image, r.anomaly_map, r.threshold, r.score, meta={"frame": frame.index, "model": version},
-                        geometry=geometry(image.shape[:2], det.info.data), when=frame.time)
-        alarms.fire(AlarmEvent(cfg.station, cfg.part, version, r.score, r.threshold, ev.boxes,
-                               str(ev.path or ""), frame.time, frame.index))
-        stats.alarms += 1
+        ev = st.store.save(image, r.anomaly_map, r.threshold, r.score, meta={"frame": frame.index, "model": model.version},
+                           geometry=geometry(image.shape[:2], model.detector.info.data), when=frame.time)
+        st.alarms.fire(AlarmEvent(cfg.station, cfg.part, model.version, r.score, r.threshold, ev.boxes,
+                                  str(ev.path or ""), frame.time, frame.index))
+        st.status.record_alarm(AlarmRecord(frame.time, frame.index, r.score, r.threshold, str(ev.path or ""),
+                                           len(ev.boxes)))
         rec["event"] = str(ev.path or "")
         rec["alarm_latency_ms"] = round((time.time() - frame.time) * 1e3, 2)  # capture -> alarm handed to sinks
-    frame_log.write(rec)
+    st.frame_log.write(rec)
     return r
 
 
@@ -165,4 +208,3 @@ def show_preview(image: np.ndarray, r) -> bool:
     except cv2.error:
         log.warning("preview disabled: this OpenCV build has no GUI (opencv-python-headless) or no display")
         return False
-

@@ -73,6 +73,7 @@ class StationStatus:
     dropped: int = 0
     reloads: int = 0
     reconnects: int = 0
+    writes_dropped: int = 0  # frame-log lines, evidence events and queued alarms that could not be written to disk
     camera: str = "starting"  # starting | ok | lost | ended
     broker: str = "off"  # off | connected | disconnected
     queue_depth: int = 0
@@ -141,6 +142,11 @@ class StationStatus:
             counts, total = list(self._latency_counts), self._latency_sum_ms
         cumulative = [sum(counts[:i + 1]) for i in range(len(counts))]
         return list(zip((*LATENCY_BUCKETS_MS, float("inf")), cumulative)), total
+
+    def latencies(self) -> list[float]:
+        """The recent capture->verdict latencies (ms), oldest first: at most LATENCY_WINDOW of them."""
+        with self._lock:
+            return list(self._latencies)
 
     def scores(self, since: float = 0.0) -> list[tuple[float, float]]:
         with self._lock:

@@ -28,10 +28,12 @@ def build_alarms(cfg: StationConfig) -> Alarms:
 
         sinks.append(MqttSink(cfg.mqtt, cfg.station, cfg.part))
     if cfg.gpio.enabled:
-        from edge_ad.station.alarms.gpio import GpioSink
+        from edge_ad.station.alarms.gpio import GpioFaultSink, GpioSink
 
         try:
             sinks.append(GpioSink(cfg.gpio))
+            if cfg.gpio.fault_pin >= 0:
+                sinks.append(GpioFaultSink(cfg.gpio))
         except Exception:
             for sink in sinks:
                 sink.close()

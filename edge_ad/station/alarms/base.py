@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from edge_ad.station.alarms.debounce import Debouncer, Decision
+from edge_ad.station.lograte import log_limited
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ class Sink(Protocol):
     def close(self) -> None:
         """Flush, drive outputs inactive, release resources."""
 
+    # Optional: set_fault(reason: str) shows that the station cannot inspect ("" when it can again);
+    # health() -> dict adds fields to the station status (broker state, queue depth).
+
 
 class Alarms:
     """Debouncer plus sinks. One failing sink is logged and never stops the others or the loop."""
@@ -70,6 +74,22 @@ class Alarms:
         self.events_fired += 1
         self._each("on_event", event)
 
+    def set_fault(self, reason: str) -> None:
+        """The station cannot inspect (`reason`), or can again (""): every sink that shows faults shows it."""
+        self._each("set_fault", reason)
+
+    def health(self) -> dict[str, Any]:
+        """What the sinks report for the station status (broker state, queue depth)."""
+        out: dict[str, Any] = {}
+        for sink in self.sinks:
+            report = getattr(sink, "health", None)
+            if report is not None:
+                try:
+                    out.update(report())
+                except Exception:  # noqa: BLE001 - a status read must not stop the loop
+                    log.exception("alarm sink %s: health failed", getattr(sink, "name", sink))
+        return out
+
     def reset(self) -> None:
         """Clear debounce history, releasing any held output."""
         was_active = self.debouncer.active
@@ -84,10 +104,16 @@ class Alarms:
 
     def _each(self, method: str, *args: Any) -> None:
         for sink in self.sinks:
+            call = getattr(sink, method, None)
+            if call is None:  # an optional method this sink does not have
+                continue
             try:
-                getattr(sink, method)(*args)
-            except Exception:  # noqa: BLE001 - an alarm output must not take the station down
-                log.exception("alarm sink %s: %s failed", getattr(sink, "name", sink), method)
+                call(*args)
+            except Exception as exc:  # noqa: BLE001 - an alarm output must not take the station down
+                name = getattr(sink, "name", sink)
+                log_limited(log, logging.ERROR, f"sink:{name}:{method}", "alarm sink %s: %s failed: %s: %s", name,
+                            method, type(exc).__name__, exc)
+                log.debug("alarm sink %s: %s failed", name, method, exc_info=True)
 
     def __enter__(self) -> Alarms:
         return self

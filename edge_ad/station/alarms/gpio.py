@@ -1,4 +1,5 @@
-"""GPIO alarm output: a pulse per event or a level held while the alarm is on; active-high or -low.
+"""GPIO alarm output: a pulse per event or a level held while the alarm is on; active-high or -low. An optional
+fault line (gpio.fault_pin) is active while the station cannot inspect, and after it stops.
 
 Backends: `jetson` (Jetson.GPIO), `gpiod` (libgpiod bindings, v1 or v2), `none`, and `fake`, which
 records (time, level) transitions for tests. Hardware modules are imported only when chosen.
@@ -146,11 +147,13 @@ class GpiodBackend:
             self._line = None
 
 
-def make_backend(cfg: GpioConfig) -> GpioBackend:
+def make_backend(cfg: GpioConfig, pin: int | None = None) -> GpioBackend:
+    """The backend driving `pin` (default gpio.pin)."""
+    pin = cfg.pin if pin is None else pin
     if cfg.backend == "jetson":
-        return JetsonBackend(cfg.pin, cfg.numbering)
+        return JetsonBackend(pin, cfg.numbering)
     if cfg.backend == "gpiod":
-        return GpiodBackend(cfg.chip, cfg.pin)
+        return GpiodBackend(cfg.chip, pin)
     if cfg.backend == "fake":
         return FakeBackend()
     if cfg.backend == "none":
@@ -169,7 +172,10 @@ class GpioSink:
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._pulse_until = 0.0
-        self._active = False
+        self._active = False  # the logical level last written
+        self._hold = False  # hold mode: the debounced alarm
+        self._pulsing = False
+        self._fault = False  # gpio.alarm_on_fault: the station cannot inspect
         self.backend.setup(self._level(False))
 
     def _level(self, active: bool) -> bool:
@@ -181,11 +187,16 @@ class GpioSink:
             self._active = active
             self.backend.write(self._level(active))
 
+    def _update(self) -> None:
+        """The line is active while an alarm holds it, a pulse runs or (alarm_on_fault) a fault lasts."""
+        self._drive(self._hold or self._pulsing or self._fault)
+
     def on_event(self, event: AlarmEvent) -> None:
         if self.cfg.mode != "pulse":
             return
         with self._lock:
-            self._drive(True)
+            self._pulsing = True
+            self._update()
             self._pulse_until = time.monotonic() + self.cfg.pulse_s
             if self._timer is None:
                 self._start_timer(self.cfg.pulse_s)
@@ -202,12 +213,21 @@ class GpioSink:
             if remaining > 1e-3:  # an event during the pulse extended it
                 self._start_timer(remaining)
             else:
-                self._drive(False)
+                self._pulsing = False
+                self._update()
 
     def set_active(self, active: bool) -> None:
         if self.cfg.mode == "hold":
             with self._lock:
-                self._drive(active)
+                self._hold = active
+                self._update()
+
+    def set_fault(self, reason: str) -> None:
+        """With gpio.alarm_on_fault the alarm line is held while the station cannot inspect."""
+        if self.cfg.alarm_on_fault:
+            with self._lock:
+                self._fault = bool(reason)
+                self._update()
 
     def close(self) -> None:
         with self._lock:
@@ -215,6 +235,41 @@ class GpioSink:
                 self._timer.cancel()
                 self._timer = None
             self._pulse_until = 0.0
+            self._hold = self._pulsing = self._fault = False
             self._active = True  # force the write: the line must end inactive even if state drifted
             self._drive(False)
+        self.backend.cleanup()
+
+
+class GpioFaultSink:
+    """The fault line (gpio.fault_pin): active while the station cannot inspect, and left active when it stops,
+    so a PLC never takes a stopped station for a healthy one (wire a pull resistor to the fault level too, for
+    when the process is gone)."""
+
+    name = "gpio-fault"
+
+    def __init__(self, cfg: GpioConfig, backend: GpioBackend | None = None) -> None:
+        self.cfg = cfg
+        self.backend = backend if backend is not None else make_backend(cfg, cfg.fault_pin)
+        self._lock = threading.Lock()
+        self.fault = False
+        self.backend.setup(self._level(False))
+
+    def _level(self, fault: bool) -> bool:
+        return fault if self.cfg.fault_active_high else not fault
+
+    def set_fault(self, reason: str) -> None:
+        with self._lock:
+            if bool(reason) != self.fault:
+                self.fault = bool(reason)
+                self.backend.write(self._level(self.fault))
+
+    def on_event(self, event: AlarmEvent) -> None:
+        pass
+
+    def set_active(self, active: bool) -> None:
+        pass
+
+    def close(self) -> None:
+        self.set_fault("stopped")
         self.backend.cleanup()

@@ -1,8 +1,8 @@
 """MQTT alarm sink (paho-mqtt 2.x): QoS 1 events through an on-disk queue, retained status, last will.
 
 Topics read from general to specific: `<prefix>/<station>/<part>/event` carries one JSON object per
-alarm; `<prefix>/<station>/<part>/status` is retained, "online" on connect and "offline" as the last
-will. `on_event` only appends to the disk queue; a sender thread publishes one event at a time, in
+alarm; `<prefix>/<station>/<part>/status` is retained: "online" on connect, "fault" with the reason while
+the station cannot inspect, and "offline" as the last will. `on_event` only appends to the disk queue; a sender thread publishes one event at a time, in
 order, and deletes it from the queue only after the broker's PUBACK. paho reconnects with backoff
 and re-sends the unacknowledged event itself, so the loop never waits for the network.
 """
@@ -23,6 +23,7 @@ from edge_ad.station.alarms.base import AlarmEvent
 from edge_ad.station.alarms.queue import DiskQueue
 from edge_ad.errors import EdgeAdError
 from edge_ad.station.config import MqttConfig
+from edge_ad.station.lograte import log_limited
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,14 @@ class MqttSink:
         self._early_acks: set[int] = set()
         self._closing = False
         self._failures = 0
+        self._fault = ""  # why the station cannot inspect ("" while it can): the retained status says so
+        self._down_since = time.monotonic()  # no connection since then (None while connected)
 
         client_id = cfg.client_id or f"edge_ad-{station}-{part}"
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=True
         )
-        self._client.will_set(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
+        self._client.will_set(self.status_topic, self._status_payload("offline", ""), qos=1, retain=True)
         if cfg.username:
             self._client.username_pw_set(cfg.username, resolve_password(cfg))
         if cfg.tls:
@@ -116,17 +119,27 @@ class MqttSink:
     def set_active(self, active: bool) -> None:
         pass  # events carry the alarm; the level is for GPIO
 
+    def set_fault(self, reason: str) -> None:
+        """The retained status becomes `fault` with the reason (or `online` again); sent now or on connect."""
+        self._fault = reason
+        if self.connected.is_set():
+            self._client.publish(self.status_topic, self._status_payload(), qos=1, retain=True)
+
+    def health(self) -> dict[str, Any]:
+        """Broker state and queue depth for the station status."""
+        return {"broker": "connected" if self.connected.is_set() else "disconnected", "queue_depth": len(self.queue),
+                "queue_write_errors": self.queue.write_errors}
+
     def close(self, timeout: float | None = None) -> None:
         """Give queued events `timeout` seconds to go out, mark the station offline, disconnect."""
         timeout = self.cfg.close_timeout_s if timeout is None else timeout
-        if self.connected.is_set():
-            self.flush(timeout)
+        self.flush(timeout)  # also waits for a connection that is still being made
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         self._sender.join(timeout=2.0)
         if self.connected.is_set():
-            info = self._client.publish(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
+            info = self._client.publish(self.status_topic, self._status_payload("offline", ""), qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout=max(timeout, 0.5))
             except (RuntimeError, ValueError):
@@ -138,7 +151,8 @@ class MqttSink:
                         self.queue.path)
 
     def flush(self, timeout: float) -> bool:
-        """Wait until every queued event is acknowledged (or timeout); True when the queue is empty."""
+        """Wait until every queued event is acknowledged (or timeout), connecting first if need be; True when
+        the queue is empty. Returns as soon as it is, so a generous timeout costs nothing when the broker is up."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while len(self.queue) and time.monotonic() < deadline:
@@ -146,12 +160,16 @@ class MqttSink:
         return not len(self.queue)
 
     # --- paho callbacks (network thread) --------------------------------------------------------
-    def _status_payload(self, state: str) -> str:
+    def _status_payload(self, state: str | None = None, reason: str | None = None) -> str:
+        """Retained status: `state` (default: fault or online from the station's health) and its reason."""
+        reason = self._fault if reason is None else reason
+        state = state or ("fault" if reason else "online")
         now = time.time()
-        return json.dumps({
-            "state": state, "station": self.station, "part": self.part, "edge_ad_version": __version__,
-            "time": now, "time_iso": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
-        })
+        doc = {"state": state, "station": self.station, "part": self.part, "edge_ad_version": __version__,
+               "time": now, "time_iso": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds")}
+        if reason:
+            doc["reason"] = reason
+        return json.dumps(doc)
 
     def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
@@ -160,8 +178,9 @@ class MqttSink:
         log.info("mqtt: connected to %s:%d%s", self.cfg.host, self.cfg.port,
                  f" after {self._failures} failed attempt(s)" if self._failures else "")
         self._failures = 0
-        client.publish(self.status_topic, self._status_payload("online"), qos=1, retain=True)
+        client.publish(self.status_topic, self._status_payload(), qos=1, retain=True)
         with self._cond:
+            self._down_since = None
             self.connected.set()
             if self._inflight is not None:  # paho re-sends it; restart its ack clock
                 mid, seq, _ = self._inflight
@@ -170,14 +189,16 @@ class MqttSink:
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self.connected.clear()
+        with self._cond:
+            self._down_since = self._down_since or time.monotonic()
         if not self._closing:
-            log.warning("mqtt: disconnected from %s:%d (%s); reconnecting with backoff up to %g s, "
+            log_limited(log, logging.WARNING, f"mqtt-down:{self.cfg.host}:{self.cfg.port}", "mqtt: disconnected from %s:%d (%s); reconnecting with backoff up to %g s, "
                         "%d event(s) queued", self.cfg.host, self.cfg.port, reason, self.cfg.reconnect_max_s,
                         len(self.queue))
 
     def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
         self._failures += 1
-        log.warning("mqtt: cannot reach broker %s:%d (attempt %d); retrying with backoff up to %g s",
+        log_limited(log, logging.WARNING, f"mqtt-down:{self.cfg.host}:{self.cfg.port}", "mqtt: cannot reach broker %s:%d (attempt %d); retrying with backoff up to %g s",
                     self.cfg.host, self.cfg.port, self._failures, self.cfg.reconnect_max_s)
 
     def _on_publish(self, _client: Any, _userdata: Any, mid: int, _reason: Any, _props: Any) -> None:
@@ -202,6 +223,7 @@ class MqttSink:
                 if self._closing:
                     return
                 self._check_ack_timeout()
+                self._check_connect_timeout()
                 if not (self.connected.is_set() and self._inflight is None and len(self.queue)):
                     self._cond.wait(0.5)
                     continue
@@ -230,6 +252,15 @@ class MqttSink:
                     self._cond.notify_all()
                 else:
                     self._inflight = (info.mid, seq, time.monotonic())
+
+    def _check_connect_timeout(self) -> None:
+        """A broker that accepts TCP but never answers (no CONNACK) is not silent: warn at a bounded rate."""
+        down = self._down_since
+        if down is None or time.monotonic() - down < self.cfg.connect_timeout_s:
+            return
+        log_limited(log, logging.WARNING, f"mqtt-silent:{self.cfg.host}:{self.cfg.port}", "mqtt: no connection to "
+                    "broker %s:%d for %.0f s (unreachable, refusing, or not answering); %d event(s) queued in %s",
+                    self.cfg.host, self.cfg.port, time.monotonic() - down, len(self.queue), self.queue.path)
 
     def _check_ack_timeout(self) -> None:
         """Safety net: an event the broker never acknowledged is published again (at-least-once)."""
