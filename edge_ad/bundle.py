@@ -1,5 +1,9 @@
 """Versioned part bundles: parts/<part>/v<N>/ written to a temp dir and renamed; `current` is a symlink
 switched atomically, so a running service never sees a half-written bundle (torch-free).
+
+A writer killed half-way leaves `.incoming-<pid>-*` (or `.current.<pid>.tmp`); the next write removes those whose
+process is gone, and `leftovers()` lists them meanwhile. A manifest may carry `staging`, a fingerprint of what
+was staged, so a writer that was killed after the rename can tell on its rerun that the version already exists.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +25,9 @@ from edge_ad.errors import EdgeAdError
 MANIFEST = "manifest.json"
 FILE_MODE, DIR_MODE = 0o644, 0o755  # bundles are written by calibrate and read by the service's own user
 CURRENT = "current"
+INCOMING = ".incoming-"
 _VERSION = re.compile(r"^v(\d+)$")
+_WRITER_PID = re.compile(r"^(?:\.incoming-|\.current\.)(\d+)[-.]")
 _PART_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -58,21 +65,71 @@ def switch_current(root: str | Path, part: str, version: int) -> Path:
     d = Path(root) / part
     if not (d / f"v{version}").is_dir():
         raise EdgeAdError(f"part {part} has no version v{version} (have: {', '.join(f'v{v}' for v in versions(root, part)) or 'none'})")
-    tmp = d / f".{CURRENT}.{os.getpid()}.tmp"
+    tmp = d / f".{CURRENT}.{os.getpid()}.{threading.get_ident()}.tmp"
     tmp.unlink(missing_ok=True)
     os.symlink(f"v{version}", tmp)
     os.replace(tmp, d / CURRENT)
     return d / CURRENT
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def leftovers(root: str | Path, part: str) -> list[Path]:
+    """Temp folders and links of writers that died half-way (their process is gone), oldest name first."""
+    d = Path(root) / part
+    if not d.is_dir():
+        return []
+    out = []
+    for p in d.iterdir():
+        if not p.name.startswith((INCOMING, f".{CURRENT}.")):
+            continue
+        m = _WRITER_PID.match(p.name)
+        if m is None or not _alive(int(m.group(1))):  # no pid in the name: an older edge_ad's, long dead
+            out.append(p)
+    return sorted(out)
+
+
+def clean_leftovers(root: str | Path, part: str) -> list[Path]:
+    """Remove what leftovers() lists; returns what was removed."""
+    gone = leftovers(root, part)
+    for p in gone:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return gone
+
+
+def find_staged(root: str | Path, part: str, staging: str) -> int | None:
+    """The intact version whose manifest records this staging fingerprint (None: not written yet)."""
+    for v in reversed(versions(root, part)):
+        b = Path(root) / part / f"v{v}"
+        try:
+            if read_manifest(b).get("staging") == staging and not verify(b):
+                return v
+        except (EdgeAdError, OSError, ValueError):
+            continue
+    return None
+
+
 def write_bundle(root: str | Path, part: str, files: dict[str, Path], manifest: dict, activate: bool = True) -> Path:
-    """Copy files into a new parts/<part>/v<N>/ with a manifest of hashes; optionally switch `current`."""
+    """Copy files into a new parts/<part>/v<N>/ with a manifest of hashes; optionally switch `current`.
+    Leftovers of writers that died are removed first."""
     check_part_name(part)
     d = Path(root) / part
     tmp = None
     try:
         d.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=d))
+        clean_leftovers(root, part)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{INCOMING}{os.getpid()}-", dir=d))
         os.chmod(tmp, DIR_MODE)  # mkdtemp makes 0700: the service user must read the bundle
         hashes = {}
         for name, src in files.items():
@@ -125,14 +182,37 @@ def resolve(root: str | Path, part: str) -> Path:
     return link.resolve()
 
 
+def damage(bundle: str | Path) -> str:
+    """Why a bundle must not run ("" when it is intact): missing, unreadable manifest, or files that differ."""
+    b = Path(bundle)
+    if not b.is_dir():
+        return f"{b} does not exist"
+    try:
+        bad = verify(b)
+    except (EdgeAdError, OSError, ValueError) as e:
+        return f"{b / MANIFEST} is unreadable ({str(e).splitlines()[0][:120]})"
+    return f"{', '.join(bad)} missing or changed since it was written" if bad else ""
+
+
 def rollback(root: str | Path, part: str, version: int | None = None) -> int:
-    """Switch `current` to the given version, or to the newest one older than the current."""
+    """Switch `current` to the given version, or to the newest intact one older than the current; a version whose
+    files are missing or changed is refused with the reason."""
+    d = Path(root) / part
     if version is None:
         cur = current_version(root, part)
         older = [v for v in versions(root, part) if cur is None or v < cur]
         if not older:
             raise EdgeAdError(f"part {part} has no version older than v{cur} to roll back to")
-        version = older[-1]
+        why = {v: damage(d / f"v{v}") for v in older}
+        intact = [v for v in older if not why[v]]
+        if not intact:
+            raise EdgeAdError(f"part {part}: no intact version older than v{cur} to roll back to ("
+                              + "; ".join(f"v{v}: {why[v]}" for v in older) + ")")
+        version = intact[-1]
+    elif (d / f"v{version}").is_dir():
+        why_not = damage(d / f"v{version}")
+        if why_not:
+            raise EdgeAdError(f"part {part}: not rolling back to v{version}: {why_not}")
     switch_current(root, part, version)
     return version
 

@@ -117,6 +117,8 @@ def cmd_parts_show(args: argparse.Namespace) -> int:
         bad = B.verify(b)
         state = "files ok" if not bad else f"CHANGED OR MISSING: {', '.join(bad)}"
         print(f"{'*' if v == cur else ' '} v{v}  {man.get('created', '?')}  {_summary(man)}  [{state}]")
+    for left in B.leftovers(root, args.part):
+        print(f"  {left.name}  left by a writer that was killed (removed by the next bundle write)")
     show = args.version or cur or vers[-1]
     if show not in vers:
         raise EdgeAdError(f"part {args.part} has no v{show}")

@@ -6,10 +6,12 @@ results from `state` and writes only under its own <work>/<part>/<stage>/ folder
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import os
 import shutil
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -418,8 +420,23 @@ def _engine_parity(job: Job, state: State, engine: Path) -> dict:
 # ----------------------------------------------------------------------------- bundle
 
 
+def staging_fingerprint(job: Job, state: State) -> str:
+    """What this calibration staged (options and every finished stage's record): the same on a rerun after a kill,
+    different for the next calibration, so a bundle written just before a kill is recognised, not written twice."""
+    done = {s: state.doc["stages"][s] for s in state.doc["stages"] if s != "bundle"}
+    return hashlib.sha256(json.dumps([job.fingerprint(), done], sort_keys=True, default=str).encode()).hexdigest()
+
+
 def stage_bundle(job: Job, state: State, hook: Hook | None) -> BundleResult:
-    """Copy the deployable files into parts/<part>/v<N>/ (atomic, hashed manifest) and switch `current`."""
+    """Copy the deployable files into parts/<part>/v<N>/ (atomic, hashed manifest) and switch `current`;
+    a bundle this calibration already wrote before it was killed is switched to, not written again."""
+    staging = staging_fingerprint(job, state)
+    written = B.find_staged(job.parts_root, job.part, staging)
+    if written is not None:
+        say(f"bundle v{written} was written before the interruption; not writing it again")
+        if B.current_version(job.parts_root, job.part) != written:
+            B.switch_current(job.parts_root, job.part, written)
+        return BundleResult(path=str(job.parts_root / job.part / f"v{written}"), version=written)
     eng, th, q, exp = state.get("engine"), state.get("threshold"), state.get("quantize"), state.get("export")
     files = {"model.onnx": Path(q.onnx), "model.json": Path(th.model_json),
              "model_fp32.onnx": Path(exp.onnx), "model_fp32.json": Path(th.fp32_json), "scores.json": Path(th.scores)}
@@ -451,7 +468,7 @@ def stage_bundle(job: Job, state: State, hook: Hook | None) -> BundleResult:
         "source": job.source, "defects": str(job.defects) if job.defects else None,
         "recipe_file": job.recipe.name, "recipe": job.recipe.to_dict(),
         "versions": software_versions(), "stage_seconds": state.seconds(),
-        "warnings": notes(state),
+        "warnings": notes(state), "staging": staging,
     }
     path = B.write_bundle(job.parts_root, job.part, files, manifest)  # EdgeAdError on disk problems
     return BundleResult(path=str(path), version=int(path.name[1:]))
