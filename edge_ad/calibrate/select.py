@@ -100,7 +100,7 @@ def select_model(job: Job, state: State, base: Config, val_paths: list[Path]) ->
         if row["judgement"]["score"] > best["judgement"]["score"] + sel.min_gain:
             best = row
     why = (f"{best['name']} separates {len(val_rgb)} held-out good images from {len(defects)} synthetic defects best "
-           f"(score {best['judgement']['score']:.3f} = mean of image and pixel AUROC"
+           f"(synthetic-defect pixel AUROC {best['judgement']['score']:.3f}"
            + "".join(f"; {r['name']} {r['judgement']['score']:.3f}" for r in rows if r is not best) + ")")
     if len(rows) == 1:
         why = f"the recipe's model ({best['method']}); select.enabled is false" if not sel.enabled else \
