@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -91,3 +93,65 @@ def test_threshold_version_copies_the_current_one_with_who_when_old_and_new(tmp_
     with pytest.raises(EdgeAdError, match="damaged"):
         B.write_threshold_version(tmp_path / "parts", "p", 0.8, "x")
     assert B.versions(tmp_path / "parts", "p") == [1, 2, 3]
+
+
+def test_leftovers_of_a_killed_writer_are_listed_then_cleaned_by_the_next_write(tmp_path):
+    """5d: a kill mid-write leaves .incoming-*; `parts show` names it, the next write removes it."""
+    root = tmp_path / "parts"
+    B.write_bundle(root, "p", make_files(tmp_path, "a"), {})
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    killed = root / "p" / f".incoming-{dead.pid}-x1y2"
+    killed.mkdir()
+    (killed / "model.onnx").write_text("half")
+    legacy = root / "p" / ".incoming-abc123"  # an older edge_ad's name, without a pid
+    legacy.mkdir()
+    busy = root / "p" / f".incoming-{os.getpid()}-live"  # a writer that still runs is left alone
+    busy.mkdir()
+    assert B.leftovers(root, "p") == sorted([killed, legacy])
+    shown = subprocess.run([sys.executable, "-m", "edge_ad.cli", "parts", "show", "p", "--parts-root", str(root)],
+                           capture_output=True, text=True)
+    assert shown.returncode == 0 and killed.name in shown.stdout and "left by a writer that was killed" in shown.stdout
+    B.write_bundle(root, "p", make_files(tmp_path, "b"), {})
+    assert not killed.exists() and not legacy.exists() and busy.exists()
+    assert B.versions(root, "p") == [1, 2]
+
+
+def test_rollback_refuses_a_damaged_version_with_the_reason(tmp_path):
+    """5g: rollback to a version whose files are missing or changed is refused; plain rollback skips it."""
+    root = tmp_path / "parts"
+    for text in "abc":
+        B.write_bundle(root, "p", make_files(tmp_path, text), {})
+    (root / "p" / "v2" / "model.onnx").unlink()
+    with pytest.raises(EdgeAdError, match="not rolling back to v2: model.onnx missing or changed"):
+        B.rollback(root, "p", 2)
+    assert B.current_version(root, "p") == 3
+    assert B.rollback(root, "p") == 1  # the newest intact older version
+    (root / "p" / "v1" / "model.onnx").write_text("tampered")
+    B.switch_current(root, "p", 3)
+    with pytest.raises(EdgeAdError, match=r"no intact version older than v3 .*v1: model.onnx missing.*v2: model.onnx missing"):
+        B.rollback(root, "p")
+    r = subprocess.run([sys.executable, "-m", "edge_ad.cli", "parts", "rollback", "p", "--parts-root", str(root),
+                        "--to", "1"], capture_output=True, text=True)
+    assert r.returncode == 2 and "not rolling back to v1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_find_staged_recognises_a_written_bundle(tmp_path):
+    """5e: the staging fingerprint in the manifest tells a rerun that its bundle already exists (if intact)."""
+    root = tmp_path / "parts"
+    B.write_bundle(root, "p", make_files(tmp_path, "a"), {"staging": "run-1"})
+    v2 = B.write_bundle(root, "p", make_files(tmp_path, "b"), {"staging": "run-2"})
+    assert B.find_staged(root, "p", "run-2") == 2 and B.find_staged(root, "p", "run-1") == 1
+    assert B.find_staged(root, "p", "run-3") is None
+    (v2 / "model.onnx").write_text("damaged")
+    assert B.find_staged(root, "p", "run-2") is None  # a damaged one is written again
+
+
+def test_parts_show_into_a_closed_pipe_is_quiet(tmp_path):
+    """5h: `edge_ad parts show P | head -1` prints no BrokenPipeError."""
+    root = tmp_path / "parts"
+    for text in "abcdefgh":
+        B.write_bundle(root, "p", make_files(tmp_path, text), {"metrics": {"note": "x" * 2000}})
+    r = subprocess.run(f"{sys.executable} -m edge_ad.cli parts show p --parts-root {root} | head -c 10",
+                       shell=True, capture_output=True, text=True, executable="/bin/bash")
+    assert r.stdout.startswith("part p") and r.stderr == ""

@@ -161,6 +161,21 @@ def check_defect_metrics(metrics: dict, scores: dict, threshold: float) -> None:
     assert metrics["f1"] == pytest.approx(best)
 
 
+def test_a_kill_after_the_bundle_was_written_does_not_write_it_again(first):
+    """5e: killed after v1 was renamed into place (and `current` switched) but before state.json recorded the bundle
+    stage: the rerun finds v1 by the staging fingerprint in its manifest instead of writing a duplicate v2."""
+    job = first["job"]
+    doc = state_of(job)
+    del doc["stages"]["bundle"]
+    doc.update(complete=False, version=None)
+    (job.dir / STATE_FILE).write_text(json.dumps(doc))
+    started: list[str] = []
+    res = calibrate(job, hook=lambda e, i: started.append(i["stage"]) if e == "start" else None)
+    assert started == ["bundle"] and res.version == 1
+    assert B.versions(job.parts_root, "disc") == [1] and B.current_version(job.parts_root, "disc") == 1
+    assert len(res.manifest["staging"]) == 64 and state_of(job)["complete"]
+
+
 def test_second_calibration_with_defects_and_pruning_then_rollback(first, demo_root, capsys):
     job = first["job"]
     defects = defect_folder(demo_root, first["tmp"] / "defects")

@@ -430,8 +430,8 @@ def staging_fingerprint(job: Job, state: State) -> str:
 def stage_bundle(job: Job, state: State, hook: Hook | None) -> BundleResult:
     """Copy the deployable files into parts/<part>/v<N>/ (atomic, hashed manifest) and switch `current`;
     a bundle this calibration already wrote before it was killed is switched to, not written again."""
-    staging = staging_fingerprint(job, state)
-    written = B.find_staged(job.parts_root, job.part, staging)
+    fingerprint = staging_fingerprint(job, state)
+    written = B.find_staged(job.parts_root, job.part, fingerprint)
     if written is not None:
         say(f"bundle v{written} was written before the interruption; not writing it again")
         if B.current_version(job.parts_root, job.part) != written:
@@ -468,7 +468,7 @@ def stage_bundle(job: Job, state: State, hook: Hook | None) -> BundleResult:
         "source": job.source, "defects": str(job.defects) if job.defects else None,
         "recipe_file": job.recipe.name, "recipe": job.recipe.to_dict(),
         "versions": software_versions(), "stage_seconds": state.seconds(),
-        "warnings": notes(state), "staging": staging,
+        "warnings": notes(state), "staging": fingerprint,
     }
     path = B.write_bundle(job.parts_root, job.part, files, manifest)  # EdgeAdError on disk problems
     return BundleResult(path=str(path), version=int(path.name[1:]))
