@@ -6,7 +6,6 @@ TensorRT are scored by the same code (torch-free).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from edge_ad import data as D
 from edge_ad import metrics as M
 from edge_ad.config import DataConfig
 from edge_ad.errors import EdgeAdError
+from edge_ad.fileio import atomic_write_json
 from edge_ad.scoring import ScoringSpec, score_outputs
 from edge_ad.visualize import heatmap_overlay
 
@@ -107,5 +107,5 @@ def evaluate(infer: Infer, data_cfg: DataConfig, spec: ScoringSpec, root: str | 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         result["heatmaps"] = str(save_heatmaps(kept, maps, scores, data_cfg, out / "heatmaps"))
-        (out / "metrics.json").write_text(json.dumps(result, indent=1))
+        atomic_write_json(out / "metrics.json", result)
     return result

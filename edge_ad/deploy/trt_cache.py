@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edge_ad.deploy.trt_ops import DEFAULT_TRT_VERSION  # retag() adapts a cache to the TensorRT that reads it
 from edge_ad.errors import EdgeAdError
+from edge_ad.fileio import atomic_write
 
 DEFAULT_ALGORITHM = "EntropyCalibration2"
 INT8_MAX = 127.0
@@ -132,12 +133,7 @@ def write_cache(
 ) -> Path:
     """Write scales (amax / 127 per tensor) as a TensorRT calibration cache; returns the path."""
     path = Path(path)
-    text = format_cache(CalibrationCache(version_tag(trt_version), algorithm, dict(scales)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, format_cache(CalibrationCache(version_tag(trt_version), algorithm, dict(scales))))
 
 
 def read_cache(path: str | Path) -> CalibrationCache:

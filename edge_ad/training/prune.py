@@ -9,7 +9,6 @@ channel counts, so the cosine maps still compare like with like. The result is a
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -23,6 +22,7 @@ from edge_ad.models.artifact import MODEL_FILE, load_model, save_model
 from edge_ad.training import train as T
 from edge_ad.config import Config, save_config, validate_tree
 from edge_ad.errors import EdgeAdError
+from edge_ad.fileio import atomic_write_json
 from edge_ad.models.model import ADModel
 from edge_ad.scoring import threshold_from_good
 
@@ -153,7 +153,7 @@ def prune_model(model_path: str | Path, ratio: float | None = None, steps: int |
                           "seconds": round(time.time() - t_start, 2)}}
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    (out / "prune_history.json").write_text(json.dumps(history, indent=1))
+    atomic_write_json(out / "prune_history.json", history)
     save_model(model, cfg, spec, new_meta, out / MODEL_FILE)
     log.info("pruned %s at ratio %.2f (%s): student params %d -> %d (%.0f%%), MACs %d -> %d (%.0f%%)", src, p.ratio,
              p.importance, params_before, params_after, 100 * params_after / params_before, macs_before, macs_after,

@@ -6,7 +6,6 @@ only the student's forward/backward (plus teacher passes on augmented images for
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -20,6 +19,7 @@ from edge_ad import data as D
 from edge_ad.training.augment import augment
 from edge_ad.config import Config, save_config, to_dict
 from edge_ad.errors import EdgeAdError
+from edge_ad.fileio import atomic_write_json
 from edge_ad.methods import get_method
 from edge_ad.models.artifact import MODEL_FILE, model_outputs, read_checkpoint, save_checkpoint, save_model
 from edge_ad.models.model import ADModel
@@ -111,7 +111,7 @@ def train(cfg: Config, resume: bool = False, images: list[np.ndarray] | None = N
         history.append({"epoch": epoch + 1, "loss": loss, "seconds": round(time.time() - t0, 2)})
         save_checkpoint({"config": to_dict(cfg), "students": model.students.state_dict(), "optimizer": opt.state_dict(),
                      "epoch": epoch + 1, "history": history, "torch_rng": torch.get_rng_state()}, ckpt_path)
-    (out / "history.json").write_text(json.dumps(history, indent=1))
+    atomic_write_json(out / "history.json", history)
 
     model.eval()
     if model.gaussian is not None:
