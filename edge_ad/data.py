@@ -178,7 +178,7 @@ def normalize(rgb: np.ndarray, cfg: DataConfig) -> np.ndarray:
         return np.ascontiguousarray(x.transpose(2, 0, 1))
     out = np.empty((3, *rgb.shape[:2]), np.float32)
     scale = _SCALE * np.float32(cfg.gain)
-    for c in range(3):  # one fused scale per plane straight into CHW: ~8x faster than float HWC maths + transpose
+    for c in range(3):  # one fused scale per plane straight into CHW: no float HWC copy, no transpose
         np.multiply(rgb[:, :, c], scale[c], out=out[c], casting="unsafe")
         out[c] += _BIAS[c]
     return out
