@@ -257,23 +257,6 @@ def recipe_path(name_or_path: str | Path | None) -> Path:
     raise ConfigError(f"recipe not found: {name_or_path} (a YAML file, or one of: {', '.join(packaged_recipes())})")
 
 
-def packaged_recipes() -> list[str]:
-    """Names of the recipes shipped with edge_ad (usable as `--recipe NAME`)."""
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-
-
-def recipe_path(name_or_path: str | Path | None) -> Path:
-    """A recipe file from a path, or from the name of a packaged recipe (None: the default recipe)."""
-    if name_or_path is None:
-        return RECIPES_DIR / f"{DEFAULT_RECIPE}.yaml"
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
-    if p.suffix == "" and p.parent == Path(".") and (RECIPES_DIR / f"{p.name}.yaml").is_file():
-        return RECIPES_DIR / f"{p.name}.yaml"
-    raise ConfigError(f"recipe not found: {name_or_path} (a YAML file, or one of: {', '.join(packaged_recipes())})")
-
-
 def load_recipe(name_or_path: str | Path | None = None, overrides: dict | None = None) -> Recipe:
     """Read a recipe by path or packaged name (None: the default recipe); dotted overrides win."""
     raw, name = read_yaml(recipe_path(name_or_path), overrides, "recipe")
