@@ -9,7 +9,7 @@ import time
 import pytest
 
 from edge_ad.station.alarms import AlarmEvent, Alarms, Debouncer, LogSink, build_alarms
-from edge_ad.station.alarms.gpio import FakeBackend, GpioSink, NoneBackend, make_backend
+from edge_ad.station.alarms.gpio import FakeBackend, GpioFaultSink, GpioSink, NoneBackend, make_backend
 from edge_ad.errors import EdgeAdError
 from edge_ad.station.config import GpioConfig, station_config_from_dict
 
@@ -125,3 +125,40 @@ def test_build_alarms_from_station_config():
     assert [s.name for s in alarms.sinks] == ["log", "gpio"]
     assert (alarms.debouncer.window, alarms.debouncer.min_anomalous, alarms.debouncer.hold_s) == (4, 2, 1.0)
     alarms.close()
+
+
+@pytest.mark.parametrize("fault_active_high, ok, fault", [(True, 0, 1), (False, 1, 0)])
+def test_fault_line_shows_the_fault_and_stays_active_once_stopped(fault_active_high, ok, fault):
+    """Fail safe: gpio.fault_pin is active while the station cannot inspect, and after it stops."""
+    cfg = GpioConfig(enabled=True, backend="fake", fault_pin=11, fault_active_high=fault_active_high)
+    line, alarm = FakeBackend(), FakeBackend()
+    hub = Alarms([GpioSink(cfg, alarm), GpioFaultSink(cfg, line)], Debouncer(1, 1, 0.0))
+    hub.set_fault("camera lost")
+    hub.set_fault("camera lost; bundle v3 does not load")  # still a fault: no new transition
+    hub.set_fault("")
+    hub.close()
+    assert line.levels == [ok, fault, ok, fault] and line.closed
+    assert alarm.levels == [0, 0]  # the alarm line is not the fault line (alarm_on_fault is off)
+
+
+def test_alarm_on_fault_holds_the_alarm_line_through_a_fault():
+    """One-line wiring: with gpio.alarm_on_fault no part passes while the station cannot inspect."""
+    fake = FakeBackend()
+    sink = GpioSink(GpioConfig(enabled=True, backend="fake", alarm_on_fault=True), fake)
+    sink.set_active(True)
+    sink.set_fault("detector fails")
+    sink.set_active(False)  # the alarm clears, the fault holds the line
+    sink.set_fault("")
+    sink.close()
+    assert fake.levels == [0, 1, 0, 0]  # the last write: close() always drives the line inactive
+
+
+def test_build_alarms_adds_the_fault_line_only_when_configured():
+    plain = build_alarms(station_config_from_dict({"gpio": {"enabled": True, "backend": "fake"}}))
+    with_fault = build_alarms(station_config_from_dict({"gpio": {"enabled": True, "backend": "fake", "fault_pin": 11}}))
+    assert [s.name for s in plain.sinks] == ["log", "gpio"]
+    assert [s.name for s in with_fault.sinks] == ["log", "gpio", "gpio-fault"]
+    plain.close()
+    with_fault.close()
+    with pytest.raises(EdgeAdError, match="fault_pin: must be -1 .* other than gpio.pin"):
+        station_config_from_dict({"gpio": {"pin": 7, "fault_pin": 7}})

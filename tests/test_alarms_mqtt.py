@@ -290,3 +290,72 @@ def test_broker_stopped_while_events_in_flight(mosquitto_factory, tmp_path):
     finally:
         sink.close()
         sub.close()
+
+
+def test_fault_is_the_retained_status_with_its_reason(mosquitto, tmp_path):
+    """Fail safe: a station that cannot inspect says `fault` and why, retained, then `online` when it can again."""
+    sink = MqttSink(sink_config(mosquitto, tmp_path), STATION, PART)
+    sink.set_fault("part bundle not found: /parts/bottle/current; not inspecting")  # before the connection, too
+    try:
+        assert sink.connected.wait(5)
+        late = Subscriber(mosquitto, STATUS_TOPIC)  # joins after: gets the retained status
+        assert wait_until(lambda: late.payloads())
+        first = late.payloads()[-1]
+        assert late.messages[-1].retain and first["state"] == "fault" and "part bundle not found" in first["reason"]
+        assert sink.health() == {"broker": "connected", "queue_depth": 0, "queue_write_errors": 0}
+        sink.set_fault("")
+        assert wait_until(lambda: late.payloads()[-1]["state"] == "online")
+        assert "reason" not in late.payloads()[-1]
+        late.close()
+    finally:
+        sink.close()
+    assert_retained_offline(mosquitto)
+
+
+def test_a_broker_that_never_answers_is_reported(tmp_path, caplog):
+    """4a4: TCP accepted, no CONNACK ever: a warning within connect_timeout_s, the broker counted down."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    caplog.set_level(logging.WARNING, logger="edge_ad.station.alarms.mqtt")
+    sink = MqttSink(sink_config(silent.getsockname()[1], tmp_path, connect_timeout_s=0.3), STATION, PART)
+    try:
+        sink.on_event(event(1))
+        assert wait_until(lambda: "no connection to broker" in caplog.text, timeout=10)
+        assert "1 event(s) queued" in caplog.text and sink.health()["broker"] == "disconnected"
+    finally:
+        sink.close(timeout=0)
+        silent.close()
+
+
+def test_a_sink_closed_at_once_still_delivers_its_queue(mosquitto, tmp_path):
+    """The close waits for the connection being made: a station started for one frame sends what it queued."""
+    sub = Subscriber(mosquitto, EVENT_TOPIC)
+    sink = MqttSink(sink_config(mosquitto, tmp_path, close_timeout_s=60.0), STATION, PART)
+    for i in range(3):
+        sink.on_event(event(i))
+    sink.close()  # no wait for `connected` first
+    assert len(DiskQueue(tmp_path / "queue", 10)) == 0
+    sub.sync(mosquitto, EVENT_TOPIC)
+    assert [p["frame_index"] for p in sub.payloads()] == [0, 1, 2]
+    sub.close()
+
+
+def test_queue_on_a_full_disk_keeps_events_in_memory(small_disk, caplog):
+    """6c: no traceback per event, no event dropped without a word, no .tmp files left behind."""
+    queue = DiskQueue(small_disk.path / "q", 100, fsync=False)
+    queue.push({"n": 0})
+    small_disk.fill()
+    caplog.set_level(logging.ERROR)
+    for n in range(1, 20):
+        queue.push({"n": n})
+    assert len(queue) == 20 and queue.write_errors == 19
+    assert not list((small_disk.path / "q").glob(".*.tmp"))
+    assert caplog.text.count("cannot write item") <= 6 and "Traceback" not in caplog.text  # bounded rate
+    got = []
+    while (item := queue.peek()) is not None:
+        got.append(item[1]["n"])
+        queue.remove(item[0])
+    assert got == list(range(20))  # on disk or in memory, in order

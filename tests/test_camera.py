@@ -272,3 +272,74 @@ def test_csi_template_matches_the_jetson_pipeline_file():
     assert " ".join(template).strip() == CSI_PIPELINE
     with pytest.raises(EdgeAdError, match="placeholder"):
         csi_pipeline(0, CameraConfig(csi_pipeline="nvarguscamerasrc sensor-id={sensor}"))
+
+
+def first_frame_does_not_decode(tmp_path: Path) -> Path:
+    """An MJPG AVI cut right after its header: OpenCV opens it, and its first read fails (4b5's second case)."""
+    full = write_video(tmp_path / "full.avi", 5).read_bytes()
+    cut = tmp_path / "cut.avi"
+    for size in range(256, len(full), 64):
+        cut.write_bytes(full[:size])
+        cap = cv2.VideoCapture(str(cut))
+        opened, ok = cap.isOpened(), cap.isOpened() and cap.read()[0]
+        cap.release()
+        if opened:
+            assert not ok, "the cut file decodes a frame: make the cut smaller"
+            return cut
+    pytest.skip("this OpenCV never opens a cut MJPG AVI")
+
+
+@pytest.mark.parametrize("kind", ["folder of unreadable images", "video whose first frame does not decode"])
+def test_a_live_source_that_opens_but_yields_nothing_backs_off(kind, tmp_path, caplog):
+    """4b5: such a source was reopened at once forever (100 % CPU, ~386,000 log lines in 5 s)."""
+    if kind.startswith("folder"):
+        (tmp_path / "bad").mkdir()
+        (tmp_path / "bad" / "a.png").write_bytes(b"x")
+        uri = str(tmp_path / "bad")
+    else:
+        uri = str(first_frame_does_not_decode(tmp_path))
+    caplog.set_level(logging.INFO, logger="edge_ad.station.camera")
+    cam = Camera(uri, fast_cfg(live=True, reconnect_min_s=0.1, reconnect_max_s=0.8)).start()
+    t0, cpu0 = time.monotonic(), time.process_time()
+    wait_until(lambda: caplog.text.count("opened but yielded no frame") >= 4, timeout=10)
+    time.sleep(0.5)  # the backoff itself is what is measured here: attempts in a fixed span
+    span, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    state, why = cam.state, cam.last_error
+    cam.stop()
+    attempts = caplog.text.count("opened but yielded no frame")
+    delays = [float(m) for m in re.findall(r"yielded no frame \(attempt \d+\); retrying in ([0-9.]+) s", caplog.text)]
+    assert delays[:4] == [0.1, 0.2, 0.4, 0.8], delays  # doubling up to reconnect_max_s
+    assert attempts <= span / 0.1 + 1 and state == "lost" and "no frame" in why
+    assert cpu < 0.5 * span, f"{cpu:.2f} s CPU in {span:.2f} s: a busy loop"
+    assert len(caplog.records) < 30
+
+
+def test_a_replayed_folder_starts_over_without_a_word(tmp_path, caplog):
+    """8c: a looping folder logged ~30 'reconnecting' lines a second."""
+    folder = tmp_path / "loop"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((20, 30, 3), i * STEP, np.uint8))
+    caplog.set_level(logging.DEBUG, logger="edge_ad.station.camera")
+    cam = Camera(str(folder), fast_cfg(live=True, fps=200.0)).start()
+    try:
+        assert wait_until(lambda: cam.stats.reconnects >= 5, timeout=10)  # it went round five times
+    finally:
+        cam.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO]
+
+
+def test_stop_returns_while_a_stream_open_hangs():
+    """4c2: a server that accepts and never answers holds OpenCV's open; stop() must not wait for it."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    cam = Camera(f"rtsp://127.0.0.1:{server.getsockname()[1]}/stream", fast_cfg(open_timeout_s=30.0)).start()
+    try:
+        conn, _ = server.accept()  # the grabber is inside VideoCapture's open now
+        t0 = time.monotonic()
+        cam.stop()
+        assert time.monotonic() - t0 < 1.5
+        conn.close()
+    finally:
+        server.close()

@@ -128,3 +128,24 @@ def test_leftovers_of_a_crash_are_cleaned_and_other_files_kept(tmp_path):
     (root / "README.txt").write_text("operator notes")
     store = EvidenceStore(EvidenceConfig(dir=str(root)))
     assert sorted(p.name for p in root.iterdir()) == ["README.txt"] and store.events() == []
+
+
+def test_full_disk_skips_the_event_counts_it_and_keeps_nothing_half_written(small_disk, caplog):
+    """6a/6c's evidence side: an event that cannot be written (or would take the last free space) is skipped,
+    counted and logged at a bounded rate; the boxes still go to the alarm."""
+    frame = frame_with_square(96, 128, (10, 10, 20, 20))
+    amap = np.zeros((24, 32), np.float32)
+    amap[3:8, 3:8] = 0.9
+    guarded = EvidenceStore(EvidenceConfig(dir=str(small_disk.path / "guarded"), min_free_mb=1.0))  # > 512 KiB disk
+    rec = guarded.save(frame, amap, threshold=0.5, score=0.9)
+    assert rec.path is None and rec.boxes and guarded.write_errors == 1 and "only" in caplog.text
+    store = EvidenceStore(EvidenceConfig(dir=str(small_disk.path / "ev"), min_free_mb=0.0))
+    small_disk.fill()
+    caplog.set_level(logging.ERROR)
+    for _ in range(10):
+        assert store.save(frame, amap, threshold=0.5, score=0.9).path is None
+    assert store.write_errors == 10 and store.events() == []
+    assert list((small_disk.path / "ev").iterdir()) == []  # no .tmp-* left
+    assert caplog.text.count("cannot save event") <= 6
+    small_disk.free_up()
+    assert store.save(frame, amap, threshold=0.5, score=0.9).path is not None  # and it recovers by itself

@@ -89,6 +89,8 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[ADModel, Config, 
         threshold = float(meta["threshold"])
     except ConfigError as e:
         raise EdgeAdError(f"{p}: its stored config is invalid for this edge_ad ({e})") from None
+    except EdgeAdError as e:  # its scoring section (ScoringSpec checks it)
+        raise EdgeAdError(f"{p}: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
         raise EdgeAdError(f"{p}: incomplete edge_ad model file (missing or bad {e})") from None
     if not np.isfinite(threshold):
