@@ -184,3 +184,13 @@ def test_model_pt_from_elsewhere_is_refused_and_never_runs_code(tiny_model, tmp_
     with pytest.raises(EdgeAdError, match="truncated.pt: not a readable edge_ad model file"):
         load_model(truncated)
     assert not marker.exists()
+
+
+def test_an_input_size_the_graph_does_not_take_is_refused_at_load(tiny_onnx, tmp_path):
+    doc = json.loads(tiny_onnx.with_suffix(".json").read_text())
+    doc["data"]["image_size"] = [96, 96]
+    doc["scoring"]["out_size"] = [96, 96]
+    shutil.copy(tiny_onnx, tmp_path / "model.onnx")
+    (tmp_path / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(EdgeAdError, match=r"model.onnx and model.json: the model's input is \[3, 64, 64\] but"):
+        open_detector(tmp_path)

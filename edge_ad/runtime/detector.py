@@ -38,6 +38,11 @@ class AnomalyDetector:
         if outputs is not None and len(outputs) < info.scoring.n_outputs:
             raise EdgeAdError(f"the model has {len(outputs)} output map(s) but its model.json scores "
                               f"{info.scoring.n_outputs} (scoring.groups {info.scoring.groups}): they do not belong together")
+        shape = getattr(session, "input_shape", None)
+        if shape is not None and len(shape) == 4 and all(isinstance(d, int) for d in shape[1:]) \
+                and (shape[1], *shape[2:]) != (3, *info.data.input_size):
+            raise EdgeAdError(f"the model's input is {list(shape[1:])} but its model.json preprocesses to "
+                              f"{[3, *info.data.input_size]} (data.image_size / center_crop): they do not belong together")
         self.session = session
         self.info = info
         self.threshold = info.threshold if threshold is None else float(threshold)
