@@ -24,7 +24,9 @@ from edge_ad.visualize import heatmap_overlay
 
 BOUNDARY = "frame"
 OK_BGR, ANOMALY_BGR = (60, 160, 40), (40, 40, 220)
-BANNER_PX = 28  # height of the verdict banner drawn on the frame
+MIN_WIDTH = 320  # px; smaller frames are enlarged to this so the verdict banner stays legible
+FONT_SCALE = 0.55  # banner text at 640 px width; narrower frames use less, down to MIN_FONT_SCALE
+MIN_FONT_SCALE = 0.4
 RESEND_S = 2.0  # with no new frame, the last one is sent again this often: browsers show a part only when the
 # next one starts, and a write is how the server learns that a viewer has left (its thread is then freed)
 
@@ -41,12 +43,14 @@ def _data_config(bundle: str):
 
 
 def render(live: LiveView, width: int, bundle: str = "") -> np.ndarray:
-    """Frame scaled to `width`, heatmap blended over it (as the evidence overlay) and a verdict banner on top."""
+    """Frame shrunk to at most `width` (tiny ones enlarged to MIN_WIDTH), heatmap blended over it (as the evidence
+    overlay) and a verdict banner on top. Frames are never enlarged beyond that: encoding cost grows with pixels."""
     image = live.image
     h, w = image.shape[:2]
-    if w != width:  # small frames are enlarged too, so the banner reads the same on every camera
-        image = cv2.resize(image, (width, max(1, round(h * width / w))),
-                           interpolation=cv2.INTER_AREA if w > width else cv2.INTER_LINEAR)
+    target = min(width, max(w, MIN_WIDTH))
+    if w != target:
+        image = cv2.resize(image, (target, max(1, round(h * target / w))),
+                           interpolation=cv2.INTER_AREA if w > target else cv2.INTER_LINEAR)
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if live.anomaly_map is not None:
@@ -57,8 +61,10 @@ def render(live: LiveView, width: int, bundle: str = "") -> np.ndarray:
         image = image.copy()
     colour = ANOMALY_BGR if live.anomaly else OK_BGR
     text = f"{'ANOMALY' if live.anomaly else 'OK'}  score {live.score:.4f}  thr {live.threshold:.4f}"
-    cv2.rectangle(image, (0, 0), (image.shape[1], BANNER_PX), colour, -1)
-    cv2.putText(image, text, (8, BANNER_PX - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
+    scale = max(MIN_FONT_SCALE, FONT_SCALE * min(1.0, target / 640))
+    banner = round(50 * scale)
+    cv2.rectangle(image, (0, 0), (image.shape[1], banner), colour, -1)
+    cv2.putText(image, text, (6, round(banner * 0.68)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return image
 
 
