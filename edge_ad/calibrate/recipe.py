@@ -73,10 +73,12 @@ class SelectConfig:
     candidates: dict[str, dict[str, Any]] = field(default_factory=_default_candidates)  # name -> dotted overrides
     min_gain: float = 0.005  # a later candidate must beat an earlier one by this much (ties keep the earlier)
     seed: int = 1  # synthetic defects: same images, same defects
+    max_images: int = 80  # held-out images judged (spread evenly), each with a defect of every size
 
     def validate(self) -> None:
         check(not self.enabled or len(self.candidates) >= 1, "candidates", "needs at least one candidate")
         check(0 <= self.min_gain < 0.5, "min_gain", "must be in [0, 0.5)")
+        check(self.max_images >= 4, "max_images", "must be >= 4")
 
 
 @dataclass

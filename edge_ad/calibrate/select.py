@@ -17,7 +17,7 @@ import numpy as np
 
 from edge_ad import data as D
 from edge_ad.calibrate.job import CalibrationError, Job, State, say
-from edge_ad.calibrate.judge import judge, synthetic_defects
+from edge_ad.calibrate.judge import judge, judge_images, synthetic_defects
 from edge_ad.config import Config, build, read_yaml, to_dict
 from edge_ad.errors import EdgeAdError
 from edge_ad.fileio import atomic_write_json
@@ -79,7 +79,7 @@ def select_model(job: Job, state: State, base: Config, val_paths: list[Path]) ->
     """Train every candidate, judge each, return the chosen one's record plus the table of all of them."""
     sel = job.recipe.calib.select
     names = list(sel.candidates) if sel.enabled else ["recipe"]
-    val_rgb = prepared(val_paths, base)
+    val_rgb = judge_images(prepared(val_paths, base), sel.max_images)
     if not val_rgb:
         raise CalibrationError("no readable validation image to judge the models on")
     defects = synthetic_defects(val_rgb, sel.seed)

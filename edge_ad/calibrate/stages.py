@@ -217,7 +217,7 @@ def time_sessions(sessions: dict, batch: np.ndarray, runs: int) -> dict[str, flo
 def stage_quantize(job: Job, state: State, hook: Hook | None) -> QuantizeResult:
     """INT8 graphs from training images (never the validation ones), each judged against FP32 on held-out goods and
     synthetic defects and timed on this machine; the fastest within the accuracy bounds is deployed."""
-    from edge_ad.calibrate.judge import judge, synthetic_defects
+    from edge_ad.calibrate.judge import judge, judge_images, synthetic_defects
     from edge_ad.calibrate.select import prepared
     from edge_ad.deploy.quantize import calibration_batch, quantize
 
@@ -238,7 +238,7 @@ def stage_quantize(job: Job, state: State, hook: Hook | None) -> QuantizeResult:
             mode = v.removeprefix("int8_")
             graphs[v] = quantize(fp32, out_dir / f"model_{v}.onnx", calib, mode, q.method, q.exclude,
                                  cache if mode == "trt" else None)
-    val_rgb = prepared(val_paths(job, state), cfg)
+    val_rgb = judge_images(prepared(val_paths(job, state), cfg), job.recipe.calib.select.max_images)
     defects = synthetic_defects(val_rgb, job.recipe.calib.select.seed)
     threads = cfg.train.threads
     judged, sessions = {}, {}
@@ -338,11 +338,11 @@ def stage_threshold(job: Job, state: State, hook: Hook | None) -> ThresholdResul
 
 def assess_readiness(job: Job, state: State, onnx: str, threshold: float, val: list[float], rule) -> dict:
     """The verdict a station checks before inspecting: held-out goods pass and synthetic defects are caught."""
-    from edge_ad.calibrate.judge import detection_rates, false_alarm_estimate, judge, synthetic_defects
+    from edge_ad.calibrate.judge import detection_rates, false_alarm_estimate, judge, judge_images, synthetic_defects
     from edge_ad.calibrate.select import prepared
 
     r = job.recipe.calib.readiness
-    val_rgb = prepared(val_paths(job, state), chosen_config(job, state))
+    val_rgb = judge_images(prepared(val_paths(job, state), chosen_config(job, state)), job.recipe.calib.select.max_images)
     j = judge(onnx_scorer(onnx, chosen_config(job, state).train.threads)[0], val_rgb,
               synthetic_defects(val_rgb, job.recipe.calib.select.seed))
     fa = false_alarm_estimate(val, rule)
