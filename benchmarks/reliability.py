@@ -1,6 +1,8 @@
 """Fault harness: the station tried as a plant's bad day would, one row per trial in benchmarks/results/reliability.*.
 
 Trials (each row: trial, cases, failures and its figures; the target is 0 failures everywhere):
+  reproductions   the command-line reproductions of ../shared/trials/station-faults.md, each checked for the fixed
+                  behaviour (4d2/4d3: sighup row; 5d/5e: calibrate_kill; 6a/6c: also disk; 8a/8c: soak)
   broker          mosquitto SIGKILLed and restarted under a running station: events sent/received/duplicated/out of order
   source          the camera stream (HTTP MJPEG through FFmpeg) dropped and restored: reconnect seconds, fault reported
   sighup          SIGHUP onto broken bundles and a broken station.yaml: old model kept, fault reported, recovery
@@ -22,33 +24,30 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
-import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import load_rows, write_results  # noqa: E402
-from reliability_kit import (ROOT, Env, SmallDisk, StationProc, make_env, outcome, rss_mb, since,  # noqa: E402
-                             station_cfg)
+from reliability_calibrate import trial_calibrate_kill  # noqa: E402
+from reliability_fuzz import trial_fuzz  # noqa: E402
+from reliability_kit import Env, SmallDisk, StationProc, fresh, make_env, rss_mb, since, station_cfg  # noqa: E402
+from reliability_repro import trial_reproductions  # noqa: E402
+from reliability_unit import trial_exposure  # noqa: E402
 
 from helpers import Subscriber, wait_until  # noqa: E402  (tests/, put on sys.path by reliability_kit)
 from mosquitto_fixture import Broker, free_port, mosquitto_binary  # noqa: E402
 
 from edge_ad import bundle as B  # noqa: E402
 
-TRIALS = ("broker", "source", "sighup", "disk", "calibrate_kill", "fuzz", "soak", "exposure")
+TRIALS = ("reproductions", "broker", "source", "sighup", "disk", "calibrate_kill", "fuzz", "soak", "exposure")
 COLUMNS = [("trial", "trial"), ("cases", "cases"), ("failures", "failures"), ("figures", "figures"),
            ("minutes", "minutes"), ("note", "note")]
-EXPOSURE_BEFORE = 4.3  # jetson/edge_ad.service before the syscall filter and the /proc, log and mount settings
+UNIT_BEFORE = "6acf2a0^"  # the commit before the unit got its syscall filter and /proc, log and mount settings
 
 
 # ------------------------------------------------------------------------------------------------ broker
@@ -269,302 +268,6 @@ def trial_disk(env: Env, args: argparse.Namespace) -> dict:
             "note": "2 MiB tmpfs filled to the last byte before the start; broker down until space came back"}
 
 
-# ------------------------------------------------------------------------------------------------ calibrate
-
-
-def trial_calibrate_kill(env: Env, args: argparse.Namespace) -> dict:
-    """kill -9 during `edge_ad calibrate` (half at random times, half inside the bundle stage), then the same command
-    again: no half-written bundle is ever `current`, no version is written twice, nothing is left behind."""
-    from test_calibrate import TINY_RECIPE
-
-    rng = random.Random(args.seed + 2)
-    folder = fresh(env.work / "calibrate_kill")
-    root, work = folder / "parts", folder / "work"
-    cmd = [sys.executable, "-m", "edge_ad.cli", "calibrate", "--part", "p", "--source", str(env.data / "train" / "good"),
-           "--parts-root", str(root), "--work", str(work)]
-    for key, value in TINY_RECIPE.items():
-        cmd += ["--set", f"{key}={json.dumps(value)}"]
-    t0 = time.monotonic()
-    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    full_s = time.monotonic() - t0
-    if first.returncode != 0:
-        return {"cases": 0, "failures": 1, "note": f"calibrate does not run: {first.stderr.strip()[-300:]}"}
-    half_loaded = dup = leftovers = rerun_failed = finished_first = 0
-    modes = ("at a random time", "once .incoming-* holds 3 files", "as v<N+1> appears", "at a random time in bundle")
-    for i in range(args.calibrate_kills):
-        mode = modes[0] if i % 2 == 0 else modes[1 + (i // 2) % 3]
-        log = folder / f"kill_{i:02d}.log"
-        with open(log, "w") as out:
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-            if not kill_when(proc, mode, rng, full_s, root, log):
-                finished_first += 1
-        half_loaded += current_not_intact(root)
-        rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        rerun_failed += rerun.returncode != 0
-        half_loaded += current_not_intact(root)
-        stagings = [B.read_manifest(root / "p" / f"v{v}").get("staging") for v in B.versions(root, "p")]
-        dup = max(dup, len(stagings) - len(set(stagings)))
-        leftovers += len(B.leftovers(root, "p")) + len(list((root / "p").glob(".*.tmp")))
-    versions = B.versions(root, "p")
-    failures = half_loaded + dup + leftovers + rerun_failed
-    return {"cases": args.calibrate_kills, "failures": failures, "kills": args.calibrate_kills - finished_first,
-            "half_written_loaded": half_loaded, "duplicate_versions": dup, "leftovers_after_rerun": leftovers,
-            "reruns_failed": rerun_failed, "versions": len(versions), "calibrate_s": round(full_s, 1),
-            "note": "kill modes: " + "; ".join(modes) + "; recipe: tests/test_calibrate.py TINY_RECIPE"}
-
-
-def kill_when(proc: subprocess.Popen, mode: str, rng: random.Random, full_s: float, root: Path, log: Path) -> bool:
-    """SIGKILL the calibrate at the chosen point; False when it finished before that point came."""
-    part = root / "p"
-    before = len(B.versions(root, "p"))
-    if mode == "at a random time":
-        deadline = time.monotonic() + rng.uniform(0.3, 0.95 * full_s)
-        if not poll(proc, lambda: time.monotonic() >= deadline, 0.01):
-            return False
-    else:  # wait (coarsely) for the bundle stage, then watch finely for the moment
-        if not poll(proc, lambda: re.search(r"\] bundle\s*$", log.read_text(), re.M) is not None, 0.01):
-            return False
-        if mode == "once .incoming-* holds 3 files":
-            moment = lambda: any(len(list(p.iterdir())) >= 3 for p in part.glob(".incoming-*"))  # noqa: E731
-        elif mode == "as v<N+1> appears":
-            moment = lambda: len(B.versions(root, "p")) > before  # noqa: E731
-        else:
-            deadline = time.monotonic() + rng.uniform(0.0, 0.5)
-            moment = lambda: time.monotonic() >= deadline  # noqa: E731
-        if not poll(proc, moment, 0.0005):
-            return False
-    proc.kill()
-    proc.wait()
-    return True
-
-
-def poll(proc: subprocess.Popen, cond, interval: float) -> bool:
-    """Wait until cond() (True) or the process ends (False)."""
-    while proc.poll() is None:
-        try:
-            if cond():
-                return True
-        except OSError:  # a folder renamed under the poll
-            pass
-        time.sleep(interval)
-    return False
-
-
-def current_not_intact(root: Path) -> int:
-    """1 when `current` points at a bundle a station must not load (missing, partial, changed)."""
-    link = root / "p" / B.CURRENT
-    if not link.is_symlink():
-        return 0
-    return int(bool(B.damage(link.resolve())))
-
-
-# ------------------------------------------------------------------------------------------------ fuzz
-
-
-def trial_fuzz(env: Env, args: argparse.Namespace) -> dict:
-    """Mutated inputs of every kind a user hands the station: each must load or be one line naming the file."""
-    from edge_ad import data as D
-    from edge_ad.calibrate.recipe import load_recipe
-    from edge_ad.config import load_config
-    from edge_ad.runtime.detector import open_detector
-    from edge_ad.station.config import load_station_config
-
-    rng = random.Random(args.seed + 3)
-    folder = fresh(env.work / "fuzz")
-    det = open_detector(env.model / "model.onnx")
-    per = max(args.fuzz // 5, 1)
-    results: dict[str, list[str]] = {}
-
-    def image_case(path: Path) -> None:
-        det.detect(D.load_image(path))
-
-    kinds = {
-        "image": (fuzz_images(env, folder / "images", per + args.fuzz % 5, rng), image_case),
-        "station_yaml": (fuzz_yaml(yaml.safe_load((ROOT / "jetson" / "station.example.yaml").read_text()),
-                                   folder / "station", per, rng), load_station_config),
-        "train_yaml": (fuzz_yaml(train_tree(), folder / "train", per, rng),
-                       lambda p: load_config(p, {"train.epochs": 1} if rng.random() < 0.5 else None)),
-        "recipe_yaml": (fuzz_yaml(yaml.safe_load((ROOT / "calibration" / "default.yaml").read_text()),
-                                  folder / "recipe", per, rng), load_recipe),
-        "model_json": (fuzz_model_json(env, folder / "model_json", per, rng), lambda p: open_detector(p.parent)),
-    }
-    bad_examples = []
-    for kind, (paths, load) in kinds.items():
-        results[kind] = []
-        for path in paths:
-            how = outcome(lambda: load(path), path)
-            results[kind].append(how)
-            if how.startswith("bad") and len(bad_examples) < 5:
-                bad_examples.append(f"{kind} {path.name}: {how}")
-    cli_bad = fuzz_cli_sample(env, kinds, rng)
-    n = sum(len(v) for v in results.values())
-    bad = sum(h.startswith("bad") for v in results.values() for h in v)
-    row = {"cases": n, "failures": bad + cli_bad, "tracebacks": bad,
-           "one_line_errors": sum(h == "clean" for v in results.values() for h in v),
-           "accepted": sum(h == "ok" for v in results.values() for h in v), "cli_sample_tracebacks": cli_bad}
-    row.update({f"{k}_cases": len(v) for k, v in results.items()})
-    row["note"] = "; ".join(bad_examples) or "loaders called in-process; 15 of them also through the CLI"
-    return row
-
-
-def train_tree() -> dict:
-    from edge_ad.config import Config, to_dict
-
-    return to_dict(Config())
-
-
-WILD = [None, True, False, -1, 0, 1, 7, 2 ** 63, -(2 ** 63), 1e308, -1e-308, float("nan"), float("inf"), "", "x" * 5000,
-        "../../../etc/passwd", "csi://0", "0", [], [1, 2, 3], [[1]], [0, 0, 0, 0], {}, {"a": 1}, 3.5, "\x00\x01",
-        "日本語", "{{", "%s%s%s", "rtsp://256.1.1.1:99999/x"]
-
-
-def mutate_tree(tree: dict, rng: random.Random) -> object:
-    """One or more structural or value mutations of a nested mapping."""
-    doc = json.loads(json.dumps(tree, default=str))
-    for _ in range(rng.randint(1, 3)):
-        paths = list(walk(doc))
-        op = rng.random()
-        if not paths or op < 0.05:
-            return rng.choice([[1, 2], "just text", 42, None, [{"a": 1}]])
-        parent, key = rng.choice(paths)
-        if op < 0.25:
-            del parent[key]
-        elif op < 0.75:
-            parent[key] = rng.choice(WILD)
-        elif op < 0.9:
-            parent[f"{key}_typo"] = parent[key]
-        else:
-            parent[key] = {"nested": parent[key]}
-    return doc
-
-
-def walk(node: object, depth: int = 0):
-    if isinstance(node, dict) and depth < 6:
-        for k in list(node):
-            yield node, k
-            yield from walk(node[k], depth + 1)
-
-
-def fuzz_yaml(tree: dict, folder: Path, n: int, rng: random.Random) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i in range(n):
-        p = folder / f"{i:04d}.yaml"
-        kind = rng.random()
-        if kind < 0.6:
-            text = yaml.safe_dump(mutate_tree(tree, rng), allow_unicode=True)
-        elif kind < 0.85:  # corrupt YAML text
-            text = yaml.safe_dump(tree)
-            for _ in range(rng.randint(1, 8)):
-                at = rng.randrange(len(text))
-                text = text[:at] + rng.choice(":{}[]-#&*!|>'\"%@`\t\n") + text[at + rng.randint(0, 3):]
-        elif kind < 0.9:
-            text = "a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]\n" + "".join(
-                f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdef", "bcdefg")) \
-                + "camera: *g\nroi: *g\ntrain: *g\n"  # an alias bomb: a billion references
-        elif kind < 0.95:
-            p.write_bytes(bytes(rng.randrange(256) for _ in range(rng.randint(0, 400))))
-            out.append(p)
-            continue
-        else:
-            text = rng.choice(["", "---\n", "null\n", "- a\n- b\n", "42\n", "train:\n", "camera:\n  source:\n"])
-        p.write_text(text)
-        out.append(p)
-    return out
-
-
-def fuzz_images(env: Env, folder: Path, n: int, rng: random.Random) -> list[Path]:
-    import cv2
-
-    folder.mkdir(parents=True, exist_ok=True)
-    img = cv2.imread(str(next((env.data / "train" / "good").glob("*.png"))))
-    bases = {ext: cv2.imencode(ext, img)[1].tobytes() for ext in (".png", ".jpg", ".bmp", ".tiff", ".webp")}
-    odd = {"gray16.png": (img[:, :, 0].astype(np.uint16) * 257), "float_nan.tiff": nan_float(img),
-           "tiny.png": img[:1, :1], "bgra.png": cv2.cvtColor(img, cv2.COLOR_BGR2BGRA), "wide.png": img[:1]}
-    out = []
-    for name, arr in odd.items():
-        cv2.imwrite(str(folder / name), arr)
-        out.append(folder / name)
-    for i in range(n - len(out)):
-        ext, data = rng.choice(list(bases.items()))
-        data = bytearray(data)
-        op = rng.random()
-        if op < 0.35:
-            for _ in range(rng.randint(1, 40)):
-                data[rng.randrange(len(data))] = rng.randrange(256)
-        elif op < 0.6:
-            data = data[:rng.randrange(len(data))]
-        elif op < 0.8:
-            data = patch_size(data, ext, rng)
-        elif op < 0.95:
-            data = bytearray(rng.randrange(256) for _ in range(rng.randint(0, 3000)))
-        else:
-            data = bytearray()
-        p = folder / f"{i:04d}{ext}"
-        p.write_bytes(bytes(data))
-        out.append(p)
-    return out
-
-
-def nan_float(img: np.ndarray) -> np.ndarray:
-    f = img.astype(np.float32) / 255
-    f[0, 0] = np.nan
-    f[1, 1] = np.inf
-    return f
-
-
-def patch_size(data: bytearray, ext: str, rng: random.Random) -> bytearray:
-    """Claim another (often absurd) size in the header: a decompression bomb or a lie."""
-    w, h = rng.choice([(0, 0), (1, 1), (65535, 65535), (100000, 100000), (2 ** 31 - 1, 1), (7, 2 ** 20)])
-    if ext == ".png":
-        data[16:24] = w.to_bytes(4, "big") + h.to_bytes(4, "big")
-    elif ext == ".bmp":
-        data[18:26] = (w % 2 ** 31).to_bytes(4, "little") + (h % 2 ** 31).to_bytes(4, "little")
-    elif ext == ".jpg":
-        at = data.find(b"\xff\xc0")
-        if at > 0:
-            data[at + 5:at + 9] = (h % 65536).to_bytes(2, "big") + (w % 65536).to_bytes(2, "big")
-    return data
-
-
-def fuzz_model_json(env: Env, folder: Path, n: int, rng: random.Random) -> list[Path]:
-    tree = json.loads((env.model / "model.json").read_text())
-    out = []
-    for i in range(n):
-        d = folder / f"{i:04d}"
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "model.onnx").unlink(missing_ok=True)
-        (d / "model.onnx").symlink_to(env.model / "model.onnx")
-        p = d / "model.json"
-        if rng.random() < 0.85:
-            p.write_text(json.dumps(mutate_tree(tree, rng), default=str))
-        else:
-            text = json.dumps(tree)
-            at = rng.randrange(len(text))
-            p.write_text(text[:at] + rng.choice('{}[]",:') + text[at + 1:])
-        out.append(p)
-    return out
-
-
-def fuzz_cli_sample(env: Env, kinds: dict, rng: random.Random) -> int:
-    """A few of the fuzzed files through the real command line: rc 0/1/2 and never a traceback."""
-    bad = 0
-    calls = [["predict", "--model", str(env.model), "--out", str(env.work / "fuzz" / "out"), str(p)]
-             for p in rng.sample(kinds["image"][0], 5)]
-    calls += [["predict", "--model", str(p.parent), "--out", str(env.work / "fuzz" / "out"),
-               str(kinds["image"][0][0])] for p in rng.sample(kinds["model_json"][0], 5)]
-    calls += [["run", "--config", str(p), "--max-frames", "1", "--source", str(env.good)]
-              for p in rng.sample(kinds["station_yaml"][0], 5)]
-    for argv in calls:
-        try:
-            r = subprocess.run([sys.executable, "-m", "edge_ad.cli", *argv], cwd=ROOT, capture_output=True, text=True,
-                               timeout=20)
-            bad += "Traceback" in r.stderr or r.returncode not in (0, 1, 2)
-        except subprocess.TimeoutExpired:
-            pass  # a valid config with a live camera runs on: not an error
-    return bad
-
-
 # ------------------------------------------------------------------------------------------------ soak
 
 
@@ -606,102 +309,12 @@ def trial_soak(env: Env, args: argparse.Namespace) -> dict:
                     f"growth = mean of the last {window} samples - mean of the first {window} after {warm:.0f} s warm-up"}
 
 
-# ------------------------------------------------------------------------------------------------ exposure
-
-
-def trial_exposure(env: Env, args: argparse.Namespace) -> dict:
-    """systemd-analyze security of the shipped unit, and strace of a station run as an unprivileged user against the
-    unit's own SystemCallFilter (CPU path: onnxruntime, OpenCV, paho, waitress, sd_notify)."""
-    if shutil.which("systemd-analyze") is None:
-        return {"cases": 0, "failures": 0, "note": "skipped: systemd-analyze not installed"}
-    folder = fresh(env.work / "exposure")
-    unit_text = (ROOT / "jetson" / "edge_ad.service").read_text()
-    (folder / "edge_ad.service").write_text(unit_text.replace("ExecStart=/opt/edge_ad/venv/bin/edge_ad ",
-                                                              f"ExecStart={sys.executable} "))
-    res = subprocess.run(["systemd-analyze", "security", "--offline=true", str(folder / "edge_ad.service")],
-                         capture_output=True, text=True)
-    m = re.search(r"Overall exposure level for edge_ad.service: ([0-9.]+)", res.stdout)
-    exposure = float(m.group(1)) if m else float("nan")
-    row = {"cases": 2, "exposure": exposure, "exposure_before": EXPOSURE_BEFORE}
-    outside, used, note = syscalls_outside_filter(env, folder, unit_text)
-    row.update(syscalls_used=used, syscalls_outside_filter=len(outside) if outside is not None else "not checked")
-    row["failures"] = int(not exposure <= 3.0) + (len(outside) if outside else 0)
-    row["note"] = note + (f"; outside: {', '.join(sorted(outside))}" if outside else "")
-    return row
-
-
-def syscalls_outside_filter(env: Env, folder: Path, unit_text: str) -> tuple[set[str] | None, int, str]:
-    if shutil.which("strace") is None or shutil.which("unshare") is None:
-        return None, 0, "syscall check skipped: strace or unshare missing"
-    allowed = filter_allow_list([v for k, v in unit_settings(unit_text) if k == "SystemCallFilter"])
-    run = folder / "run"
-    run.mkdir()
-    broker = Broker(folder / "broker").start() if mosquitto_binary() else None
-    cfg = station_cfg(env, run, camera={"source": str(env.alternating), "live": True, "fps": 20.0},
-                      mqtt={"enabled": bool(broker), "host": "127.0.0.1", "port": broker.port if broker else 1,
-                            "queue_dir": str(run / "queue")},
-                      gpio={"enabled": True, "backend": "fake", "fault_pin": 11})
-    (run / "station.yaml").write_text(yaml.safe_dump(cfg))
-    trace = folder / "strace.out"
-    # an unmapped user namespace: the station runs as uid 65534 (no privilege, as the service user) while this
-    # checkout and its Python stay readable wherever they are installed
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # systemd's end of sd_notify (READY, WATCHDOG)
-    notify.bind(str(run / "notify"))
-    cmd = ["strace", "-f", "-qq", "-o", str(trace), "unshare", "--user", "env", f"HOME={run}",
-           f"NOTIFY_SOCKET={run / 'notify'}", "WATCHDOG_USEC=1000000", sys.executable, "-m", "edge_ad.cli", "run", "--config", str(run / "station.yaml"),
-           "--max-frames", "100"]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    notify.close()
-    if broker:
-        broker.stop()
-    used = set(re.findall(r"^\d+\s+([a-z_0-9]+)\(", trace.read_text(), re.M))
-    if res.returncode != 0:
-        return None, len(used), f"syscall check: the unprivileged station failed: {res.stderr.strip()[-200:]}"
-    return used - allowed, len(used), ("station run unprivileged (uid 65534, user namespace) under strace for 100 "
-                                       "frames: onnxruntime, OpenCV, MQTT, web view, GPIO fake, sd_notify with a watchdog")
-
-
-def unit_settings(text: str) -> list[tuple[str, str]]:
-    return [tuple(line.split("=", 1)) for line in text.splitlines()  # type: ignore[misc]
-            if "=" in line and not line.lstrip().startswith(("#", ";", "["))]
-
-
-def filter_allow_list(lines: list[str]) -> set[str]:
-    """The system calls an allow-list SystemCallFilter= sequence permits (groups expanded by systemd-analyze)."""
-    out = subprocess.run(["systemd-analyze", "syscall-filter"], capture_output=True, text=True).stdout
-    groups: dict[str, list[str]] = {}
-    current = None
-    for line in out.splitlines():
-        s = line.strip()
-        if not s or s.startswith("#"):
-            continue
-        if line.startswith("@"):
-            current = s.split()[0]
-            groups[current] = []
-        elif current:
-            groups[current].append(s.split()[0])
-
-    def expand(items: list[str]) -> set[str]:
-        names: set[str] = set()
-        for item in items:
-            names |= expand(groups.get(item, [])) if item.startswith("@") else {item}
-        return names
-
-    allowed: set[str] = set()
-    for line in lines:
-        deny = line.startswith("~")
-        names = expand(line.lstrip("~").split())
-        allowed = allowed - names if deny else allowed | names
-    return allowed
-
-
 # ------------------------------------------------------------------------------------------------ main
 
 
-def fresh(folder: Path) -> Path:
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    return folder
+TRIAL_RUNS = {"reproductions": trial_reproductions, "broker": trial_broker, "source": trial_source,
+              "sighup": trial_sighup, "disk": trial_disk, "calibrate_kill": trial_calibrate_kill, "fuzz": trial_fuzz,
+              "soak": trial_soak, "exposure": trial_exposure}
 
 
 def figures(row: dict) -> str:
@@ -726,7 +339,7 @@ def main() -> None:
     for name in run:
         t0 = time.monotonic()
         print(f"--- {name}", flush=True)
-        row = {"trial": name, **globals()[f"trial_{name}"](env, args)}
+        row = {"trial": name, **TRIAL_RUNS[name](env, args)}
         row["minutes"] = round(since(t0) / 60, 1)
         row["figures"] = figures(row)
         print(json.dumps(row), flush=True)

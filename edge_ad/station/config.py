@@ -104,7 +104,7 @@ class MqttConfig:
     queue_max: int = 10000  # events kept while the broker is down; oldest dropped beyond this
     queue_fsync: bool = True  # survive power loss; costs a few ms per event on SD cards
     ack_timeout_s: float = 60.0  # republish an event the broker never acknowledged (at-least-once)
-    connect_timeout_s: float = 10.0  # warn (broker counted down) when a connection gets no answer this long
+    connect_timeout_s: float = 5.0  # warn (broker counted down) when a connection gets no answer this long
     close_timeout_s: float = 3.0  # on shutdown, wait this long for queued events to go out
 
     def validate(self) -> None:

@@ -31,7 +31,7 @@ from edge_ad.station.web import start_web
 
 log = logging.getLogger(__name__)
 
-READ_TIMEOUT_S = 1.0  # wake up this often without frames, to ping the watchdog, see signals and retry faults
+READ_TIMEOUT_S = 0.25  # wake up this often without frames: watchdog, signals (a stop is seen within this), retries
 
 
 @dataclass
