@@ -96,7 +96,7 @@ def trial_reproductions(env: Env, args: argparse.Namespace) -> dict:
                        capture_output=True, text=True)
     lines = len(r.stderr.splitlines())
     check("4b5", lines < 40 and "Traceback" not in r.stderr, f"{lines} log lines in {since(t0)} s")
-    results["4c2"] = repro_hung_rtsp(env, folder)
+    results["4c2"], exit_s = repro_hung_rtsp(env, folder)
     parts = folder / "parts"
     for text in "ab":
         B.write_bundle(parts, "p5", {"model.onnx": M / "model.onnx", "model.json": M / "model.json"}, {"note": text})
@@ -108,7 +108,8 @@ def trial_reproductions(env: Env, args: argparse.Namespace) -> dict:
     check("5h", r.stderr == "", r.stderr[-200:])
     results.update(repro_full_disk(env, folder, cli, station_yaml, good, one))
     failed = {k: v for k, v in results.items() if v != "ok"}
-    return {"cases": len(results), "failures": len(failed), "ids": " ".join(results),
+    return {"cases": len(results), "failures": len(failed), "ids": " ".join(results), "sigterm_exit_s_4c2": exit_s,
+            "log_lines_5s_4b5": lines,
             "note": "; ".join(f"{k}: {v}" for k, v in failed.items()) or
             "every reproduction behaves as fixed; 4d2/4d3: sighup row, 5d/5e: calibrate_kill, 8a/8c: soak"}
 
@@ -145,7 +146,7 @@ def repro_silent_broker(env: Env, folder: Path) -> str:
     return "ok" if said and rc == 0 else f"FAILED warned {said}, rc {rc}"
 
 
-def repro_hung_rtsp(env: Env, folder: Path) -> str:
+def repro_hung_rtsp(env: Env, folder: Path) -> tuple[str, float]:
     """SIGTERM while OpenCV's RTSP open hangs on a server that never answers: the station exits within 2 s."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
@@ -161,7 +162,7 @@ def repro_hung_rtsp(env: Env, folder: Path) -> str:
     took = time.monotonic() - t0
     conn.close()
     srv.close()
-    return "ok" if rc == 0 and took <= 2.0 else f"FAILED exit after {took:.2f} s, rc {rc}"
+    return ("ok" if rc == 0 and took <= 2.0 else f"FAILED exit after {took:.2f} s, rc {rc}"), round(took, 2)
 
 
 def repro_full_disk(env: Env, folder: Path, cli, station_yaml, good: Path, one: Path) -> dict[str, str]:

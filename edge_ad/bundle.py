@@ -162,10 +162,19 @@ def write_bundle(root: str | Path, part: str, files: dict[str, Path], manifest: 
 
 
 def read_manifest(bundle: str | Path) -> dict:
+    """A bundle's manifest.json, checked: an object whose `files` map plain file names (no paths) to hashes."""
     p = Path(bundle) / MANIFEST
     if not p.is_file():
         raise EdgeAdError(f"not a part bundle (no {MANIFEST}): {bundle}")
-    return json.loads(p.read_text())
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise EdgeAdError(f"{p}: unreadable bundle manifest ({str(e).splitlines()[0][:120]})") from None
+    files = doc.get("files", {}) if isinstance(doc, dict) else None
+    if not (isinstance(files, dict) and all(isinstance(n, str) and isinstance(h, str) and n not in ("", ".", "..")
+                                            and "/" not in n and "\\" not in n for n, h in files.items())):
+        raise EdgeAdError(f"{p}: not a bundle manifest (expected an object whose `files` maps file names to hashes)")
+    return doc
 
 
 def verify(bundle: str | Path) -> list[str]:
@@ -189,8 +198,10 @@ def damage(bundle: str | Path) -> str:
         return f"{b} does not exist"
     try:
         bad = verify(b)
-    except (EdgeAdError, OSError, ValueError) as e:
-        return f"{b / MANIFEST} is unreadable ({str(e).splitlines()[0][:120]})"
+    except EdgeAdError as e:  # names the manifest already
+        return str(e)
+    except OSError as e:
+        return f"{b}: cannot read it ({e.strerror or e})"
     return f"{', '.join(bad)} missing or changed since it was written" if bad else ""
 
 

@@ -155,3 +155,14 @@ def test_parts_show_into_a_closed_pipe_is_quiet(tmp_path):
     r = subprocess.run(f"{sys.executable} -m edge_ad.cli parts show p --parts-root {root} | head -c 10",
                        shell=True, capture_output=True, text=True, executable="/bin/bash")
     assert r.stdout.startswith("part p") and r.stderr == ""
+
+
+def test_a_broken_manifest_is_one_line_naming_it(tmp_path):
+    b = B.write_bundle(tmp_path, "p", make_files(tmp_path, "x"), {})
+    for text, words in (("{not json", "unreadable bundle manifest"), ('["a"]', "not a bundle manifest"),
+                        ('{"files": {"../../etc/passwd": "0"}}', "not a bundle manifest")):
+        (b / B.MANIFEST).write_text(text)
+        with pytest.raises(EdgeAdError, match=words) as e:
+            B.verify(b)
+        assert str(b / B.MANIFEST) in str(e.value) and "\n" not in str(e.value)
+    assert "unreadable" not in B.damage(b) and "not a bundle manifest" in B.damage(b)

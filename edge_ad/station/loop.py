@@ -93,7 +93,11 @@ def run_station(cfg: StationConfig, stop: StopFlag | None = None, max_frames: in
     stop = stop if stop is not None else StopFlag()  # StopFlag is falsy until set
     st = open_station(cfg, status)
     st.model.load(st.cfg)  # a bundle that does not load is a fault here, not an exit
-    st.camera.start()
+    try:
+        st.camera.start()  # a file source that cannot be opened is a config error: one line, exit 2
+    except BaseException:
+        st.alarms.close()
+        raise
     st.faults.publish()
     st.notifier.ready(f"inspecting {cfg.part or st.status.version}" if st.model.ready else st.faults.summary())
     web = start_web(cfg, st.status, stop)  # off unless web.enabled; never stops the loop
