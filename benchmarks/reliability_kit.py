@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import cv2
-import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from helpers import wait_until  # noqa: E402
+from helpers import SmallDisk, wait_until  # noqa: E402, F401  (SmallDisk: for the trials)
 from mosquitto_fixture import free_port  # noqa: E402
+from test_loop import defect  # noqa: E402  (the painted defect the loop tests use)
 
 TINY = {"data.image_size": [64, 64], "model.width": 16, "train.epochs": 3, "train.batch_size": 4, "train.threads": 2}
 
@@ -37,12 +37,6 @@ class Env:
     threshold: float  # between the worst good frame and the mildest painted defect
     alternating: Path  # folder: good, defect, good, defect, ... (an alarm on every defect frame)
     good: Path  # folder of good frames only
-
-
-def defect(img: np.ndarray) -> np.ndarray:
-    out = img.copy()
-    cv2.rectangle(out, (30, 40), (90, 80), (0, 0, 255), -1)  # a large red patch: unmistakable
-    return out
 
 
 def make_env(work: Path) -> Env:
@@ -166,35 +160,6 @@ class StationProc:
         return out
 
 
-class SmallDisk:
-    """A tmpfs of size_kb mounted at `path` (needs root); fill() takes every free byte, free_up() returns them."""
-
-    def __init__(self, path: Path, size_kb: int) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k,mode=1777", "tmpfs", str(path)],
-                             capture_output=True, text=True)
-        if res.returncode != 0:
-            raise PermissionError(res.stderr.strip() or "mount failed")
-        self.path = path
-        self.filler = path / "filler"
-
-    def fill(self) -> None:
-        with open(self.filler, "ab", buffering=0) as f:
-            for size in (65536, 4096, 512, 1):
-                try:
-                    while f.write(b"\0" * size):
-                        pass
-                except OSError:
-                    pass
-
-    def free_up(self) -> None:
-        self.filler.unlink(missing_ok=True)
-
-    def close(self) -> None:
-        subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
-
-
 def outcome(call: Callable[[], Any], path: Path) -> str:
     """How a loader took an untrusted file: ok | clean (one-line EdgeAdError naming the file) | bad: <why>."""
     from edge_ad.errors import EdgeAdError
@@ -221,7 +186,11 @@ def rss_mb(pid: int) -> float:
 
 
 def fresh(folder: Path) -> Path:
-    """An empty folder (what an earlier run left there is removed)."""
+    """An empty folder (what an earlier run left there is removed, tmpfs mounts included)."""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        mount = line.split()[1]
+        if mount.startswith(str(folder) + "/"):
+            subprocess.run(["umount", "-l", mount], capture_output=True)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     return folder

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from reliability_kit import ROOT, Env, fresh, station_cfg  # noqa: E402
 
 from mosquitto_fixture import Broker, mosquitto_binary  # noqa: E402
+from test_service import unit_settings  # noqa: E402  (the unit file's KEY=VALUE lines, as the unit tests read them)
 
 
 
@@ -55,7 +56,7 @@ def unit_exposure(text: str, folder: Path) -> float:
 def syscalls_outside_filter(env: Env, folder: Path, unit_text: str) -> tuple[set[str] | None, int, str]:
     if shutil.which("strace") is None or shutil.which("unshare") is None:
         return None, 0, "syscall check skipped: strace or unshare missing"
-    allowed = filter_allow_list([v for k, v in unit_settings(unit_text) if k == "SystemCallFilter"])
+    allowed = filter_allow_list(unit_settings(unit_text)["SystemCallFilter"])
     run = folder / "run"
     run.mkdir()
     broker = Broker(folder / "broker").start() if mosquitto_binary() else None
@@ -81,11 +82,6 @@ def syscalls_outside_filter(env: Env, folder: Path, unit_text: str) -> tuple[set
         return None, len(used), f"syscall check: the unprivileged station failed: {res.stderr.strip()[-200:]}"
     return used - allowed, len(used), ("station run unprivileged (uid 65534, user namespace) under strace for 100 "
                                        "frames: onnxruntime, OpenCV, MQTT, web view, GPIO fake, sd_notify with a watchdog")
-
-
-def unit_settings(text: str) -> list[tuple[str, str]]:
-    return [tuple(line.split("=", 1)) for line in text.splitlines()  # type: ignore[misc]
-            if "=" in line and not line.lstrip().startswith(("#", ";", "["))]
 
 
 def filter_allow_list(lines: list[str]) -> set[str]:

@@ -107,19 +107,18 @@ class Subscriber:
 class SmallDisk:
     """A real filesystem of `size_kb` (tmpfs, mounted as root) that tests fill up: a full disk, not a mock.
 
-    `fill()` takes every free byte; `free_up()` gives them back. Skips the test where mounting is not allowed.
+    `fill()` takes every free byte; `free_up()` gives them back. PermissionError where mounting is not allowed.
     """
 
     def __init__(self, path, size_kb: int = 512):
-        import pytest
         import subprocess
 
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
-        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k,mode=1777", "tmpfs", str(path)],
                              capture_output=True, text=True)
         if res.returncode != 0:
-            pytest.skip(f"cannot mount a small tmpfs here (needs root): {res.stderr.strip()[:120]}")
+            raise PermissionError(f"cannot mount a small tmpfs here (needs root): {res.stderr.strip()[:120]}")
         self.filler = path / "filler"
 
     def fill(self) -> None:
