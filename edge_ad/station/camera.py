@@ -239,9 +239,14 @@ class Camera:
         self.last_error = ""  # why the source has no frames right now
 
     @property
+    def is_file(self) -> bool:
+        """A video file, a folder or one image (not a device or a stream)."""
+        return self.source.kind in ("folder", "video")
+
+    @property
     def replay(self) -> bool:
         """A file or folder replayed as a camera: its end is a restart, not a lost camera."""
-        return self.live and self.source.kind in ("folder", "video")
+        return self.live and self.is_file
 
     # --- consumer side ----------------------------------------------------------------------
     def start(self) -> Camera:
@@ -342,8 +347,7 @@ class Camera:
 
     def _paced(self) -> bool:
         """Files in realtime mode, and files replayed as a live camera, run at their own frame rate."""
-        is_file = isinstance(self.source, _FolderSource) or self.source.kind == "video"
-        return is_file and (self.mode == "realtime" or self.live)
+        return self.is_file and (self.mode == "realtime" or self.live)
 
     def _pace(self, start: float, n: int) -> bool:
         """Sleep until frame n of a paced source is due; True when a stop was requested meanwhile."""
