@@ -71,8 +71,8 @@ def syscalls_outside_filter(env: Env, folder: Path, unit_text: str) -> tuple[set
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # systemd's end of sd_notify (READY, WATCHDOG)
     notify.bind(str(run / "notify"))
     cmd = ["strace", "-f", "-qq", "-o", str(trace), "unshare", "--user", "env", f"HOME={run}",
-           f"NOTIFY_SOCKET={run / 'notify'}", "WATCHDOG_USEC=1000000", sys.executable, "-m", "edge_ad.cli", "run", "--config", str(run / "station.yaml"),
-           "--max-frames", "100"]
+           f"NOTIFY_SOCKET={run / 'notify'}", "WATCHDOG_USEC=1000000",
+           sys.executable, "-m", "edge_ad.cli", "run", "--config", str(run / "station.yaml"), "--max-frames", "100"]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     notify.close()
     if broker:

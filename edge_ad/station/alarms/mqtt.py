@@ -2,9 +2,10 @@
 
 Topics read from general to specific: `<prefix>/<station>/<part>/event` carries one JSON object per
 alarm; `<prefix>/<station>/<part>/status` is retained: "online" on connect, "fault" with the reason while
-the station cannot inspect, and "offline" as the last will. `on_event` only appends to the disk queue; a sender thread publishes one event at a time, in
-order, and deletes it from the queue only after the broker's PUBACK. paho reconnects with backoff
-and re-sends the unacknowledged event itself, so the loop never waits for the network.
+the station cannot inspect, and "offline" as the last will. `on_event` only appends to the disk queue; a
+sender thread publishes one event at a time, in order, and deletes it from the queue only after the broker's
+PUBACK. paho reconnects with backoff and re-sends the unacknowledged event itself, so the loop never waits for
+the network.
 """
 
 from __future__ import annotations
@@ -192,13 +193,15 @@ class MqttSink:
         with self._cond:
             self._down_since = self._down_since or time.monotonic()
         if not self._closing:
-            log_limited(log, logging.WARNING, f"mqtt-down:{self.cfg.host}:{self.cfg.port}", "mqtt: disconnected from %s:%d (%s); reconnecting with backoff up to %g s, "
+            log_limited(log, logging.WARNING, f"mqtt-down:{self.cfg.host}:{self.cfg.port}",
+                        "mqtt: disconnected from %s:%d (%s); reconnecting with backoff up to %g s, "
                         "%d event(s) queued", self.cfg.host, self.cfg.port, reason, self.cfg.reconnect_max_s,
                         len(self.queue))
 
     def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
         self._failures += 1
-        log_limited(log, logging.WARNING, f"mqtt-down:{self.cfg.host}:{self.cfg.port}", "mqtt: cannot reach broker %s:%d (attempt %d); retrying with backoff up to %g s",
+        log_limited(log, logging.WARNING, f"mqtt-down:{self.cfg.host}:{self.cfg.port}",
+                    "mqtt: cannot reach broker %s:%d (attempt %d); retrying with backoff up to %g s",
                     self.cfg.host, self.cfg.port, self._failures, self.cfg.reconnect_max_s)
 
     def _on_publish(self, _client: Any, _userdata: Any, mid: int, _reason: Any, _props: Any) -> None:
