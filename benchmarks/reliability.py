@@ -335,7 +335,6 @@ def main() -> None:
     args = ap.parse_args()
     run = args.only or list(TRIALS)
     env = make_env(args.work)
-    rows = {r["trial"]: r for r in load_rows("reliability")}
     for name in run:
         t0 = time.monotonic()
         print(f"--- {name}", flush=True)
@@ -343,6 +342,7 @@ def main() -> None:
         row["minutes"] = round(since(t0) / 60, 1)
         row["figures"] = figures(row)
         print(json.dumps(row), flush=True)
+        rows = {r["trial"]: r for r in load_rows("reliability")}  # again: another run may have written meanwhile
         rows[name] = row
         write_results("reliability", [rows[t] for t in TRIALS if t in rows], COLUMNS, NOTES)
 
