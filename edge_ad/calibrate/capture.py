@@ -179,7 +179,8 @@ def stage_capture(job: Job, state: State, hook: Hook | None) -> CaptureResult:
         raise CalibrationError(f"too few usable images for training: {usable} (need at least {cap.min_images}; "
                                f"rejected: {', '.join(f'{k} {v}' for k, v in counts.items() if v) or 'none'})"
                                f"{hint}. Captured images are kept in {cap_dir}; add more and rerun")
-    if len(kept_paths) < n:
+    whole_folder = not cap.n and job.source and Path(job.source).expanduser().is_dir()
+    if len(kept_paths) < n and not whole_folder:  # a whole folder minus its rejects is what was asked for
         warnings.append(f"the source gave {len(kept_paths)} usable images, fewer than the {n} wanted")
     spread = filt.aspect_spread()
     if spread > qcfg.aspect_tolerance:
