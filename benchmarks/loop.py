@@ -2,14 +2,18 @@
 
 Rows: bare detector fps; loop fps (video file, every frame, alarms + evidence + frame log on);
 capture-to-verdict latency p50/p99 and capture-to-alarm for alarm frames; a camera faster than
-inference (live replay at a high fps): dropped frames, and whether latency grows over time.
+inference (live replay at a high fps): dropped frames, and whether latency grows over time; the loop
+with the web view off and on with one headless browser watching it (runs interleaved, steady state).
 Usage: python benchmarks/loop.py [--frames 300] [--threads 2] [--model runs/bench/bottle/rd/model.onnx]
+                                 [--web-seconds 15] [--web-reps 4]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import socket
 import sys
 import tempfile
 import time
@@ -29,7 +33,13 @@ COLUMNS = [("variant", "variant"), ("fps", "frames/s"), ("overhead_pct", "overhe
            ("overhead_vs_predecoded_pct", "overhead vs bare on decoded frames %"), ("ms_p50", "latency p50 ms"),
            ("ms_p99", "latency p99 ms"), ("alarm_ms_p50", "capture->alarm p50 ms"),
            ("alarm_ms_p99", "capture->alarm p99 ms"), ("dropped", "dropped"),
-           ("p99_first_half", "p99 1st half ms"), ("p99_second_half", "p99 2nd half ms"), ("frames", "frames")]
+           ("p99_first_half", "p99 1st half ms"), ("p99_second_half", "p99 2nd half ms"), ("frames", "frames"),
+           ("fps_vs_web_off_pct", "fps vs web off %"), ("p99_vs_web_off_pct", "p99 vs web off %")]
+WARMUP_S = 3.0  # web rows: frames captured in the first seconds of a run are left out (and all until the browser
+# shows the live view, plus a second, in both runs of a pair)
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
 
 
 def make_video(path: Path, n: int, fps: float = 30.0) -> list[np.ndarray]:
@@ -65,12 +75,127 @@ def pct(a, q):
     return float(np.percentile(np.asarray(a), q)) if len(a) else float("nan")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def viewer(url: str, ready: str, nice: int) -> None:
+    """One operator's browser (its own process): opens the page, waits for the live image, then keeps watching.
+    Writes `ready`.launched once the browser runs (the station is started then) and `ready` with the time the live
+    image showed. `nice` lowers the priority of it and of the chromium it starts (a tablet's CPU is not the
+    station's)."""
+    import os
+
+    from playwright.sync_api import Error, sync_playwright
+
+    os.nice(nice)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        Path(ready + ".launched").write_text(str(time.time()))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                page.goto(url)
+                break
+            except Error:  # the station's server is not up yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        page.wait_for_function("() => document.querySelector('#live').naturalWidth > 0", timeout=60_000)
+        Path(ready).write_text(str(time.time()))
+        while True:
+            page.wait_for_timeout(1000)
+
+
+def wait_file(path: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not path.is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return path.is_file()
+
+
+def steady(log: Path, since: float) -> tuple[float, list[float], int]:
+    """fps and latencies of the frames captured after `since` (capture times from the frame log)."""
+    recs = [json.loads(x) for x in log.read_text().splitlines()]
+    recs = [r for r in recs if r["time"] >= since]
+    fps = (len(recs) - 1) / (recs[-1]["time"] - recs[0]["time"]) if len(recs) > 1 else float("nan")
+    return fps, [r["latency_ms"] for r in recs], len(recs)
+
+
+# web rows: (key, browser niceness or None for no web view, row name)
+WEB_VARIANTS = [("off", None, "web view off"),
+                ("tablet", 19, "web view on, one browser watching (chromium at nice 19: the operator's tablet)"),
+                ("local", 0, "web view on, one browser watching (chromium at normal priority on the same cores)")]
+
+
+def web_run(model: Path, video: Path, work: Path, name: str, nice: int | None) -> tuple[Path, float, float | None]:
+    """One loop run (frame log path, start time, time the browser showed the live view)."""
+    log, ready = work / f"frames_{name}.jsonl", work / f"ready_{name}"
+    doc = station(model, video, work, file_mode="every")
+    doc["frame_log"] = str(log)
+    client = None
+    if nice is not None:
+        port = free_port()
+        doc["web"] = {"enabled": True, "port": port}
+        client = multiprocessing.get_context("spawn").Process(
+            target=viewer, args=(f"http://127.0.0.1:{port}/", str(ready), nice), daemon=True)
+        client.start()
+        if not wait_file(Path(str(ready) + ".launched"), 120):
+            sys.exit("the headless browser did not start (is /usr/bin/chromium installed?)")
+    start = time.time()
+    try:
+        run_station(station_config_from_dict(doc))
+    finally:
+        if client is not None:
+            client.terminate()
+            client.join(10)
+    return log, start, float(ready.read_text()) if ready.is_file() else None
+
+
+def web_rows(model: Path, video: Path, work: Path, reps: int) -> list[dict]:
+    """The loop without the web view and with it and one browser, interleaved `reps` times; medians of the runs."""
+    runs: dict[str, list[tuple[float, float, float, int]]] = {key: [] for key, _, _ in WEB_VARIANTS}
+    order = np.random.default_rng(0)
+    for rep in range(reps):  # each round runs the variants in a new order, so a drifting machine load favours none
+        done = {key: web_run(model, video, work, f"{rep}_{key}", nice)
+                for key, nice, _ in (WEB_VARIANTS[i] for i in order.permutation(len(WEB_VARIANTS)))}
+        if any(nice is not None and done[key][2] is None for key, nice, _ in WEB_VARIANTS):
+            sys.exit("the browser never showed the live view: rerun with a longer --web-seconds")
+        # the same leading seconds are left out of every run of a round: until every browser showed the live view
+        skip = max([WARMUP_S] + [ready - start + 1.0 for _, start, ready in done.values() if ready is not None])
+        for key, (log, start, _) in done.items():
+            fps, lat, n = steady(log, start + skip)
+            if n < 100:
+                sys.exit(f"only {n} frames after the browser connected: rerun with a longer --web-seconds")
+            runs[key].append((fps, pct(lat, 50), pct(lat, 99), n))
+            print({"web": key, "fps": fps, "ms_p99": pct(lat, 99), "frames": n, "skipped_s": skip}, flush=True)
+    med = {key: [float(np.median([r[i] for r in runs[key]])) for i in range(4)] for key in runs}
+    rows = []
+    for key, nice, name in WEB_VARIANTS:
+        fps, p50, p99, n = med[key]
+        row = {"variant": f"loop, video file, every frame, {name} (steady state, median of {reps} interleaved runs)",
+               "fps": fps, "ms_p50": p50, "ms_p99": p99, "frames": int(n),
+               "fps_runs": ", ".join(f"{r[0]:.1f}" for r in runs[key]),
+               "p99_runs": ", ".join(f"{r[2]:.1f}" for r in runs[key])}
+        if nice is not None:
+            row["fps_vs_web_off_pct"] = 100 * (fps / med["off"][0] - 1)
+            row["p99_vs_web_off_pct"] = 100 * (p99 / med["off"][2] - 1)
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="runs/bench/bottle/rd/model_int8_cpu_percentile.onnx",
                     help="exported model (with its .json); benchmarks/int8.py writes the default")
+    ap.add_argument("--web-seconds", type=float, default=15.0,
+                    help="length of each web view off/on run, at the loop's measured frame rate")
+    ap.add_argument("--web-reps", type=int, default=4, help="interleaved off/on rounds (0: skip the web rows)")
     args = ap.parse_args()
     model = Path(args.model)
     if not model.is_file():
@@ -126,15 +251,25 @@ def main() -> None:
         rows.append({"variant": f"loop, camera at {fast:.0f} fps (faster than inference)",
                      "ms_p50": pct(lat, 50), "ms_p99": pct(lat, 99), "dropped": stats.dropped, "frames": stats.frames,
                      "p99_first_half": pct(lat[:half], 99), "p99_second_half": pct(lat[half:], 99)})
+        if args.web_reps:
+            long_video = work / "long.avi"
+            make_video(long_video, int(np.clip(loop_fps * args.web_seconds, 300, 5000)))
+            rows += web_rows(bundle / "model.onnx", long_video, work, args.web_reps)
         for r in rows:
             print(r, flush=True)
-    write_results("loop", rows, COLUMNS, NOTES.format(model=model, threads=args.threads))
+    write_results("loop", rows, COLUMNS, NOTES.format(model=model, threads=args.threads, warmup=WARMUP_S))
 
 
 NOTES = ("Model: `{model}` (onnxruntime, {threads} threads, batch 1). The bare detector runs once on frames already "
          "decoded and once reading the MJPG video itself; the loop decodes in its grabber thread and also writes a JSON "
          "line per frame, alarms (log sink) and evidence JPEGs (17 alarms in 300 frames: far more than a real line). Latency is capture (grab time) to verdict. With a camera faster than "
-         "inference the grabber keeps only the newest frame: dropped frames grow, latency does not.")
+         "inference the grabber keeps only the newest frame: dropped frames grow, latency does not. Web view rows: the "
+         "same loop on a longer video, with `web.enabled` and a headless chromium (Playwright, its own process, on the "
+         "same 2 cores) showing the page (live MJPEG at the default 4 frames/s, status every second, plot and alarms "
+         "every 2 s). On a line the browser runs on a tablet or PC, not on the station: the `nice 19` row stands in for "
+         "that (the station's CPU goes to the station first); the normal-priority row is a browser on the station "
+         "itself. Off and on runs alternate (in a new order each round); each row is the median of its runs (all runs listed in the JSON); frames "
+         "captured before every browser of the round showed the live view (at least {warmup:g} s) are left out.")
 
 if __name__ == "__main__":
     main()
