@@ -43,6 +43,7 @@ from helpers import Subscriber, wait_until  # noqa: E402  (tests/, put on sys.pa
 from mosquitto_fixture import Broker, free_port, mosquitto_binary  # noqa: E402
 
 from edge_ad import bundle as B  # noqa: E402
+from edge_ad.station.status import SCORE_HISTORY  # noqa: E402
 
 TRIALS = ("reproductions", "broker", "source", "sighup", "disk", "calibrate_kill", "fuzz", "soak", "exposure")
 COLUMNS = [("trial", "trial"), ("cases", "cases"), ("failures", "failures"), ("figures", "figures"),
@@ -292,7 +293,8 @@ def trial_soak(env: Env, args: argparse.Namespace) -> dict:
     finally:
         if st.alive:
             st.stop()
-    warm = min(60.0, 0.2 * duration)
+    # warm-up: until the status windows are full (the score history holds SCORE_HISTORY frames), and 30 s at least
+    warm = max(30.0, next((t for t, _, frames in samples if frames >= SCORE_HISTORY), samples[-1][0]))
     after = [x for x in samples if x[0] >= warm]
     window = max(3, len(after) // 5)
     first, last = after[:window], after[-window:]
@@ -305,8 +307,10 @@ def trial_soak(env: Env, args: argparse.Namespace) -> dict:
             "fps_start": round(fps(first), 1), "fps_end": round(fps(last), 1), "fps_drift_pct": round(drift, 1),
             "rss_start_mb": round(statistics.mean(r for _, r, _ in first), 1),
             "rss_growth_mb": round(rss_growth, 2), "log_lines": lines, "station_rc": rc,
+            "rss_mb_every_30s": " ".join(f"{r:.1f}" for t, r, _ in samples[::6]),
             "note": f"live replay at camera.fps 1000 (as fast as inference goes), frame log on (rotated at 5 MB); RSS "
-                    f"growth = mean of the last {window} samples - mean of the first {window} after {warm:.0f} s warm-up"}
+                    f"growth = mean of the last {window} samples (5 s apart) - mean of the first {window} after a "
+                    f"{warm:.0f} s warm-up (until the status windows are full)"}
 
 
 # ------------------------------------------------------------------------------------------------ main

@@ -39,7 +39,7 @@ def trial_calibrate_kill(env: Env, args: argparse.Namespace) -> dict:
     full_s = time.monotonic() - t0
     if first.returncode != 0:
         return {"cases": 0, "failures": 1, "note": f"calibrate does not run: {first.stderr.strip()[-300:]}"}
-    half_loaded = dup = leftovers = rerun_failed = kills = attempts = 0
+    half_loaded = dup = leftovers = rerun_failed = kills = attempts = recognised = 0
     modes = ("at a random time", "once .incoming-* holds 3 files", "as v<N+1> appears", "at a random time in bundle")
     run_s = full_s  # a later calibration reuses the captured images: its length is learnt from the reruns
     while kills < args.calibrate_kills and attempts < 2 * args.calibrate_kills:
@@ -54,6 +54,7 @@ def trial_calibrate_kill(env: Env, args: argparse.Namespace) -> dict:
         rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         run_s = time.monotonic() - t0 if "continuing" not in rerun.stdout else run_s
         rerun_failed += rerun.returncode != 0
+        recognised += "was written before the interruption" in rerun.stdout  # 5e: switched to, not written again
         half_loaded += current_not_intact(root)
         stagings = [B.read_manifest(root / "p" / f"v{v}").get("staging") for v in B.versions(root, "p")]
         dup = max(dup, len(stagings) - len(set(stagings)))
@@ -62,7 +63,8 @@ def trial_calibrate_kill(env: Env, args: argparse.Namespace) -> dict:
     failures = half_loaded + dup + leftovers + rerun_failed + (kills < args.calibrate_kills)
     return {"cases": kills, "failures": failures, "kills": kills, "runs_that_finished_first": attempts - kills,
             "half_written_loaded": half_loaded, "duplicate_versions": dup, "leftovers_after_rerun": leftovers,
-            "reruns_failed": rerun_failed, "versions": len(versions), "calibrate_s": round(full_s, 1),
+            "reruns_failed": rerun_failed, "reruns_that_found_their_bundle_written": recognised,
+            "versions": len(versions), "calibrate_s": round(full_s, 1),
             "note": "kill modes: " + "; ".join(modes) + "; recipe: tests/test_calibrate.py TINY_RECIPE"}
 
 
