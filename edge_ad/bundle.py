@@ -21,8 +21,10 @@ from datetime import datetime
 from pathlib import Path
 
 from edge_ad.errors import EdgeAdError
+from edge_ad.fileio import atomic_write_json
 
 MANIFEST = "manifest.json"
+RUNTIME_MANIFESTS = ("model.json", "model_fp32.json")  # each graph's threshold lives in its own model.json
 FILE_MODE, DIR_MODE = 0o644, 0o755  # bundles are written by calibrate and read by the service's own user
 CURRENT = "current"
 INCOMING = ".incoming-"
@@ -229,8 +231,9 @@ def rollback(root: str | Path, part: str, version: int | None = None) -> int:
 
 
 def write_threshold_version(root: str | Path, part: str, threshold: float, who: str, activate: bool = True) -> Path:
-    """A new version of the current bundle that differs only in its alarm threshold (model.json and manifest), so
-    the change is versioned like a calibration: who, when, old and new value are recorded; rollback undoes it."""
+    """A new version of the current bundle that differs only in its alarm threshold (every runtime manifest, i.e.
+    model.json and model_fp32.json, and the bundle manifest), so the change is versioned like a calibration: who,
+    when, old and new value are recorded; rollback undoes it."""
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold <= 0:
         raise EdgeAdError(f"threshold must be a finite number > 0, got {threshold!r}")
     src = resolve(root, part)
@@ -247,10 +250,12 @@ def write_threshold_version(root: str | Path, part: str, threshold: float, who: 
     keep.update(threshold=float(threshold), threshold_source=f"changed by {who}", threshold_change=change,
                 threshold_history=[*man.get("threshold_history", []), change])
     with tempfile.TemporaryDirectory(prefix="edge_ad-threshold-") as tmp:
-        model_json = Path(tmp) / "model.json"
-        model_json.write_text(json.dumps(info, indent=1))
         files = {name: src / name for name in man.get("files", {})}
-        files["model.json"] = model_json
+        for name in RUNTIME_MANIFESTS:
+            if name in files:
+                doc = info if name == "model.json" else json.loads((src / name).read_text())
+                doc["threshold"] = float(threshold)
+                files[name] = atomic_write_json(Path(tmp) / name, doc)
         return write_bundle(root, part, files, keep, activate)
 
 

@@ -72,11 +72,14 @@ def test_threshold_version_copies_the_current_one_with_who_when_old_and_new(tmp_
 
     model_json = tmp_path / "model.json"
     model_json.write_text(json.dumps({"data": {}, "scoring": {}, "threshold": 0.5, "meta": {"k": 1}}))
-    files = {**make_files(tmp_path, "net"), "model.json": model_json}
+    fp32_json = tmp_path / "model_fp32.json"
+    fp32_json.write_text(json.dumps({"data": {}, "scoring": {}, "threshold": 0.5, "meta": {"fp32": 1}}))
+    files = {**make_files(tmp_path, "net"), "model.json": model_json, "model_fp32.json": fp32_json}
     B.write_bundle(tmp_path / "parts", "p", files, {"threshold": 0.5, "method": "rd", "metrics": {"f1": 0.9}})
     v2 = B.write_threshold_version(tmp_path / "parts", "p", 0.7, "ana (web, 127.0.0.1)")
     assert v2.name == "v2" and B.current_version(tmp_path / "parts", "p") == 2 and B.verify(v2) == []
     assert json.loads((v2 / "model.json").read_text()) == {"data": {}, "scoring": {}, "threshold": 0.7, "meta": {"k": 1}}
+    assert json.loads((v2 / "model_fp32.json").read_text())["threshold"] == 0.7  # every graph of the bundle agrees
     assert (v2 / "model.onnx").read_text() == "net"
     man = B.read_manifest(v2)
     change = man["threshold_change"]

@@ -17,7 +17,7 @@ EXAMPLE = ROOT / "jetson" / "station.example.yaml"
 
 def test_example_loads_and_lists_every_setting():
     cfg = load_station_config(EXAMPLE)
-    assert cfg.station == "line3-cam1" and cfg.part == "bottle" and cfg.runtime == "tensorrt"
+    assert cfg.station == "line3-cam1" and cfg.part == "bottle" and cfg.runtime == "auto"
     assert cfg.mqtt.enabled and cfg.mqtt.password_env == "EDGE_AD_MQTT_PASSWORD" and cfg.mqtt.port == 8883
     assert cfg.gpio.backend == "jetson" and cfg.camera.source == "csi://0" and cfg.threshold is None
     assert cfg.bundle_dir() == Path("/var/lib/edge_ad/parts/bottle/current")
