@@ -102,14 +102,19 @@ def test_bundle_layout_manifest_and_threshold(first, demo_root):
     assert {n for n in names if n.startswith("heatmap_")} and "model.engine" not in names  # no TensorRT here
     assert B.verify(res.bundle) == []
     man = B.read_manifest(res.bundle)
-    assert man["input_size"] == [64, 64] and man["deployed"]["precision"] == "int8"
+    assert man["input_size"] == [64, 64]
+    choice = man["deploy_choice"]  # every variant judged and timed; the fastest within the bounds is deployed
+    assert set(choice) == {"fp32", "int8_trt", "int8_cpu"} and choice["fp32"]["within_bounds"]
+    fastest = min((v for v in choice if choice[v]["within_bounds"]), key=lambda v: choice[v]["ms"])
+    assert man["deployed"]["variant"] == fastest
+    assert man["deployed"]["precision"] == ("fp32" if fastest == "fp32" else "int8")
     assert man["recipe"]["model"]["width"] == 16 and man["recipe"]["prune"]["enabled"] is False
     assert set(man["stage_seconds"]) == set(STAGES[:-1]) and "torch" in man["versions"]
     assert "TensorRT not installed" in man["engine"]["skipped"]
     assert man["capture"]["images"] == len(good_images(demo_root)) and man["split"]["val"] == 4
     assert man["metrics"]["val_false_alarm_rate"] == 0.0  # quantile 0.99 of 4 scores, plus a 10 % margin
     info = json.loads((res.bundle / "model.json").read_text())
-    assert info["threshold"] == man["threshold"] and info["meta"]["precision"] == "int8"
+    assert info["threshold"] == man["threshold"] and info["meta"].get("precision", "fp32") == man["deployed"]["precision"]
     assert "validation good" in info["meta"]["threshold_source"]
     report = (res.bundle / "report.md").read_text()
     assert "](histogram.png)" in report and f"{man['threshold']:.5g}" in report and "| train |" in report
