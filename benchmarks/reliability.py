@@ -48,7 +48,6 @@ from edge_ad.station.status import SCORE_HISTORY  # noqa: E402
 TRIALS = ("reproductions", "broker", "source", "sighup", "disk", "calibrate_kill", "fuzz", "soak", "exposure")
 COLUMNS = [("trial", "trial"), ("cases", "cases"), ("failures", "failures"), ("figures", "figures"),
            ("minutes", "minutes"), ("note", "note")]
-UNIT_BEFORE = "6acf2a0^"  # the commit before the unit got its syscall filter and /proc, log and mount settings
 
 
 # ------------------------------------------------------------------------------------------------ broker

@@ -20,6 +20,8 @@ from mosquitto_fixture import Broker, mosquitto_binary  # noqa: E402
 from test_service import unit_settings  # noqa: E402  (the unit file's KEY=VALUE lines, as the unit tests read them)
 
 
+UNIT_BEFORE = "6acf2a0^"  # the commit before the unit got its syscall filter and /proc, log and mount settings
+
 
 # ------------------------------------------------------------------------------------------------ exposure
 
