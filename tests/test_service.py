@@ -274,7 +274,8 @@ def test_unit_hardening_exposure(tmp_path):
 
 def test_station_modules_import_neither_torch_nor_hardware_libraries():
     code = ("import sys; import edge_ad.station.camera, edge_ad.station.evidence, edge_ad.station.service, edge_ad.station.config, "
-            "edge_ad.station.alarms, edge_ad.station.alarms.gpio, edge_ad.station.alarms.mqtt; "
+            "edge_ad.station.alarms, edge_ad.station.alarms.gpio, edge_ad.station.alarms.mqtt, edge_ad.station.loop, "
+            "edge_ad.station.model, edge_ad.station.faults, edge_ad.station.framelog, edge_ad.station.reload; "
             "bad = [m for m in ('torch', 'Jetson', 'gpiod', 'tensorrt') if m in sys.modules]; print(bad)")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
