@@ -8,7 +8,7 @@ from edge_ad.config import ModelConfig, load_config
 from edge_ad.errors import EdgeAdError
 from edge_ad.models.model import ADModel
 from edge_ad.models.artifact import load_model, score_images
-from edge_ad.training.train import train
+from edge_ad.training.train import epoch_fits, train
 from model_fixtures import TINY
 
 
@@ -85,3 +85,11 @@ def test_missing_model_is_clear(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     with pytest.raises(EdgeAdError, match="not a readable edge_ad model"):
         load_model(tmp_path / "bad.pt")
+
+
+def test_max_minutes_is_a_cap_no_epoch_starts_that_would_end_past_it():
+    history = [{"seconds": 4.0}, {"seconds": 4.0}]
+    assert epoch_fits([], 10.0)  # nothing measured yet: the first epoch always runs
+    assert epoch_fits(history[:1], 10.0)  # 4 s spent, 4 s more ends at 8 s
+    assert not epoch_fits(history, 10.0)  # 8 s spent, one more would end at 12 s
+    assert epoch_fits(history, 12.0)

@@ -98,7 +98,8 @@ class ReadinessConfig:
 
     max_false_alarm_rate: float = 0.05  # leave-one-out estimate on the validation goods
     min_image_auroc: float = 0.9  # held-out goods vs synthetic defects of all sizes
-    min_detection_large: float = 0.8  # share of large synthetic defects at or above the threshold
+    min_detection_large: float = 0.5  # share of large synthetic defects at or above the threshold (a floor: the
+    # share depends on how visible the synthetic kinds are on the part; separation is judged by min_image_auroc)
 
     def validate(self) -> None:
         check(0 <= self.max_false_alarm_rate <= 1, "max_false_alarm_rate", "must be in [0, 1]")
@@ -212,7 +213,7 @@ def recipe_from_dict(raw: dict, name: str = "<dict>") -> Recipe:
     return Recipe(build(Config, base, name), build(CalibrationSections, rest, name), prune, name)
 
 
-CALIBRATE_TRAIN = {"min_steps": 500, "max_minutes": 4.0}  # calibrate's schedule: enough steps on few images, bounded time
+CALIBRATE_TRAIN = {"min_steps": 500, "max_minutes": 3.5}  # calibrate's schedule: enough steps on few images, bounded time
 
 
 def calibrate_defaults() -> Config:

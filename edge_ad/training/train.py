@@ -102,7 +102,7 @@ def train(cfg: Config, resume: bool = False, images: list[np.ndarray] | None = N
     n = len(images)
     budget_s = cfg.train.max_minutes * 60
     for epoch in range(start, epochs):
-        if budget_s and sum(h["seconds"] for h in history) >= budget_s:
+        if budget_s and not epoch_fits(history, budget_s):
             log.info("training stopped after epoch %d of %d: train.max_minutes (%g) reached", epoch, epochs,
                      cfg.train.max_minutes)
             break
@@ -141,6 +141,13 @@ def batch_loss(model: ADModel, images: list[np.ndarray], idx: list[int], raw: li
     if get_method(cfg.model.method).augmented_inputs:
         inputs = augmented_features(model, images, idx, target, cfg, device, rng)
     return sum(distill_loss(t, s) for t, s in zip(model.pair_features(target), model.student_outputs(inputs)))
+
+
+def epoch_fits(history: list[dict], budget_s: float) -> bool:
+    """Whether one more epoch (as long as the mean so far) ends within the budget: max_minutes is a cap, not a floor."""
+    spent = sum(h["seconds"] for h in history)
+    mean = spent / len(history) if history else 0.0
+    return spent + mean <= budget_s
 
 
 def distill_epoch(model: ADModel, images: list[np.ndarray], raw: list[torch.Tensor], cfg: Config, device: torch.device,
