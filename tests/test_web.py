@@ -143,13 +143,29 @@ def test_status_scores_and_page(station):
     assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"] and r.headers["X-Frame-Options"] == "DENY"
 
 
+def test_score_plot_keeps_the_peak_of_every_bucket():
+    from edge_ad.station.web.routes import downsample
+
+    rng = np.random.default_rng(0)
+    points = [(i * 0.01, float(v)) for i, v in enumerate(rng.random(3601))]
+    points[1234] = (12.34, 5.0)  # one spike among thousands of frames
+    out = downsample(points, 600)
+    step = -(-len(points) // 600)
+    assert len(out) <= 600 and [12.34, 5.0] in out
+    for k, (t, v) in enumerate(out):
+        bucket = points[k * step:(k + 1) * step]
+        assert v == max(s for _, s in bucket) and (t, v) in bucket
+    assert downsample(points[:3], 600) == [list(p) for p in points[:3]]
+
+
 def test_alarm_rows_thumbnails_and_evidence_files(station):
     store = EvidenceStore(station.cfg.evidence)
     img = np.full((120, 160, 3), 100, np.uint8)
     amap = np.zeros((32, 32), np.float32)
     amap[10:20, 10:20] = 1.0
-    for frame in (9, 22):
-        store.save(img, amap, 0.5, 0.9, meta={"frame": frame, "model": "v1"})
+    store.save(img, amap, 0.5, 0.9, meta={"frame": 9, "model": "v1"})
+    assert [r["frame"] for r in station.client.get("/api/alarms").json["rows"]] == [9]
+    store.save(img, amap, 0.5, 0.9, meta={"frame": 22, "model": "v1"})  # at once: the cached listing sees the change
     rows = station.client.get("/api/alarms").json["rows"]
     assert [r["frame"] for r in rows] == [22, 9] and rows[0]["score"] == 0.9 and rows[0]["boxes"] == 1
     name = rows[0]["id"]

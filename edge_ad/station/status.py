@@ -149,8 +149,9 @@ class StationStatus:
             return list(self._latencies)
 
     def scores(self, since: float = 0.0) -> list[tuple[float, float]]:
-        with self._lock:
-            return [(t, s) for t, s in self._scores if t >= since]
+        with self._lock:  # a C-level copy under the lock: the loop's record_frame never waits on a viewer's filter
+            points = list(self._scores)
+        return [(t, s) for t, s in points if t >= since]
 
     def recent_alarms(self) -> list[AlarmRecord]:
         """Newest first."""

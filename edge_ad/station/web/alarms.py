@@ -4,6 +4,7 @@ list survives a restart; without evidence on disk, from StationStatus's recent a
 from __future__ import annotations
 
 import json
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -43,11 +44,27 @@ def _row(folder: Path) -> dict[str, Any]:
             "frame": frame if isinstance(frame, int) else None, "model": rec.get("model", ""), "original": original}
 
 
+LISTING_MAX_AGE_S = 10.0  # listed again at least this often (a rename in the same timestamp tick as a listing)
+_listing: dict[str, tuple[tuple[int, int, int], list[str]]] = {}
+
+
+def event_names(root: Path) -> list[str]:
+    """Event folder names, newest first; listed again when the folder changed (events are renamed in or removed: mtime
+    and nlink move) or every LISTING_MAX_AGE_S, not at every request: a day of alarms is thousands of folders."""
+    st = root.stat()
+    key = (st.st_mtime_ns, st.st_nlink, int(time.monotonic() // LISTING_MAX_AGE_S))
+    cached = _listing.get(str(root))
+    if cached is None or cached[0] != key:
+        cached = (key, sorted((p.name for p in root.iterdir() if EVENT_NAME.match(p.name)), reverse=True))
+        _listing[str(root)] = cached
+    return cached[1]
+
+
 def alarm_rows(evidence_dir: str, enabled: bool, status: StationStatus, n: int) -> list[dict[str, Any]]:
     """Newest first, at most n."""
     root = Path(evidence_dir)
     if enabled and root.is_dir():
-        names = sorted((p.name for p in root.iterdir() if EVENT_NAME.match(p.name)), reverse=True)[:n]
+        names = event_names(root)[:n]
         return [_row(root / name) for name in names if (root / name).is_dir()]
     return [{"id": None, "time": a.time, "time_iso": "", "score": a.score, "threshold": a.threshold,
              "boxes": a.boxes, "frame": a.frame, "model": "", "original": None} for a in status.recent_alarms()[:n]]
