@@ -81,16 +81,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def viewer(url: str, ready: str, nice: int) -> None:
+def viewer(url: str, ready: str, priority: str) -> None:
     """One operator's browser (its own process): opens the page, waits for the live image, then keeps watching.
     Writes `ready`.launched once the browser runs (the station is started then) and `ready` with the time the live
-    image showed. `nice` lowers the priority of it and of the chromium it starts (a tablet's CPU is not the
-    station's)."""
+    image showed. `priority` "idle" runs it and the chromium it starts under SCHED_IDLE, so it only gets CPU time the
+    station leaves (a tablet's CPU is not the station's). nice 19 does not do that: chromium run as root resets its
+    processes' niceness (seen here: browser and GPU process at -8, renderers at 0 and 5), SCHED_IDLE it keeps.
+    "normal" leaves it as a browser on the station itself."""
     import os
 
     from playwright.sync_api import Error, sync_playwright
 
-    os.nice(nice)
+    if priority == "idle":
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -125,23 +128,23 @@ def steady(log: Path, since: float) -> tuple[float, list[float], int]:
     return fps, [r["latency_ms"] for r in recs], len(recs)
 
 
-# web rows: (key, browser niceness or None for no web view, row name)
+# web rows: (key, browser priority or None for no web view, row name)
 WEB_VARIANTS = [("off", None, "web view off"),
-                ("tablet", 19, "web view on, one browser watching (chromium at nice 19: the operator's tablet)"),
-                ("local", 0, "web view on, one browser watching (chromium at normal priority on the same cores)")]
+                ("tablet", "idle", "web view on, one browser watching (chromium under SCHED_IDLE: the operator's tablet)"),
+                ("local", "normal", "web view on, one browser watching (chromium at normal priority on the same cores)")]
 
 
-def web_run(model: Path, video: Path, work: Path, name: str, nice: int | None) -> tuple[Path, float, float | None]:
+def web_run(model: Path, video: Path, work: Path, name: str, priority: str | None) -> tuple[Path, float, float | None]:
     """One loop run (frame log path, start time, time the browser showed the live view)."""
     log, ready = work / f"frames_{name}.jsonl", work / f"ready_{name}"
     doc = station(model, video, work, file_mode="every")
     doc["frame_log"] = str(log)
     client = None
-    if nice is not None:
+    if priority is not None:
         port = free_port()
         doc["web"] = {"enabled": True, "port": port}
         client = multiprocessing.get_context("spawn").Process(
-            target=viewer, args=(f"http://127.0.0.1:{port}/", str(ready), nice), daemon=True)
+            target=viewer, args=(f"http://127.0.0.1:{port}/", str(ready), priority), daemon=True)
         client.start()
         if not wait_file(Path(str(ready) + ".launched"), 120):
             sys.exit("the headless browser did not start (is /usr/bin/chromium installed?)")
@@ -160,9 +163,9 @@ def web_rows(model: Path, video: Path, work: Path, reps: int) -> list[dict]:
     runs: dict[str, list[tuple[float, float, float, int]]] = {key: [] for key, _, _ in WEB_VARIANTS}
     order = np.random.default_rng(0)
     for rep in range(reps):  # each round runs the variants in a new order, so a drifting machine load favours none
-        done = {key: web_run(model, video, work, f"{rep}_{key}", nice)
-                for key, nice, _ in (WEB_VARIANTS[i] for i in order.permutation(len(WEB_VARIANTS)))}
-        if any(nice is not None and done[key][2] is None for key, nice, _ in WEB_VARIANTS):
+        done = {key: web_run(model, video, work, f"{rep}_{key}", prio)
+                for key, prio, _ in (WEB_VARIANTS[i] for i in order.permutation(len(WEB_VARIANTS)))}
+        if any(prio is not None and done[key][2] is None for key, prio, _ in WEB_VARIANTS):
             sys.exit("the browser never showed the live view: rerun with a longer --web-seconds")
         # the same leading seconds are left out of every run of a round: until every browser showed the live view
         skip = max([WARMUP_S] + [ready - start + 1.0 for _, start, ready in done.values() if ready is not None])
@@ -174,13 +177,13 @@ def web_rows(model: Path, video: Path, work: Path, reps: int) -> list[dict]:
             print({"web": key, "fps": fps, "ms_p99": pct(lat, 99), "frames": n, "skipped_s": skip}, flush=True)
     med = {key: [float(np.median([r[i] for r in runs[key]])) for i in range(4)] for key in runs}
     rows = []
-    for key, nice, name in WEB_VARIANTS:
+    for key, prio, name in WEB_VARIANTS:
         fps, p50, p99, n = med[key]
         row = {"variant": f"loop, video file, every frame, {name} (steady state, median of {reps} interleaved runs)",
                "fps": fps, "ms_p50": p50, "ms_p99": p99, "frames": int(n),
                "fps_runs": ", ".join(f"{r[0]:.1f}" for r in runs[key]),
                "p99_runs": ", ".join(f"{r[2]:.1f}" for r in runs[key])}
-        if nice is not None:
+        if prio is not None:
             row["fps_vs_web_off_pct"] = 100 * (fps / med["off"][0] - 1)
             row["p99_vs_web_off_pct"] = 100 * (p99 / med["off"][2] - 1)
         rows.append(row)
@@ -266,9 +269,9 @@ NOTES = ("Model: `{model}` (onnxruntime, {threads} threads, batch 1). The bare d
          "inference the grabber keeps only the newest frame: dropped frames grow, latency does not. Web view rows: the "
          "same loop on a longer video, with `web.enabled` and a headless chromium (Playwright, its own process, on the "
          "same 2 cores) showing the page (live MJPEG at the default 4 frames/s, status every second, plot and alarms "
-         "every 2 s). On a line the browser runs on a tablet or PC, not on the station: the `nice 19` row stands in for "
-         "that (the station's CPU goes to the station first); the normal-priority row is a browser on the station "
-         "itself. Off and on runs alternate (in a new order each round); each row is the median of its runs (all runs listed in the JSON); frames "
+         "every 2 s). On a line the browser runs on a tablet or PC, not on the station: the SCHED_IDLE row stands in for "
+         "that (the browser only gets CPU time the station leaves; `nice 19` does not, chromium run as root resets its "
+         "processes to nice -8..5); the normal-priority row is a browser on the station itself. Off and on runs alternate (in a new order each round); each row is the median of its runs (all runs listed in the JSON); frames "
          "captured before every browser of the round showed the live view (at least {warmup:g} s) are left out.")
 
 if __name__ == "__main__":
