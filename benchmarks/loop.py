@@ -113,6 +113,52 @@ def viewer(url: str, ready: str, priority: str) -> None:
             page.wait_for_timeout(1000)
 
 
+def replay(url: str, ready: str, priority: str) -> None:
+    """What the station serves one browser, without a browser: the live MJPEG stream read to the end and the page's
+    polls at its rates (status 1 s, scores and alarms 2 s, parts 5 s, each new alarm's thumbnail once), under
+    SCHED_IDLE. Separates the station's own cost of a viewer from the cost of rendering the page on the same cores."""
+    import json as json_
+    import os
+    import threading
+    import urllib.request
+
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    Path(ready + ".launched").write_text(str(time.time()))
+
+    def get(path: str) -> bytes:
+        with urllib.request.urlopen(url + path, timeout=10) as r:
+            return r.read()
+
+    def stream() -> None:
+        while True:
+            try:
+                with urllib.request.urlopen(url + "live.mjpg", timeout=10) as r:
+                    seen = 0
+                    while chunk := r.read(16384):
+                        seen += chunk.count(b"\xff\xd8")
+                        if seen and not Path(ready).is_file():
+                            Path(ready).write_text(str(time.time()))
+            except OSError:
+                time.sleep(0.2)
+
+    threading.Thread(target=stream, daemon=True).start()
+    thumbs: set[str] = set()
+    for tick in range(10**9):
+        try:
+            get("api/status")
+            if tick % 2 == 0:
+                get("api/scores")
+                for row in json_.loads(get("api/alarms"))["rows"]:
+                    if row["id"] and row["id"] not in thumbs:
+                        thumbs.add(row["id"])
+                        get(f"evidence/{row['id']}/thumb.jpg")
+            if tick % 5 == 0:
+                get("api/parts")
+        except OSError:  # the station is not up yet, or has ended
+            pass
+        time.sleep(1.0)
+
+
 def wait_file(path: Path, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not path.is_file() and time.monotonic() < deadline:
@@ -131,7 +177,9 @@ def steady(log: Path, since: float) -> tuple[float, list[float], int]:
 # web rows: (key, browser priority or None for no web view, row name)
 WEB_VARIANTS = [("off", None, "web view off"),
                 ("tablet", "idle", "web view on, one browser watching (chromium under SCHED_IDLE: the operator's tablet)"),
-                ("local", "normal", "web view on, one browser watching (chromium at normal priority on the same cores)")]
+                ("local", "normal", "web view on, one browser watching (chromium at normal priority on the same cores)"),
+                ("replay", "replay", "web view on, the page's requests replayed by a plain HTTP client under SCHED_IDLE "
+                 "(the station's own cost of one viewer, no page rendering)")]
 
 
 def web_run(model: Path, video: Path, work: Path, name: str, priority: str | None) -> tuple[Path, float, float | None]:
@@ -144,7 +192,8 @@ def web_run(model: Path, video: Path, work: Path, name: str, priority: str | Non
         port = free_port()
         doc["web"] = {"enabled": True, "port": port}
         client = multiprocessing.get_context("spawn").Process(
-            target=viewer, args=(f"http://127.0.0.1:{port}/", str(ready), priority), daemon=True)
+            target=replay if priority == "replay" else viewer, args=(f"http://127.0.0.1:{port}/", str(ready), priority),
+            daemon=True)
         client.start()
         if not wait_file(Path(str(ready) + ".launched"), 120):
             sys.exit("the headless browser did not start (is /usr/bin/chromium installed?)")
@@ -271,7 +320,9 @@ NOTES = ("Model: `{model}` (onnxruntime, {threads} threads, batch 1). The bare d
          "same 2 cores) showing the page (live MJPEG at the default 4 frames/s, status every second, plot and alarms "
          "every 2 s). On a line the browser runs on a tablet or PC, not on the station: the SCHED_IDLE row stands in for "
          "that (the browser only gets CPU time the station leaves; `nice 19` does not, chromium run as root resets its "
-         "processes to nice -8..5); the normal-priority row is a browser on the station itself. Off and on runs alternate (in a new order each round); each row is the median of its runs (all runs listed in the JSON); frames "
+         "processes to nice -8..5); the normal-priority row is a browser on the station itself; the replay row sends the "
+         "station exactly the page's requests (MJPEG stream, polls, thumbnails) from a plain HTTP client under "
+         "SCHED_IDLE, to separate the station's own cost of a viewer from the browser's rendering on the same 2 cores. Off and on runs alternate (in a new order each round); each row is the median of its runs (all runs listed in the JSON); frames "
          "captured before every browser of the round showed the live view (at least {warmup:g} s) are left out.")
 
 if __name__ == "__main__":
