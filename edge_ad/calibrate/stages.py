@@ -136,6 +136,17 @@ def chosen_config(job: Job, state: State) -> Config:
     return build(Config, picked, "the chosen model") if picked else model_config(job, state)
 
 
+def judged_set(job: Job, state: State) -> tuple[list[np.ndarray], list]:
+    """The held-out images (at most select.max_images) and their synthetic defects, prepared for the chosen model:
+    what the quantize variants and the readiness verdict are judged on."""
+    from edge_ad.calibrate.judge import judge_images, synthetic_defects
+    from edge_ad.calibrate.select import prepared
+
+    sel = job.recipe.calib.select
+    val_rgb = judge_images(prepared(val_paths(job, state), chosen_config(job, state)), sel.max_images)
+    return val_rgb, synthetic_defects(val_rgb, sel.seed)
+
+
 def stage_train(job: Job, state: State, hook: Hook | None) -> TrainResult:
     """Train the recipe's candidates (each resumable), judge them on held-out goods and synthetic defects, keep the best."""
     from edge_ad.calibrate.select import select_model
@@ -217,8 +228,7 @@ def time_sessions(sessions: dict, batch: np.ndarray, runs: int) -> dict[str, flo
 def stage_quantize(job: Job, state: State, hook: Hook | None) -> QuantizeResult:
     """INT8 graphs from training images (never the validation ones), each judged against FP32 on held-out goods and
     synthetic defects and timed on this machine; the fastest within the accuracy bounds is deployed."""
-    from edge_ad.calibrate.judge import judge, judge_images, synthetic_defects
-    from edge_ad.calibrate.select import prepared
+    from edge_ad.calibrate.judge import judge
     from edge_ad.deploy.quantize import calibration_batch, quantize
 
     q, cfg = job.recipe.calib.quantize, chosen_config(job, state)
@@ -238,8 +248,7 @@ def stage_quantize(job: Job, state: State, hook: Hook | None) -> QuantizeResult:
             mode = v.removeprefix("int8_")
             graphs[v] = quantize(fp32, out_dir / f"model_{v}.onnx", calib, mode, q.method, q.exclude,
                                  cache if mode == "trt" else None)
-    val_rgb = judge_images(prepared(val_paths(job, state), cfg), job.recipe.calib.select.max_images)
-    defects = synthetic_defects(val_rgb, job.recipe.calib.select.seed)
+    val_rgb, defects = judged_set(job, state)
     threads = cfg.train.threads
     judged, sessions = {}, {}
     ref = judge(onnx_scorer(fp32, threads)[0], val_rgb, defects)
@@ -338,13 +347,11 @@ def stage_threshold(job: Job, state: State, hook: Hook | None) -> ThresholdResul
 
 def assess_readiness(job: Job, state: State, onnx: str, threshold: float, val: list[float], rule) -> dict:
     """The verdict a station checks before inspecting: held-out goods pass and synthetic defects are caught."""
-    from edge_ad.calibrate.judge import detection_rates, false_alarm_estimate, judge, judge_images, synthetic_defects
-    from edge_ad.calibrate.select import prepared
+    from edge_ad.calibrate.judge import detection_rates, false_alarm_estimate, judge
 
     r = job.recipe.calib.readiness
-    val_rgb = judge_images(prepared(val_paths(job, state), chosen_config(job, state)), job.recipe.calib.select.max_images)
-    j = judge(onnx_scorer(onnx, chosen_config(job, state).train.threads)[0], val_rgb,
-              synthetic_defects(val_rgb, job.recipe.calib.select.seed))
+    val_rgb, defects = judged_set(job, state)
+    j = judge(onnx_scorer(onnx, chosen_config(job, state).train.threads)[0], val_rgb, defects)
     fa = false_alarm_estimate(val, rule)
     detect = detection_rates(j, threshold)
     problems = []
