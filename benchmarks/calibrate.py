@@ -3,11 +3,12 @@ the bundle is, how the deployed bundle does on the real test split, and how long
 
 Each data set's train/good folder is the calibration source; the bundle's deployed graph is evaluated on the test
 split with edge_ad.evaluate (image/pixel AUROC, AUPRO) and at its calibrated threshold (false alarms, detections).
-`bottle_dark` is bottle with every image scaled to a quarter of its brightness, made here in the work folder
+`bottle_lowlight` is bottle as a dark camera takes it (linear light, shot and read noise, 8-bit quantisation:
+edge_ad.camera_sim) and `screw_cloth` is screw on a moving textured cloth; both are made here in the work folder
 (never committed). With --candidates every candidate model calibrate trained is also evaluated on the real test
 split (calibrate_candidates.{json,md}), to check that the synthetic-defect judgement ranks them as real defects do.
 
-Usage: python benchmarks/calibrate.py [--datasets bottle magnetic_tile kolektor bottle_dark] [--candidates]
+Usage: python benchmarks/calibrate.py [--datasets bottle screw ... screw_cloth] [--candidates]
        python benchmarks/calibrate.py --demo        # smoke run on a tiny procedural part (no real data)
 """
 
@@ -54,24 +55,32 @@ NOTES = ("`edge_ad calibrate --part P --source DATA/train/good` with no recipe (
          "only). AUROC/AUPRO: the bundle's deployed graph on the real test split (edge_ad.evaluate). Test false alarms / "
          "detections: share of test good / defect images at or above the calibrated threshold; estimated false alarms: "
          "calibrate's leave-one-out estimate. Target: within 1.0 pt (image) and 1.5 pt (pixel) AUROC of the best row "
-         "for the data set in accuracy.md; for bottle_dark within 1.0 pt of this table's bottle row. Stage times are "
+         "for the data set in accuracy.md; for bottle_lowlight within 2.0 pt of this table's bottle row. Stage times are "
          "wall-clock seconds on the machine above.")
 CAND_NOTES = ("Every candidate calibrate trained, judged on held-out goods + synthetic defects (what calibrate sees) "
               "and, for this table only, evaluated on the real test split with torch (what calibrate cannot see).")
 
 
-def darkened_copy(src: Path, dst: Path) -> Path:
-    """src with every image at a quarter of its brightness (masks as they are); made once in the work folder."""
+VARIANTS = {"lowlight": "bottle", "cloth": "screw"}  # proxy name suffix -> the real set it is made from
+
+
+def variant_copy(kind: str, src: Path, dst: Path, seed: int = 0) -> Path:
+    """src as a dark camera would see it (`lowlight`: linear light, shot + read noise, 8 bits) or on a textured
+    cloth (`cloth`); masks as they are. Made once in the work folder, never committed."""
+    from edge_ad import camera_sim as S
+
     if (dst / "test").is_dir():
         return dst
-    for p in src.rglob("*"):
-        if p.is_dir() or p.suffix.lower() not in D.IMAGE_SUFFIXES:
-            continue
+    rng = np.random.default_rng(seed)
+    paths = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in D.IMAGE_SUFFIXES)
+    goods = [cv2.imread(str(p)) for p in paths if "train" in p.parts][:50]
+    exposure = S.exposure_for(goods, S.Sensor().target_mean)
+    for p in paths:
         out = dst / p.relative_to(src)
         out.parent.mkdir(parents=True, exist_ok=True)
         img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
         if "ground_truth" not in p.parts:
-            img = (img.astype(np.float32) * DARK_FACTOR).round().astype(img.dtype)
+            img = S.low_light(img, exposure, rng) if kind == "lowlight" else S.textured_background(img, rng)
         cv2.imwrite(str(out), img)
     return dst
 
@@ -136,14 +145,15 @@ def run_one(name: str, root: Path, overrides: dict, work: Path, candidates: bool
 
 
 def judge_targets(rows: list[dict]) -> None:
-    """Fill target / met from accuracy.md's best rows (bottle_dark: against this table's bottle row)."""
+    """Fill target / met from accuracy.md's best rows (a low-light proxy: against this table's row of its original)."""
     best = best_rows()
     by = {r["dataset"]: r for r in rows}
     for r in rows:
-        if r["dataset"] == "bottle_dark" and "bottle" in by:
-            ref = (by["bottle"]["image_auroc"], by["bottle"]["pixel_auroc"])
-            img_ok, pix_ok = r["image_auroc"] >= ref[0] - 0.010, r["pixel_auroc"] >= ref[1] - 0.010
-            r["target"] = f">= {100 * ref[0] - 1:.1f} / {100 * ref[1] - 1:.1f} (bottle - 1.0)"
+        base = r["dataset"].rsplit("_", 1)[0]
+        if r["dataset"].endswith("_lowlight") and base in by:
+            ref = (by[base]["image_auroc"], by[base]["pixel_auroc"])
+            img_ok, pix_ok = r["image_auroc"] >= ref[0] - 0.020, r["pixel_auroc"] >= ref[1] - 0.020
+            r["target"] = f">= {100 * ref[0] - 2:.1f} / {100 * ref[1] - 2:.1f} ({base} - 2.0)"
         elif r["dataset"] in best:
             ref = best[r["dataset"]]
             img_ok, pix_ok = r["image_auroc"] >= ref[0] - 0.010, r["pixel_auroc"] >= ref[1] - 0.015
@@ -155,7 +165,8 @@ def judge_targets(rows: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", nargs="+", default=["bottle", "magnetic_tile", "kolektor", "bottle_dark"])
+    ap.add_argument("--datasets", nargs="+", default=["bottle", "magnetic_tile", "kolektor", "screw", "metal_plate",
+                                                            "bottle_lowlight", "screw_cloth"])
     ap.add_argument("--work", type=Path, default=Path("runs/bench_calibrate"), help="work folders and bundles (not committed)")
     ap.add_argument("--candidates", action="store_true", help="also evaluate every candidate model on the real test split")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override (recorded in the command)")
@@ -174,10 +185,11 @@ def main() -> None:
     else:
         roots = {}
         for d in args.datasets:
-            src = DATA_ROOT / d.removesuffix("_dark")
+            kind = d.rsplit("_", 1)[-1] if d.rsplit("_", 1)[-1] in VARIANTS else ""
+            src = DATA_ROOT / (d.rsplit("_", 1)[0] if kind else d)
             if not (src / "train" / "good").is_dir():
                 sys.exit(f"data set not found: {src} (set EDGE_AD_DATA)")
-            roots[d] = darkened_copy(src, args.work / "data" / d) if d.endswith("_dark") else src
+            roots[d] = variant_copy(kind, src, args.work / "data" / d) if kind else src
     rows = [r for r in load_rows(name) if r["dataset"] not in roots]
     cand_rows = [r for r in load_rows(f"{name}_candidates") if r["dataset"] not in roots]
     for d, r in roots.items():

@@ -40,6 +40,7 @@ def check_choice(value: Any, key: str, choices: tuple) -> None:
 
 RESIZE_MODES = ("stretch", "letterbox")
 NORMALIZATIONS = ("imagenet", "per_image")
+REGION_MODES = ("auto", "off")
 
 
 @dataclass
@@ -50,6 +51,7 @@ class DataConfig:
     center_crop: list[int] | None = None  # [height, width] taken after resizing, or none
     normalize: str = "imagenet"  # imagenet | per_image (zero-mean/unit-std per image, then imagenet)
     gain: float = 1.0  # pixel values are multiplied by this before normalising (a dark part brought to normal range)
+    denoise: float = 0.0  # Gaussian blur sigma (input pixels) before the gain: sensor noise is not amplified into texture
 
     def validate(self) -> None:
         check(len(self.image_size) == 2 and all(s > 0 and s % 32 == 0 for s in self.image_size),
@@ -57,6 +59,7 @@ class DataConfig:
         check_choice(self.resize, "resize", RESIZE_MODES)
         check_choice(self.normalize, "normalize", NORMALIZATIONS)
         check(0.1 <= self.gain <= 16, "gain", f"must be in [0.1, 16], got {self.gain}")
+        check(0 <= self.denoise <= 4, "denoise", f"must be in [0, 4] (pixels), got {self.denoise}")
         if self.center_crop is not None:
             check(len(self.center_crop) == 2 and all(c % 32 == 0 and c > 0 for c in self.center_crop),
                   "center_crop", "must be [height, width], each a positive multiple of 32")
@@ -154,9 +157,11 @@ class ScoringConfig:
     topk_fraction: float = 0.01  # fraction of map pixels averaged for topk_mean
     threshold_quantile: float = 0.99  # quantile of good validation scores used as threshold
     threshold_margin: float = 0.1  # threshold = quantile * (1 + margin)
+    region: str = "auto"  # auto: learn where the part is from the good images and weight the map by it | off
 
     def validate(self) -> None:
         check(0 <= self.blur_sigma <= 32, "blur_sigma", "must be in [0, 32]")
+        check_choice(self.region, "region", REGION_MODES)
         check_choice(self.image_score, "image_score", IMAGE_SCORES)
         check(0 < self.topk_fraction <= 1, "topk_fraction", "must be in (0, 1]")
         check(0 < self.threshold_quantile <= 1, "threshold_quantile", "must be in (0, 1]")

@@ -19,6 +19,7 @@ BLUR_TRUNCATE = 4.0  # Gaussian kernel half-width in sigmas (as scipy.ndimage.ga
 FUSIONS = ("sum", "product")
 IMAGE_SCORES = ("max", "topk_mean")
 MAX_BLUR_SIGMA = 32.0
+MAX_REGION_GRID = 128
 
 
 @dataclass
@@ -32,6 +33,7 @@ class ScoringSpec:
     blur_sigma: float = 4.0
     image_score: str = "max"  # max | topk_mean
     topk_fraction: float = 0.01
+    region: list[list[float]] | None = None  # part-region weight grid (edge_ad.region), applied after the blur; None: all
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -72,6 +74,12 @@ class ScoringSpec:
             raise EdgeAdError(f"scoring.blur_sigma: must be in [0, {MAX_BLUR_SIGMA:g}], got {self.blur_sigma!r}")
         if not (_is_number(self.topk_fraction) and 0 < self.topk_fraction <= 1):
             raise EdgeAdError(f"scoring.topk_fraction: must be in (0, 1], got {self.topk_fraction!r}")
+        r = self.region
+        if r is not None and not (isinstance(r, list) and 2 <= len(r) <= MAX_REGION_GRID and all(
+                isinstance(row, list) and len(row) == len(r[0]) and 2 <= len(row) <= MAX_REGION_GRID
+                and all(_is_number(v) and 0 <= v <= 1 for v in row) for row in r) and max(max(row) for row in r) > 0):
+            raise EdgeAdError(f"scoring.region: expected a grid (rows of equal length, 2..{MAX_REGION_GRID}) of weights "
+                              "in [0, 1], not all zero, or null")
 
     @property
     def n_outputs(self) -> int:
@@ -122,8 +130,26 @@ def fuse(pair_maps: list[np.ndarray], spec: ScoringSpec) -> np.ndarray:
 
 
 def anomaly_map(scale_maps: list[np.ndarray], spec: ScoringSpec) -> np.ndarray:
-    """Per-scale maps of one image (each hxw, any size) -> blurred float32 map at input size."""
-    return blur(fuse(group_maps(scale_maps, spec), spec).astype(np.float32), spec.blur_sigma)
+    """Per-scale maps of one image (each hxw, any size) -> blurred float32 map at input size, weighted by the
+    part region when the model has one (the ground never decides a score)."""
+    return weighted(blur(fuse(group_maps(scale_maps, spec), spec).astype(np.float32), spec.blur_sigma), spec)
+
+
+def weighted(m: np.ndarray, spec: ScoringSpec) -> np.ndarray:
+    """A blurred map weighted by the spec's part region (unchanged without one)."""
+    return m if spec.region is None else m * region_weights(spec)
+
+
+def region_weights(spec: ScoringSpec) -> np.ndarray:
+    """The spec's region grid at the map size (cached per spec: the loop scores every frame with one spec)."""
+    from edge_ad.region import weight_map
+
+    key = (id(spec.region), tuple(spec.out_size))
+    cached = getattr(spec, "_region_cache", None)
+    if cached is None or cached[0] != key:
+        cached = (key, weight_map(spec.region, spec.out_size))
+        object.__setattr__(spec, "_region_cache", cached)
+    return cached[1]
 
 
 def image_score(amap: np.ndarray, spec: ScoringSpec) -> float:

@@ -26,6 +26,9 @@ LIGHTING_SPREAD = 0.15  # robust sigma of log mean grey above this: lighting var
 DARK_MEAN = 60.0  # median mean grey below this: a dark part
 TARGET_MEAN = 115.0  # about the ImageNet mean (0.45 x 255): where the teacher's features were learnt
 MAX_GAIN = 8.0
+NOISE_VISIBLE = 1.0  # grey levels of sensor noise after the gain above which it is smoothed away first
+NOISE_SIDE = 256  # noise is measured on images at about the network's input size (its longer side)
+MAX_DENOISE = 2.0  # Gaussian sigma (input pixels) at most: finer defects than this stay visible
 
 
 @dataclass
@@ -34,17 +37,38 @@ class InputPlan:
     normalize: str
     gain: float
     why: list[str]
+    denoise: float = 0.0
 
     def overrides(self) -> dict:
-        return {"data.image_size": self.image_size, "data.normalize": self.normalize, "data.gain": self.gain}
+        return {"data.image_size": self.image_size, "data.normalize": self.normalize, "data.gain": self.gain,
+                "data.denoise": self.denoise}
+
+
+def noise_sigma(grey: np.ndarray) -> float:
+    """Sensor noise of one grey image in grey levels (Immerkaer's kernel, whose response to smooth structure is
+    zero and to white noise has 6 sigma; the median of its magnitude keeps edges from counting as noise)."""
+    import cv2
+
+    k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    r = cv2.filter2D(grey.astype(np.float32), -1, k)[1:-1, 1:-1]
+    return float(np.median(np.abs(r)) * MAD_TO_SIGMA / 6)
+
+
+def denoise_for(noise: float, gain: float) -> float:
+    """Blur sigma that keeps amplified noise near NOISE_VISIBLE (white noise shrinks by 1/(2 sqrt(pi) sigma))."""
+    amplified = noise * gain
+    if amplified <= NOISE_VISIBLE:
+        return 0.0
+    return round(min(MAX_DENOISE, max(0.5, amplified / (2 * math.sqrt(math.pi) * NOISE_VISIBLE))), 2)
 
 
 def _multiple(x: float) -> int:
     return int(min(MAX_SIDE, max(STRIDE, round(x / STRIDE) * STRIDE)))
 
 
-def plan_input(shapes: list[tuple[int, int]], mean_greys: list[float]) -> InputPlan:
-    """Input size, normalisation and gain for a part from its good images' (h, w) and mean grey levels."""
+def plan_input(shapes: list[tuple[int, int]], mean_greys: list[float], noises: list[float] | None = None) -> InputPlan:
+    """Input size, normalisation, gain and denoising for a part from its good images' (h, w), mean grey levels and
+    sensor noise (grey levels at the input size)."""
     aspect = float(np.median([h / w for h, w in shapes]))
     why = []
     if abs(math.log(aspect)) < math.log(SQUARE_ASPECT):
@@ -66,4 +90,11 @@ def plan_input(shapes: list[tuple[int, int]], mean_greys: list[float]) -> InputP
         why.append(f"a dark part (median grey {median:.0f} < {DARK_MEAN:.0f}): gain {gain:g} before ImageNet normalisation")
     else:
         why.append(f"steady lighting (log spread {spread:.2f}), median grey {median:.0f}: ImageNet normalisation")
-    return InputPlan(size, "imagenet", gain, why)
+    denoise = 0.0
+    if noises and gain > 1:
+        noise = float(np.median(noises))
+        denoise = denoise_for(noise, gain)
+        if denoise:
+            why.append(f"sensor noise {noise:.2f} grey levels x gain {gain:g} would be texture: smoothed first "
+                       f"(sigma {denoise:g} px)")
+    return InputPlan(size, "imagenet", gain, why, denoise)

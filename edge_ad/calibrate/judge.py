@@ -29,6 +29,9 @@ class Judgement:
     good_scores: list[float] = field(repr=False)
     defect_scores: list[float] = field(repr=False)
     defect_sizes: list[str] = field(repr=False)
+    aupro: float | None = None  # synthetic-defect AUPRO (localisation), when asked for
+    peak_off_part: float | None = None  # share of good images whose map peaks off the part (None: no plain ground)
+    mean_good_map: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def score(self) -> float:
@@ -40,7 +43,8 @@ class Judgement:
         return self.pixel_auroc
 
     def summary(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k not in ("good_scores", "defect_scores", "defect_sizes")}
+        d = {k: v for k, v in asdict(self).items()
+             if k not in ("good_scores", "defect_scores", "defect_sizes", "mean_good_map") and v is not None}
         return {**{k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()},
                 "image_auroc_by_size": {k: round(v, 4) for k, v in self.image_auroc_by_size.items()},
                 "score": round(self.score, 4)}
@@ -58,9 +62,11 @@ def synthetic_defects(val_rgb: list[np.ndarray], seed: int) -> list[tuple[int, D
     return defect_set(val_rgb, seed)
 
 
-def judge(scorer: Scorer, val_rgb: list[np.ndarray], defects: list[tuple[int, Defect]]) -> Judgement:
-    """Score held-out goods and their defective copies with one model; AUROCs overall and per size."""
-    _, good = scorer(val_rgb)
+def judge(scorer: Scorer, val_rgb: list[np.ndarray], defects: list[tuple[int, Defect]],
+          localisation: bool = False) -> Judgement:
+    """Score held-out goods and their defective copies with one model; AUROCs overall and per size, and with
+    `localisation` how well the maps find the defects (AUPRO) and whether good maps peak on the ground."""
+    good_maps, good = scorer(val_rgb)
     maps, bad = scorer([d.image for _, d in defects])
     sizes = [d.size for _, d in defects]
     good_a, bad_a = np.asarray(good, np.float64), np.asarray(bad, np.float64)
@@ -71,7 +77,31 @@ def judge(scorer: Scorer, val_rgb: list[np.ndarray], defects: list[tuple[int, De
             by_size[s] = M.image_auroc(np.r_[np.zeros(len(good_a)), np.ones(int(sel.sum()))], np.r_[good_a, bad_a[sel]])
     img = M.image_auroc(np.r_[np.zeros(len(good_a)), np.ones(len(bad_a))], np.r_[good_a, bad_a])
     pix = M.pixel_auroc([d.mask for _, d in defects], maps)
-    return Judgement(float(img), float(pix), by_size, [float(v) for v in good], [float(v) for v in bad], sizes)
+    j = Judgement(float(img), float(pix), by_size, [float(v) for v in good], [float(v) for v in bad], sizes)
+    if localisation:
+        j.aupro = float(M.aupro([d.mask for _, d in defects], maps))
+        j.peak_off_part = peak_off_part(val_rgb, good_maps)
+        j.mean_good_map = np.mean(np.stack([np.asarray(m, np.float32) for m in good_maps]), axis=0)
+    return j
+
+
+def peak_off_part(images: list[np.ndarray], maps: list[np.ndarray]) -> float | None:
+    """Share of good images whose anomaly map is highest off the part (on its ground): such a model watches the
+    background, not the part. None when the set has no part on a plain ground (a full-frame texture)."""
+    import cv2
+
+    from edge_ad.calibrate.synthetic import part_masks
+
+    parts = part_masks(images)
+    off, n = 0, 0
+    for part, m in zip(parts, maps):
+        if part is None:
+            continue
+        grown = cv2.dilate(part.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+        y, x = np.unravel_index(int(np.argmax(m)), m.shape)
+        off += int(not grown[y, x])
+        n += 1
+    return off / n if n else None
 
 
 def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:

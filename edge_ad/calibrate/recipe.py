@@ -48,13 +48,18 @@ class CaptureConfig:
 @dataclass
 class SplitConfig:
     val_fraction: float = 0.2  # share of the kept images held out to choose the model and set the threshold
-    min_val: int = 30  # fewer validation images: stop unless --force (with 0 false alarms in 30, the 95 % interval
-    #                    of the false-alarm rate still reaches 12 %: fewer images cannot tell a usable threshold)
+    min_val: int = 30  # wanted validation images (with 0 false alarms in 30, the 95 % interval of the false-alarm
+    #                    rate still reaches 12 %); a small set holds out up to max_val_fraction to get them
+    max_val_fraction: float = 0.4  # a small set holds out at most this share (the model still needs most of them)
+    min_val_few: int = 20  # fewer validation images than this: stop unless --force (0 in 20 allows up to 17 %);
+    #                        between this and min_val it goes on and the report states the wider interval
     seed: int = 0  # the split is a seeded shuffle of the sorted file names: same images, same split
 
     def validate(self) -> None:
         check(0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1)")
         check(self.min_val >= 1, "min_val", "must be >= 1")
+        check(self.val_fraction <= self.max_val_fraction < 1, "max_val_fraction", "must be in [val_fraction, 1)")
+        check(self.min_val_few >= 1, "min_val_few", "must be >= 1 (a value above min_val acts as min_val)")
 
 
 def _default_candidates() -> dict[str, dict[str, Any]]:
@@ -100,11 +105,17 @@ class ReadinessConfig:
     min_image_auroc: float = 0.9  # held-out goods vs synthetic defects of all sizes
     min_detection_large: float = 0.5  # share of large synthetic defects at or above the threshold (a floor: the
     # share depends on how visible the synthetic kinds are on the part; separation is judged by min_image_auroc)
+    min_pixel_auroc: float = 0.9  # synthetic defects on the part: pixel AUROC of the maps (localisation)
+    min_aupro: float = 0.6  # ... and their AUPRO (each defect found as a region, not only its brightest pixel)
+    max_peak_off_part: float = 0.5  # share of held-out good images whose map peaks off the part (on the ground)
 
     def validate(self) -> None:
         check(0 <= self.max_false_alarm_rate <= 1, "max_false_alarm_rate", "must be in [0, 1]")
         check(0 <= self.min_image_auroc <= 1, "min_image_auroc", "must be in [0, 1]")
         check(0 <= self.min_detection_large <= 1, "min_detection_large", "must be in [0, 1]")
+        check(0 <= self.min_pixel_auroc <= 1, "min_pixel_auroc", "must be in [0, 1]")
+        check(0 <= self.min_aupro <= 1, "min_aupro", "must be in [0, 1]")
+        check(0 <= self.max_peak_off_part <= 1, "max_peak_off_part", "must be in [0, 1]")
 
 
 VARIANTS = ("fp32", "int8_trt", "int8_cpu")

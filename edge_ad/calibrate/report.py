@@ -181,6 +181,41 @@ def heatmaps(job: Job, state: State, out_dir: Path) -> list[tuple[str, str]]:
     return out
 
 
+def mean_map_png(job: Job, state: State, out_dir: Path) -> str | None:
+    """Where the model looks when nothing is wrong: the mean held-out good map over one validation image, with the
+    learnt part region outlined in green (the map is zero outside it)."""
+    from edge_ad.calibrate.stages import MEAN_MAP_FILE, val_paths
+    from edge_ad.region import weight_map
+    from edge_ad.runtime.manifest import ModelInfo
+    from edge_ad.visualize import heatmap_overlay
+
+    src = job.stage_dir("threshold") / MEAN_MAP_FILE
+    paths = val_paths(job, state)
+    if not src.is_file() or not paths:
+        return None
+    info = ModelInfo.load(state.get("threshold").model_json)
+    m = np.load(src)
+    shown = cv2.cvtColor(D.prepare(D.load_image(paths[0]), info.data), cv2.COLOR_RGB2BGR)
+    panel = heatmap_overlay(shown, m, 0.0, max(float(m.max()), 1e-12))
+    if info.scoring.region is not None:
+        inside = (weight_map(info.scoring.region, m.shape) >= 0.5).astype(np.uint8)
+        contours, _ = cv2.findContours(inside, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(panel, contours, -1, (0, 255, 0), 1)
+    cv2.imwrite(str(out_dir / "mean_good_map.png"), np.hstack([shown, panel]))
+    return "mean_good_map.png"
+
+
+def region_line(job: Job, state: State) -> str:
+    """What the model learnt about where the part is, in one line."""
+    from edge_ad.runtime.manifest import ModelInfo
+
+    spec = ModelInfo.load(state.get("threshold").model_json).scoring
+    if spec.region is None:
+        return "whole frame (no part on a plain ground was found in the good images, or scoring.region is off)"
+    w = np.asarray(spec.region)
+    return f"learnt from the good images: {float((w >= 0.5).mean()):.0%} of the frame; the map is not used outside it"
+
+
 def method_line(job: Job, state: State) -> str:
     """The model in one line, e.g. 'rd (efficientnet_lite0, width 64, 20 epochs)'."""
     from edge_ad.calibrate.stages import chosen_config
@@ -204,6 +239,10 @@ def stage_report(job: Job, state: State, hook: Hook | None) -> ReportResult:
     bad = [d["score"] for d in scores["defects"]]
     histogram_png(good, bad, th.threshold, out_dir / "histogram.png", job.recipe.calib.report.histogram_bins)
     maps = heatmaps(job, state, out_dir)
+    mean_map = mean_map_png(job, state, out_dir)
+    if mean_map:
+        maps.insert(0, (mean_map, "where the model looks: mean map of the held-out good images (green: the learnt "
+                        "part region; outside it the map is not used)"))
     from edge_ad.calibrate.stages import chosen_config
 
     cfg, q, m = chosen_config(job, state), state.get("quantize"), th.metrics
@@ -212,7 +251,8 @@ def stage_report(job: Job, state: State, hook: Hook | None) -> ReportResult:
                ("input size", f"{cfg.data.input_size[0]} x {cfg.data.input_size[1]} ({cfg.data.resize})"),
                ("deployed model", q.variant or q.precision),
                ("threshold", f"{th.threshold:.5g}"), ("threshold source", th.source),
-               ("images", f"{state.get('split').train} train, {state.get('split').val} validation")]
+               ("images", f"{state.get('split').train} train, {state.get('split').val} validation"),
+               ("part region", region_line(job, state))]
     rd = th.readiness
     if rd:
         fa = rd["false_alarms"]

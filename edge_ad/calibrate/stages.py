@@ -19,6 +19,7 @@ import yaml
 
 from edge_ad import bundle as B
 from edge_ad import data as D
+from edge_ad.calibrate.judge import clopper_pearson
 from edge_ad.calibrate.job import (CAPTURED, BundleResult, CalibrationError, EngineResult, ExportResult, Hook, Job,
                                    PruneResult, QuantizeResult, SplitResult, State, ThresholdResult, TrainResult, say)
 from edge_ad.config import Config, read_yaml, to_dict
@@ -56,16 +57,24 @@ def stage_split(job: Job, state: State, hook: Hook | None) -> SplitResult:
     sp = job.recipe.calib.split
     paths = usable_images(job, state)
     order = np.random.default_rng(sp.seed).permutation(len(paths))
-    n_val = max(1, int(round(sp.val_fraction * len(paths))))
-    forced = ""
-    if n_val < sp.min_val:
+    n_val = max(1, int(round(sp.val_fraction * len(paths))), min(sp.min_val, int(sp.max_val_fraction * len(paths))))
+    forced, few = "", ""
+    floor = min(sp.min_val_few, sp.min_val)
+    if n_val < floor:
         msg = (f"{len(paths)} usable images give {n_val} validation images; a threshold and its false-alarm estimate "
-               f"need at least {sp.min_val} (split.min_val)")
+               f"need at least {floor} (split.min_val_few)")
         if not job.force:
-            raise CalibrationError(f"{msg}: capture about {int(np.ceil(sp.min_val / sp.val_fraction))} good images, "
+            need = int(np.ceil(floor / sp.max_val_fraction))
+            raise CalibrationError(f"{msg}: capture at least {need} good images (better {int(np.ceil(sp.min_val / sp.val_fraction))}), "
                                    "or rerun with --force to go on anyway (the report will say so)")
         forced = f"{msg}; continued because of --force"
         log.warning("%s", forced)
+    elif n_val < sp.min_val:
+        lo, hi = clopper_pearson(0, n_val)
+        few = (f"few good images: {n_val} held out for validation ({n_val / len(paths):.0%}); even with no false alarm "
+               f"among them the 95 % interval of the false-alarm rate reaches {hi:.0%} "
+               f"(with {sp.min_val} it would be {clopper_pearson(0, sp.min_val)[1]:.0%}): capture more to narrow it")
+        say(f"split: {few}")
     n_train = len(paths) - n_val
     need = max(2, MIN_CALIB_IMAGES)
     if n_train < need:
@@ -83,7 +92,7 @@ def stage_split(job: Job, state: State, hook: Hook | None) -> SplitResult:
     for line in why:
         say(f"split: {line}")
     return SplitResult(root=str(root), train=len(train), val=len(val), val_list=str(root / "val.txt"), data=data,
-                       why=why, forced=forced)
+                       why=why + ([few] if few else []), forced=forced)
 
 
 def _input_plan(job: Job, train: list[Path]) -> tuple[dict, list[str]]:
@@ -95,14 +104,21 @@ def _input_plan(job: Job, train: list[Path]) -> tuple[dict, list[str]]:
     auto = job.recipe.calib.auto
     if not (auto.input_size or auto.lighting):
         return {}, []
-    shapes, greys = [], []
+    from edge_ad.calibrate.auto import NOISE_SIDE, noise_sigma
+
+    shapes, greys, noises = [], [], []
     for p in train:
         g = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
         if g is not None:
             shapes.append(g.shape[:2])
             greys.append(float(g.mean()))
-    plan = plan_input(shapes, greys)
-    keep = (["data.image_size"] if auto.input_size else []) + (["data.normalize", "data.gain"] if auto.lighting else [])
+            s = NOISE_SIDE / max(g.shape)
+            small = cv2.resize(g.astype(np.float32), (round(g.shape[1] * s), round(g.shape[0] * s)),
+                               interpolation=cv2.INTER_AREA) if s < 1 else g
+            noises.append(noise_sigma(small))
+    plan = plan_input(shapes, greys, noises)
+    keep = (["data.image_size"] if auto.input_size else []) + (
+        ["data.normalize", "data.gain", "data.denoise"] if auto.lighting else [])
     why = [w for w in plan.why if auto.input_size or "aspect" not in w]
     why = [w for w in why if auto.lighting or "aspect" in w]
     return {k: v for k, v in plan.overrides().items() if k in keep}, why
@@ -334,7 +350,8 @@ def stage_threshold(job: Job, state: State, hook: Hook | None) -> ThresholdResul
         info.meta.update({"threshold_source": source, "part": job.part})
         atomic_write_json(out_dir / name, info.to_dict())
     scores_doc = {"threshold": threshold, "val_good": [{"image": p.name, "score": s} for p, s in zip(vpaths, val)],
-                  "defects": [{"image": str(p), "score": s} for p, s in zip(defect_paths, bad)]}
+                  "defects": [{"image": str(p), "score": s} for p, s in zip(defect_paths, bad)],
+                  "synthetic": readiness.pop("synthetic_scores")}
     atomic_write_json(out_dir / "scores.json", scores_doc)
     fa = readiness["false_alarms"]
     say(f"threshold {threshold:.5g} ({source}); estimated false alarms {fa['rate']:.1%} "
@@ -351,7 +368,7 @@ def assess_readiness(job: Job, state: State, onnx: str, threshold: float, val: l
 
     r = job.recipe.calib.readiness
     val_rgb, defects = judged_set(job, state)
-    j = judge(onnx_scorer(onnx, chosen_config(job, state).train.threads)[0], val_rgb, defects)
+    j = judge(onnx_scorer(onnx, chosen_config(job, state).train.threads)[0], val_rgb, defects, localisation=True)
     fa = false_alarm_estimate(val, rule)
     detect = detection_rates(j, threshold)
     problems = []
@@ -363,14 +380,39 @@ def assess_readiness(job: Job, state: State, onnx: str, threshold: float, val: l
     if detect.get("large", 1.0) < r.min_detection_large:
         problems.append(f"only {detect['large']:.0%} of large synthetic defects reach the threshold "
                         f"(< {r.min_detection_large:.0%})")
+    if j.peak_off_part is not None and j.peak_off_part > r.max_peak_off_part:
+        problems.append(f"the anomaly maps of {j.peak_off_part:.0%} of held-out good images peak on the ground, not on "
+                        f"the part (> {r.max_peak_off_part:.0%}): the model watches the background (sensor noise or a "
+                        "textured ground); light the part better, use a plain ground, or crop to the part (station roi)")
+    if j.pixel_auroc < r.min_pixel_auroc or (j.aupro is not None and j.aupro < r.min_aupro):
+        problems.append(f"synthetic defects on the part are poorly localised (pixel AUROC {j.pixel_auroc:.3f}, AUPRO "
+                        f"{j.aupro:.3f}; floors {r.min_pixel_auroc:g} / {r.min_aupro:g}): the maps would not show where a "
+                        "defect is")
     forced = state.get("split").forced
     if forced:
         problems.append(f"too few validation images for a meaningful threshold ({state.get('split').val}; --force)")
+    interval = f"95 % interval {fa['ci_low']:.1%}..{fa['ci_high']:.1%} from {fa['goods']} held-out goods"
     reason = "; ".join(problems) if problems else (
-        f"estimated false alarms {fa['rate']:.1%}, synthetic defects detected: "
-        + ", ".join(f"{s} {v:.0%}" for s, v in detect.items()) + f" (image AUROC {j.image_auroc:.3f})")
+        f"estimated false alarms {fa['rate']:.1%} ({interval}), synthetic defects detected: "
+        + ", ".join(f"{s} {v:.0%}" for s, v in detect.items()) + f" (image AUROC {j.image_auroc:.3f}, "
+        f"pixel AUROC {j.pixel_auroc:.3f}, AUPRO {j.aupro:.3f})")
+    if problems:
+        reason += f" (estimated false alarms {fa['rate']:.1%}, {interval})"
+    if j.mean_good_map is not None:
+        save_mean_map(job, j.mean_good_map)
+    syn = {"good": j.good_scores, "defect": j.defect_scores, "sizes": j.defect_sizes}
     return {"ready": not problems, "reason": reason, "false_alarms": fa, "detection": detect,
-            "synthetic": j.summary(), "rules": dataclasses.asdict(r)}
+            "synthetic": j.summary(), "rules": dataclasses.asdict(r), "synthetic_scores": syn}
+
+
+MEAN_MAP_FILE = "mean_good_map.npy"
+
+
+def save_mean_map(job: Job, m: np.ndarray) -> None:
+    """The mean held-out good-image map, for the report (where the model looks when nothing is wrong)."""
+    out = job.stage_dir("threshold") / MEAN_MAP_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, m.astype(np.float32))
 
 
 # ----------------------------------------------------------------------------- engine

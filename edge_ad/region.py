@@ -1,0 +1,157 @@
+"""Where the part is, learnt from good images alone: the map is weighted by it, so an empty, noisy or textured
+ground never decides a score (numpy + cv2 only; the station imports it through scoring).
+
+Each good image's ground is described by its border ring (colour and local texture, median and robust spread);
+pixels far from that description are the part. A pixel belongs to the region when the part covered it in enough
+good images (a part in a random pose sweeps a large region; a fixed part gives its silhouette), grown by a margin.
+Full-frame textures (no plain ground at the border, or no compact part inside it) give no region: the whole
+frame is inspected, and the reason says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+WORK_SIDE = 64  # images are analysed at this longer side (the part's outline, not its detail)
+RING = 0.06  # border ring width (fraction of the side) that describes the ground
+FAR = 5.0  # robust sigmas from the ground's description: part
+NOISE_FLOOR = 2.0  # grey levels: a ground spread is taken as at least this
+MIN_COMPONENT = 0.004  # foreground pieces smaller than this share of the frame are noise
+MIN_PART = 0.02  # median foreground share below this: no part found
+MAX_PART = 0.85  # ... above this: the part fills the frame (inspect everything)
+MIN_COMPACT = 0.6  # median share of the foreground in its largest piece: below this the "part" is scattered texture
+MIN_COVER = 0.03  # a pixel is in the region when the part covered it in at least this share of the good images
+MARGIN = 0.06  # region grown by this fraction of the side (parts shift, defects stick out)
+MAX_REGION = 0.92  # a region larger than this is the whole frame
+GRID = 32  # the stored weight grid's longer side (upsampled bilinearly to the input size)
+OUTSIDE = 0.0  # map weight where no good image showed the part
+
+
+@dataclass
+class Region:
+    """The learnt part region: a weight grid (None: the whole frame) and why."""
+
+    weights: np.ndarray | None
+    coverage: float  # share of the frame inside the region
+    why: str
+    stats: dict = field(default_factory=dict)
+
+
+def _features(rgb: np.ndarray) -> np.ndarray:
+    """Per-pixel colour and local texture (HxWx4 float32) at the analysis size."""
+    h, w = rgb.shape[:2]
+    s = WORK_SIDE / max(h, w)
+    small = cv2.resize(rgb, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA).astype(np.float32)
+    colour = cv2.GaussianBlur(small, (0, 0), 1.0)
+    grey = small.mean(axis=2)
+    mu = cv2.GaussianBlur(grey, (0, 0), 1.5)
+    texture = np.sqrt(np.maximum(cv2.GaussianBlur(grey * grey, (0, 0), 1.5) - mu * mu, 0))
+    return np.dstack([colour, texture])
+
+
+def _ring(shape: tuple[int, int]) -> np.ndarray:
+    h, w = shape
+    r = max(2, int(round(RING * max(h, w))))
+    m = np.zeros((h, w), bool)
+    m[:r], m[-r:], m[:, :r], m[:, -r:] = True, True, True, True
+    return m
+
+
+def _ground(f: np.ndarray, ring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ground under the whole frame, fitted on the ring: a quadratic surface per feature (lighting falls off
+    across a plate), and the robust spread of the ring around it."""
+    h, w = f.shape[:2]
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    yy, xx = yy / h - 0.5, xx / w - 0.5
+    basis = np.stack([np.ones_like(xx), xx, yy, xx * xx, yy * yy, xx * yy], axis=-1)
+    a = basis[ring]
+    ground = np.empty_like(f)
+    spread = np.empty(f.shape[2], np.float32)
+    for c in range(f.shape[2]):
+        coef = np.linalg.lstsq(a, f[..., c][ring], rcond=None)[0]
+        ground[..., c] = basis @ coef
+        res = f[..., c][ring] - ground[..., c][ring]
+        spread[c] = max(1.4826 * float(np.median(np.abs(res - np.median(res)))), NOISE_FLOOR)
+    return ground, spread
+
+
+def foreground(rgb: np.ndarray) -> np.ndarray:
+    """Pixels of one image unlike its border ring (bool, at the analysis size), cleaned and hole-filled."""
+    f = _features(rgb)
+    ground, spread = _ground(f, _ring(f.shape[:2]))
+    far = (np.abs(f - ground) / spread).max(axis=2) > FAR
+    fg = cv2.morphologyEx(far.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
+    fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    return _fill_holes(_drop_small(fg, MIN_COMPONENT)) > 0
+
+
+def _drop_small(mask: np.ndarray, share: float) -> np.ndarray:
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8))
+    keep = np.zeros(mask.shape, np.uint8)
+    for i in range(1, n):
+        if stats[i, cv2.CC_STAT_AREA] >= share * mask.size:
+            keep[lab == i] = 1
+    return keep
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Holes (background not connected to the border) become part: a hole in a washer is part of the washer."""
+    h, w = mask.shape
+    flood = np.pad(mask.astype(np.uint8), 1)
+    cv2.floodFill(flood, np.zeros((h + 4, w + 4), np.uint8), (0, 0), 2)
+    return ((flood[1:-1, 1:-1] != 2)).astype(np.uint8)
+
+
+def _largest_share(mask: np.ndarray) -> float:
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8))
+    if n <= 1:
+        return 0.0
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    return float(areas.max() / areas.sum())
+
+
+def estimate_region(images_rgb: list[np.ndarray]) -> Region:
+    """The part region of a set of good images (prepared RGB at the network input size)."""
+    if not images_rgb:
+        return Region(None, 1.0, "no images")
+    masks = [foreground(im) for im in images_rgb]
+    shares = [float(m.mean()) for m in masks]
+    compact = [_largest_share(m) for m in masks]
+    stats = {"median_part_share": round(float(np.median(shares)), 4), "median_compact": round(float(np.median(compact)), 4),
+             "images": len(masks)}
+    med = float(np.median(shares))
+    if med < MIN_PART:
+        return Region(None, 1.0, f"no part stands out from the border in most good images (median {med:.1%} of the frame): "
+                      "the whole frame is inspected", stats)
+    if med > MAX_PART:
+        return Region(None, 1.0, f"the part fills the frame (median {med:.0%}): the whole frame is inspected", stats)
+    if float(np.median(compact)) < MIN_COMPACT:
+        return Region(None, 1.0, "what differs from the border is scattered texture, not one part: the whole frame is inspected",
+                      stats)
+    cover = np.mean(masks, axis=0)
+    region = (cover >= max(MIN_COVER, 1.5 / len(masks))).astype(np.uint8)
+    r = max(1, int(round(MARGIN * max(region.shape))))
+    region = _fill_holes(cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))))
+    coverage = float(region.mean())
+    stats["coverage"] = round(coverage, 4)
+    if coverage > MAX_REGION:
+        return Region(None, 1.0, f"the part covers {coverage:.0%} of the frame across the good images: the whole frame "
+                      "is inspected", stats)
+    soft = cv2.GaussianBlur(region.astype(np.float32), (0, 0), max(1.0, r / 2))
+    soft = np.clip(np.maximum(soft, region), 0, 1)  # full weight inside, a soft edge outside
+    h, w = soft.shape
+    s = GRID / max(h, w)
+    grid = cv2.resize(soft, (max(2, round(w * s)), max(2, round(h * s))), interpolation=cv2.INTER_AREA)
+    weights = OUTSIDE + (1 - OUTSIDE) * grid
+    return Region(weights.astype(np.float32), coverage,
+                  f"the part covers {coverage:.0%} of the frame (learnt from {len(masks)} good images): the map is "
+                  "weighted by that region", stats)
+
+
+def weight_map(grid: list[list[float]] | np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The stored weight grid at (h, w)."""
+    g = np.asarray(grid, np.float32)
+    return cv2.resize(g, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
