@@ -78,8 +78,9 @@ def variant_copy(kind: str, src: Path, dst: Path, seed: int = 0) -> Path:
     for p in paths:
         out = dst / p.relative_to(src)
         out.parent.mkdir(parents=True, exist_ok=True)
-        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        if "ground_truth" not in p.parts:
+        mask = "ground_truth" in p.parts
+        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED if mask else cv2.IMREAD_COLOR)
+        if not mask:
             img = S.low_light(img, exposure, rng) if kind == "lowlight" else S.textured_background(img, rng)
         cv2.imwrite(str(out), img)
     return dst
