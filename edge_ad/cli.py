@@ -47,17 +47,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise EdgeAdError("no test data: give --data DIR (an MVTec-layout folder with test/ and ground_truth/)")
     model_dir = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
     out = Path(args.out) if args.out else model_dir / "eval"
-    res = evaluate(det.session.run, det.info.data, det.info.scoring, root, out)
+    errors: list[tuple[Path, str]] = []
+    res = evaluate(det.session.run, det.info.data, det.info.scoring, root, out, errors=errors)
+    for path, why in errors:
+        print(f"{path}\terror\t{why}", file=sys.stderr)
     print(json.dumps({k: v for k, v in res.items() if k != "pixel_auroc_per_type"}, indent=1))
     print(f"metrics and heatmaps written to {out}")
-    return 0
+    return 1 if errors else 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import cv2
 
     from edge_ad import data as D
-    from edge_ad.runtime.detector import open_detector
+    from edge_ad.runtime.detector import NonFiniteOutput, open_detector
     from edge_ad.visualize import heatmap_overlay
 
     det = open_detector(args.model, args.backend, args.threads, args.threshold)
@@ -74,7 +77,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"error: {e}", file=sys.stderr)
             failed += 1
             continue
-        r = det.detect(img)
+        try:
+            r = det.detect(img)
+        except NonFiniteOutput as e:  # never printed as a score against the threshold: NaN >= t is false
+            print(f"{path}\terror\t{e}", file=sys.stderr)
+            failed += 1
+            continue
         heat = out / f"{Path(path).stem}_heatmap.png"
         overlay = heatmap_overlay(img, r.anomaly_map, 0.0, max(2 * r.threshold, r.score), r.threshold)
         if not _imwrite(heat, overlay):

@@ -30,8 +30,10 @@ EVAL_BATCH = 8
 HEATMAPS_PER_TYPE = 3
 
 
-def run_split(infer: Infer, data_cfg: DataConfig, spec: ScoringSpec, samples: list[D.Sample], desc: str = "eval"):
-    """Maps, scores, masks (input geometry) and valid boxes of every readable sample."""
+def run_split(infer: Infer, data_cfg: DataConfig, spec: ScoringSpec, samples: list[D.Sample], desc: str = "eval",
+              errors: list[tuple[Path, str]] | None = None):
+    """Maps, scores, masks (input geometry) and valid boxes of every readable sample. A non-finite map or score is
+    an error, never a score: with `errors` the image is listed there and left out, without it EdgeAdError."""
     kept, maps, scores, masks, boxes = [], [], [], [], []
     for i in tqdm(range(0, len(samples), EVAL_BATCH), desc=desc, unit="batch", leave=False):
         batch, chunk = [], []
@@ -48,6 +50,16 @@ def run_split(infer: Infer, data_cfg: DataConfig, spec: ScoringSpec, samples: li
         if not batch:
             continue
         m, sc = score_outputs(infer(np.stack(batch)), spec)
+        bad = [j for j, (mj, sj) in enumerate(zip(m, sc)) if not (np.isfinite(sj) and np.isfinite(mj).all())]
+        for j in bad:
+            why = f"non-finite {'score' if not np.isfinite(sc[j]) else 'map'} (score {sc[j]}): not scored"
+            if errors is None:
+                raise EdgeAdError(f"{chunk[j].path}: the model gave a {why}")
+            errors.append((chunk[j].path, why))
+            log.error("error: %s: %s", chunk[j].path, why)
+        base = len(masks) - len(batch)  # this batch's masks and boxes are the last len(batch) ones
+        for j in sorted(bad, reverse=True):
+            del m[j], sc[j], chunk[j], masks[base + j], boxes[base + j]
         maps += m
         scores += sc
         kept += chunk
@@ -94,14 +106,20 @@ def save_heatmaps(samples: list[D.Sample], maps: list[np.ndarray], scores: np.nd
 
 
 def evaluate(infer: Infer, data_cfg: DataConfig, spec: ScoringSpec, root: str | Path,
-             out_dir: str | Path | None = None) -> dict:
-    """Score the test split; when out_dir is given write metrics.json and heatmap overlays there."""
+             out_dir: str | Path | None = None, errors: list[tuple[Path, str]] | None = None) -> dict:
+    """Score the test split; when out_dir is given write metrics.json and heatmap overlays there. Images the model
+    gave a non-finite output for go to `errors` (and the result's `errors`), else they raise."""
     samples = D.list_split(root, "test")
     if len({s.label for s in samples}) < 2:
         raise EdgeAdError(f"{root}/test needs both good and defective images to compute AUROC")
     t0 = time.time()
-    kept, maps, scores, masks, boxes = run_split(infer, data_cfg, spec, samples)
+    kept, maps, scores, masks, boxes = run_split(infer, data_cfg, spec, samples, errors=errors)
+    if len({s.label for s in kept}) < 2:
+        raise EdgeAdError(f"{root}/test: too few images scored to compute AUROC ({len(errors or [])} gave non-finite "
+                          "output)")
     result = compute_metrics(kept, maps, scores, masks, boxes)
+    if errors:
+        result["errors"] = [{"image": str(p), "error": why} for p, why in errors]
     result["eval_seconds"] = round(time.time() - t0, 2)
     if out_dir is not None:
         out = Path(out_dir)

@@ -7,6 +7,7 @@ TensorRT and torch sessions all plug in here, so every backend scores frames ide
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +25,27 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 MODEL_FILES = {"tensorrt": "model.engine", "onnxruntime": "model.onnx", "torch": "model.pt"}  # auto: in this order
 _KIND_BY_SUFFIX = {".engine": "tensorrt", ".onnx": "onnxruntime", ".pt": "torch"}
+
+
+class NonFiniteOutput(EdgeAdError):
+    """A map or score that is NaN or infinite: `score >= threshold` would pass it, so the frame is an error."""
+
+
+def check_finite(maps: list[np.ndarray], scores: list[float]) -> None:
+    """Every backend's output goes through here: a frame whose map or score is not finite is never judged."""
+    for i, (m, s) in enumerate(zip(maps, scores)):
+        if not math.isfinite(s) or not np.isfinite(m).all():
+            bad = int(m.size - np.isfinite(m).sum())
+            raise NonFiniteOutput(f"the model gave a non-finite {'score' if not math.isfinite(s) else 'map'} "
+                                  f"(score {s}, {bad} of {m.size} map values NaN or infinite) for image {i} of the "
+                                  "batch: not inspected")
+
+
+def check_threshold(threshold: float) -> float:
+    """A NaN threshold passes every frame (`score >= nan` is false): only a finite number is a threshold."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise EdgeAdError(f"threshold must be a finite number, got {threshold!r}")
+    return float(threshold)
 
 
 class Session(Protocol):
@@ -45,7 +67,7 @@ class AnomalyDetector:
                               f"{[3, *info.data.input_size]} (data.image_size / center_crop): they do not belong together")
         self.session = session
         self.info = info
-        self.threshold = info.threshold if threshold is None else float(threshold)
+        self.threshold = check_threshold(info.threshold if threshold is None else threshold)
 
     def detect(self, frame_bgr: np.ndarray) -> Result:
         return self.detect_batch([frame_bgr])[0]
@@ -57,6 +79,7 @@ class AnomalyDetector:
         outputs = self.session.run(batch)
         t2 = time.perf_counter()
         maps, scores = score_outputs(outputs, self.info.scoring)
+        check_finite(maps, scores)
         t3 = time.perf_counter()
         n = len(frames_bgr)
         timings = {"preprocess_ms": (t1 - t0) * 1e3 / n, "infer_ms": (t2 - t1) * 1e3 / n, "postprocess_ms": (t3 - t2) * 1e3 / n}
