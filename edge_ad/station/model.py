@@ -16,7 +16,8 @@ from typing import Callable
 
 from edge_ad import bundle as B
 from edge_ad.errors import EdgeAdError
-from edge_ad.runtime.detector import AnomalyDetector, open_detector
+from edge_ad.runtime.detector import AnomalyDetector, open_detector, resolve_model
+from edge_ad.runtime.manifest import manifest_path
 from edge_ad.station.config import StationConfig
 from edge_ad.station.faults import Faults
 from edge_ad.station.lograte import log_limited
@@ -50,17 +51,30 @@ def readiness(manifest: dict) -> tuple[bool | None, str]:
 
 
 def load_bundle(cfg: StationConfig) -> Model:
-    """The detector of the bundle the config names; EdgeAdError with the reason when it must not run."""
+    """The detector of the bundle the config names; EdgeAdError with the reason when it must not run.
+
+    Under parts_dir a bundle is a folder with a valid manifest.json whose hashes match and which lists the model file
+    and model.json that would run (a file added beside them, e.g. a model.engine that `auto` prefers, is refused).
+    An explicit `bundle:` folder without a manifest (development) runs with a warning."""
     path = cfg.bundle_dir()
     if not path.exists():
         raise EdgeAdError(f"part bundle not found: {path} (calibrate the part or set `bundle:` in the station config)")
     resolved = path.resolve()
     manifest: dict = {}
-    if (resolved / B.MANIFEST).is_file():
+    if (resolved / B.MANIFEST).is_file() or not cfg.bundle:
         why = B.damage(resolved)
         if why:
             raise EdgeAdError(f"bundle {resolved} is damaged: {why}")
         manifest = B.read_manifest(resolved)
+        model_file, _ = resolve_model(resolved, cfg.runtime)
+        unlisted = [p.name for p in (model_file, manifest_path(model_file)) if p.name not in manifest.get("files", {})]
+        if unlisted:
+            raise EdgeAdError(f"bundle {resolved} is damaged: {', '.join(unlisted)} not listed in its {B.MANIFEST} "
+                              "(added after it was written)")
+    else:
+        log_limited(log, logging.WARNING, f"unchecked:{resolved}", "bundle %s has no %s: running it unchecked (no "
+                    "hashes, no readiness verdict) because `bundle:` names it; fine for development, not for a line",
+                    resolved, B.MANIFEST)
     ready, reason = readiness(manifest)
     if ready is False and not cfg.allow_not_ready:
         raise EdgeAdError(f"bundle {resolved.name} is not ready: {reason} (allow_not_ready: true in the station "
