@@ -63,7 +63,8 @@ def test_int8_keeps_maps(tiny_onnx, demo_root, tmp_path, mode):
     for s in D.list_split(demo_root, "test")[:3]:
         img = D.load_image(s.path)
         a, b = fp.detect(img).anomaly_map, i8.detect(img).anomaly_map
-        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9  # the pixel map does not collapse
+        # the pixel map does not collapse: min 0.998 (trt) / 0.9997 (cpu) over seeds 0-9 x 1-2 threads (tools/learnt_bounds.py)
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9
     meta = ModelInfo.load(q.with_suffix(".json")).meta
     assert meta["quant_mode"] == mode and meta["float_teacher"]
     assert meta["excluded_nodes"] and all("/teacher/" in n for n in meta["excluded_nodes"])

@@ -90,7 +90,9 @@ def test_gauss_method_trains_without_student_and_prune_refuses(demo_root, tmp_pa
     assert len(model.students) == 0 and meta["epochs"] == 0 and spec.groups == [[0]]
     assert not (tmp_path / "checkpoint.pt").exists()
     res = evaluate(open_detector(path, "torch").session.run, cfg.data, spec, demo_root)
-    assert res["image_auroc"] >= 0.7  # statistics alone already separate the demo part's defects
+    # statistics alone already separate the demo part's defects: min 1.0 over seeds 0-9 x 1-2 threads
+    # (tools/learnt_bounds.py); 0.7 leaves a wide margin for other CPUs and BLAS builds
+    assert res["image_auroc"] >= 0.7
     with pytest.raises(EdgeAdError, match="no student to prune"):
         prune_model(path, ratio=0.5)
 

@@ -48,7 +48,10 @@ def video(demo_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def threshold(video, tiny_onnx):
-    """Midway between the worst good and the mildest defect frame as decoded from the video."""
+    """Midway between the worst good and the mildest defect frame as decoded from the video.
+
+    Mildest defect / worst good score: min 1.95 over seeds 0-9 at 1 and 2 threads (tools/learnt_bounds.py), so the
+    separation asserted here keeps a margin of 95 % of the good score."""
     det = open_detector(tiny_onnx)
     cap = cv2.VideoCapture(str(video))
     scores = []

@@ -87,6 +87,7 @@ def test_pruned_model_exports_and_quantizes(pruned, demo_root, tmp_path):
         img = D.load_image(s.path)
         a, b, c = torch_det.detect(img), fp32.detect(img), int8.detect(img)
         assert b.score == pytest.approx(a.score, rel=1e-4)
+        # min 0.9998 over seeds 0-9 x 1-2 threads (tools/learnt_bounds.py): a wide margin for other CPUs
         assert np.corrcoef(b.anomaly_map.ravel(), c.anomaly_map.ravel())[0, 1] > 0.9
 
 

@@ -9,14 +9,15 @@ from edge_ad.errors import EdgeAdError
 from edge_ad.models.model import ADModel
 from edge_ad.models.artifact import load_model, score_images
 from edge_ad.training.train import epoch_fits, train
-from model_fixtures import TINY
+from model_fixtures import TINY, TINY_MODEL
 
 
 def test_tiny_training_lowers_loss_and_writes_files(tiny_model):
     out = tiny_model.parent
     hist = json.loads((out / "history.json").read_text())
-    assert len(hist) == TINY["train.epochs"]
-    assert hist[-1]["loss"] < hist[0]["loss"] * 0.9
+    assert len(hist) == TINY_MODEL["train.epochs"]
+    # last/first epoch loss: at most 0.18 over seeds 0-9 x 1-2 threads (tools/learnt_bounds.py); 0.5 keeps a wide margin
+    assert hist[-1]["loss"] < hist[0]["loss"] * 0.5
     for name in ("model.pt", "checkpoint.pt", "config.yaml"):
         assert (out / name).is_file()
     model, cfg, spec, meta = load_model(tiny_model)
@@ -29,10 +30,13 @@ def test_trained_model_separates_demo_defects(tiny_model, demo_root):
 
     model, cfg, spec, _ = load_model(tiny_model)
     res = evaluate(lambda b: model_outputs(model, b), cfg.data, spec, demo_root)
-    # 3 epochs at 64 x 64 on 6 good + 6 defect images: seeds 0-4 give image AUROC 0.72-1.0 and pixel AUROC
-    # 0.94-0.98; a model that had not learnt the good parts (or scored backwards) sits near or below 0.5
+    # 8 epochs at 64 x 64 on 6 good + 6 defect images, measured over seeds 0-9 at 1 and 2 torch threads
+    # (tools/learnt_bounds.py, AMD EPYC 2 cores): image AUROC min 1.0, pixel AUROC min 0.987. The bounds keep a margin
+    # of 0.1 image AUROC (4 of the 36 good/defect pairs may swap) and 0.037 pixel AUROC for other CPUs and BLAS builds;
+    # a model that had not learnt the good parts (or scored backwards) sits near or below 0.5. (At 3 epochs image AUROC
+    # spread 0.69-1.0 here and was 0.58 on another EPYC: too few steps for a stable bound.)
     assert res["n_images"] == 12 and res["n_defective"] == 6
-    assert res["image_auroc"] > 0.65 and res["pixel_auroc"] > 0.85
+    assert res["image_auroc"] >= 0.9 and res["pixel_auroc"] >= 0.95
 
 
 def test_resume_continues_from_checkpoint(demo_root, tmp_path):
