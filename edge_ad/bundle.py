@@ -8,6 +8,8 @@ was staged, so a writer that was killed after the rename can tell on its rerun t
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -20,6 +22,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from edge_ad import rejudge
 from edge_ad.errors import EdgeAdError
 from edge_ad.fileio import atomic_write_json
 
@@ -28,6 +31,8 @@ RUNTIME_MANIFESTS = ("model.json", "model_fp32.json")  # each graph's threshold 
 FILE_MODE, DIR_MODE = 0o644, 0o755  # bundles are written by calibrate and read by the service's own user
 CURRENT = "current"
 INCOMING = ".incoming-"
+LOCK = ".lock"  # parts/<part>/.lock: fcntl lock held while a version is written or `current` switched
+WRITE_TRIES = 100  # a writer that finds its version number taken (a writer without the lock) takes the next one
 _VERSION = re.compile(r"^v(\d+)$")
 _WRITER_PID = re.compile(r"^(?:\.incoming-|\.current\.)(\d+)[-.]")
 _PART_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -62,15 +67,61 @@ def current_version(root: str | Path, part: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def switch_current(root: str | Path, part: str, version: int) -> Path:
-    """Point `current` at v<version> atomically (new symlink, then rename over the old one)."""
+_held: dict[str, list] = {}  # lock path -> [RLock, open file or None, depth]: re-entrant in this process
+_held_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def part_lock(root: str | Path, part: str):
+    """One writer per part across processes (fcntl lock on parts/<part>/.lock) and threads; re-entrant, so a
+    threshold version (write + switch) holds it once across both. Released when the holder dies."""
+    d = Path(root) / check_part_name(part)
+    d.mkdir(parents=True, exist_ok=True)
+    key = str((d / LOCK).resolve())
+    with _held_guard:
+        entry = _held.setdefault(key, [threading.RLock(), None, 0])
+    with entry[0]:
+        if entry[2] == 0:
+            f = open(key, "a")
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            except BaseException:
+                f.close()
+                raise
+            entry[1] = f
+        entry[2] += 1
+        try:
+            yield
+        finally:
+            entry[2] -= 1
+            if entry[2] == 0:
+                fcntl.flock(entry[1].fileno(), fcntl.LOCK_UN)
+                entry[1].close()
+                entry[1] = None
+
+
+def _expect_current(root: str | Path, part: str, expect: int | None) -> None:
+    """Refuse a change made while looking at v<expect> when `current` has moved on since (calibrate, rollback)."""
+    if expect is None:
+        return
+    cur = current_version(root, part)
+    if cur != expect:
+        raise EdgeAdError(f"part {part}: current is {'v' + str(cur) if cur else 'none'}, not v{expect} that this "
+                          f"change was made for (switched since): nothing changed; reload the station or look again")
+
+
+def switch_current(root: str | Path, part: str, version: int, expect: int | None = None) -> Path:
+    """Point `current` at v<version> atomically (new symlink, then rename over the old one), under the part's lock;
+    with `expect`, only while `current` is still v<expect>."""
     d = Path(root) / part
-    if not (d / f"v{version}").is_dir():
-        raise EdgeAdError(f"part {part} has no version v{version} (have: {', '.join(f'v{v}' for v in versions(root, part)) or 'none'})")
-    tmp = d / f".{CURRENT}.{os.getpid()}.{threading.get_ident()}.tmp"
-    tmp.unlink(missing_ok=True)
-    os.symlink(f"v{version}", tmp)
-    os.replace(tmp, d / CURRENT)
+    with part_lock(root, part):
+        _expect_current(root, part, expect)
+        if not (d / f"v{version}").is_dir():
+            raise EdgeAdError(f"part {part} has no version v{version} (have: {', '.join(f'v{v}' for v in versions(root, part)) or 'none'})")
+        tmp = d / f".{CURRENT}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.unlink(missing_ok=True)
+        os.symlink(f"v{version}", tmp)
+        os.replace(tmp, d / CURRENT)
     return d / CURRENT
 
 
@@ -127,9 +178,22 @@ def write_bundle(root: str | Path, part: str, files: dict[str, Path], manifest: 
     Leftovers of writers that died are removed first."""
     check_part_name(part)
     d = Path(root) / part
-    tmp = None
     try:
         d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EdgeAdError(f"could not write bundle for part {part} in {d}: {e.strerror or e}") from None
+    with part_lock(root, part):
+        final = _write_version(root, part, files, manifest)
+        if activate:
+            switch_current(root, part, int(final.name[1:]))
+    return final
+
+
+def _write_version(root: str | Path, part: str, files: dict[str, Path], manifest: dict) -> Path:
+    """The next free v<N> with these files and a manifest of hashes (the caller holds the part's lock)."""
+    d = Path(root) / part
+    tmp = None
+    try:
         clean_leftovers(root, part)
         tmp = Path(tempfile.mkdtemp(prefix=f"{INCOMING}{os.getpid()}-", dir=d))
         os.chmod(tmp, DIR_MODE)  # mkdtemp makes 0700: the service user must read the bundle
@@ -142,14 +206,25 @@ def write_bundle(root: str | Path, part: str, files: dict[str, Path], manifest: 
             os.chmod(tmp / name, FILE_MODE)
             hashes[name] = sha256(tmp / name)
         version = (max(versions(root, part), default=0)) + 1
-        doc = {**manifest, "part": part, "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": hashes}
-        (tmp / MANIFEST).write_text(json.dumps(doc, indent=1, default=str))
-        os.chmod(tmp / MANIFEST, FILE_MODE)
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        final = d / f"v{version}"
-        os.rename(tmp, final)  # fails rather than overwrite if a concurrent writer took the number
+        for _ in range(WRITE_TRIES):
+            doc = {**manifest, "part": part, "version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                   "files": hashes}
+            (tmp / MANIFEST).write_text(json.dumps(doc, indent=1, default=str))
+            os.chmod(tmp / MANIFEST, FILE_MODE)
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            final = d / f"v{version}"
+            try:
+                os.rename(tmp, final)  # fails rather than overwrite if a writer without the lock took the number
+                break
+            except OSError:
+                if not final.exists():
+                    raise
+                version = max(version, *versions(root, part)) + 1
+        else:
+            raise EdgeAdError(f"could not write bundle for part {part} in {d}: no free version number after "
+                              f"{WRITE_TRIES} tries")
     except OSError as e:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -158,8 +233,6 @@ def write_bundle(root: str | Path, part: str, files: dict[str, Path], manifest: 
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if activate:
-        switch_current(root, part, version)
     return final
 
 
@@ -207,56 +280,103 @@ def damage(bundle: str | Path) -> str:
     return f"{', '.join(bad)} missing or changed since it was written" if bad else ""
 
 
-def rollback(root: str | Path, part: str, version: int | None = None) -> int:
+def rollback(root: str | Path, part: str, version: int | None = None, expect: int | None = None) -> int:
     """Switch `current` to the given version, or to the newest intact one older than the current; a version whose
-    files are missing or changed is refused with the reason."""
+    files are missing or changed is refused with the reason. Under the part's lock; with `expect`, only while
+    `current` is still v<expect> (the version the operator was looking at)."""
     d = Path(root) / part
-    if version is None:
-        cur = current_version(root, part)
-        older = [v for v in versions(root, part) if cur is None or v < cur]
-        if not older:
-            raise EdgeAdError(f"part {part} has no version older than v{cur} to roll back to")
-        why = {v: damage(d / f"v{v}") for v in older}
-        intact = [v for v in older if not why[v]]
-        if not intact:
-            raise EdgeAdError(f"part {part}: no intact version older than v{cur} to roll back to ("
-                              + "; ".join(f"v{v}: {why[v]}" for v in older) + ")")
-        version = intact[-1]
-    elif (d / f"v{version}").is_dir():
-        why_not = damage(d / f"v{version}")
-        if why_not:
-            raise EdgeAdError(f"part {part}: not rolling back to v{version}: {why_not}")
-    switch_current(root, part, version)
+    with part_lock(root, part):
+        _expect_current(root, part, expect)
+        if version is None:
+            cur = current_version(root, part)
+            older = [v for v in versions(root, part) if cur is None or v < cur]
+            if not older:
+                raise EdgeAdError(f"part {part} has no version older than v{cur} to roll back to")
+            why = {v: damage(d / f"v{v}") for v in older}
+            intact = [v for v in older if not why[v]]
+            if not intact:
+                raise EdgeAdError(f"part {part}: no intact version older than v{cur} to roll back to ("
+                                  + "; ".join(f"v{v}: {why[v]}" for v in older) + ")")
+            version = intact[-1]
+        elif (d / f"v{version}").is_dir():
+            why_not = damage(d / f"v{version}")
+            if why_not:
+                raise EdgeAdError(f"part {part}: not rolling back to v{version}: {why_not}")
+        switch_current(root, part, version)
     return version
 
 
-def write_threshold_version(root: str | Path, part: str, threshold: float, who: str, activate: bool = True) -> Path:
-    """A new version of the current bundle that differs only in its alarm threshold (every runtime manifest, i.e.
-    model.json and model_fp32.json, and the bundle manifest), so the change is versioned like a calibration: who,
-    when, old and new value are recorded; rollback undoes it."""
+class NeedsConfirmation(EdgeAdError):
+    """A threshold change far outside what calibration measured: refused unless the operator confirms it."""
+
+
+def _read_scores(bundle: Path, man: dict) -> dict | None:
+    """The bundle's scores.json (validation and synthetic scores), None when it has none or it does not parse."""
+    if "scores.json" not in man.get("files", {}):
+        return None
+    try:
+        doc = json.loads((bundle / "scores.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def write_threshold_version(root: str | Path, part: str, threshold: float, who: str, activate: bool = True,
+                            from_version: int | None = None, confirm: bool = False,
+                            rules: rejudge.ThresholdRules | None = None) -> Path:
+    """A new version of v<from_version> (default: the current one) that differs only in its alarm threshold (every
+    runtime manifest, i.e. model.json and model_fp32.json, and the bundle manifest), so the change is versioned like a
+    calibration: who, when, old and new value are recorded; rollback undoes it.
+
+    Fails closed: under the part's lock, `current` must still be v<from_version>; a threshold outside the window of
+    the stored validation scores (rules.range_multiple) needs `confirm`; readiness and the threshold-dependent metrics
+    are re-judged at the new threshold (or marked not judged), and a change that would make a ready bundle not ready
+    is refused."""
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold <= 0:
         raise EdgeAdError(f"threshold must be a finite number > 0, got {threshold!r}")
-    src = resolve(root, part)
-    damaged = verify(src)
-    if damaged:
-        raise EdgeAdError(f"bundle {src} is damaged ({', '.join(damaged)} differ from its manifest): not copying it")
-    man = read_manifest(src)
-    info = json.loads((src / "model.json").read_text())
-    old = float(info["threshold"])
-    info["threshold"] = float(threshold)
-    change = {"who": who, "when": datetime.now().astimezone().isoformat(timespec="seconds"), "old": old,
-              "new": float(threshold), "from_version": src.name}
-    keep = {k: v for k, v in man.items() if k not in ("part", "version", "created", "files")}
-    keep.update(threshold=float(threshold), threshold_source=f"changed by {who}", threshold_change=change,
-                threshold_history=[*man.get("threshold_history", []), change])
-    with tempfile.TemporaryDirectory(prefix="edge_ad-threshold-") as tmp:
-        files = {name: src / name for name in man.get("files", {})}
-        for name in RUNTIME_MANIFESTS:
-            if name in files:
-                doc = info if name == "model.json" else json.loads((src / name).read_text())
-                doc["threshold"] = float(threshold)
-                files[name] = atomic_write_json(Path(tmp) / name, doc)
-        return write_bundle(root, part, files, keep, activate)
+    threshold, rules = float(threshold), rules or rejudge.ThresholdRules()
+    with part_lock(root, part):
+        if from_version is None:
+            src = resolve(root, part)
+        else:
+            _expect_current(root, part, from_version)
+            src = Path(root) / part / f"v{from_version}"
+        why = damage(src)
+        if why:
+            raise EdgeAdError(f"bundle {src} is damaged ({why}): not copying it")
+        man = read_manifest(src)
+        if "model.json" not in man.get("files", {}):
+            raise EdgeAdError(f"bundle {src} has no model.json: it has no threshold to change")
+        info = json.loads((src / "model.json").read_text())
+        old = float(info["threshold"])
+        scores = _read_scores(src, man)
+        win = rejudge.window(rejudge.val_scores(scores), rules)
+        if not confirm and (win is None or not win[0] <= threshold <= win[1]):
+            where = ("the bundle stores no validation scores to compare it with" if win is None else
+                     f"calibration measured validation scores that speak for {win[0]:.5g} .. {win[1]:.5g} "
+                     f"(scores widened by {rules.range_multiple:g} times their range)")
+            raise NeedsConfirmation(f"threshold {threshold:.6g} (now {old:.6g}) is outside what calibration measured: "
+                                    f"{where}; confirm to set it anyway")
+        readiness = rejudge.readiness_at(man.get("readiness"), scores, threshold)
+        if readiness["ready"] is False and (man.get("readiness") or {}).get("ready") is not False:
+            raise EdgeAdError(f"not setting threshold {threshold:.6g}: the bundle would not be ready at it "
+                              f"({readiness['reason']})")
+        change = {"who": who, "when": datetime.now().astimezone().isoformat(timespec="seconds"), "old": old,
+                  "new": threshold, "from_version": src.name, "confirmed_outside_window": bool(confirm and (
+                      win is None or not win[0] <= threshold <= win[1]))}
+        info["threshold"] = threshold
+        keep = {k: v for k, v in man.items() if k not in ("part", "version", "created", "files")}
+        keep.update(threshold=threshold, threshold_source=f"changed by {who}", threshold_change=change,
+                    threshold_history=[*man.get("threshold_history", []), change], readiness=readiness,
+                    metrics=rejudge.metrics_at(man.get("metrics"), scores, threshold))
+        with tempfile.TemporaryDirectory(prefix="edge_ad-threshold-") as tmp:
+            files = {name: src / name for name in man.get("files", {})}
+            for name in RUNTIME_MANIFESTS:
+                if name in files:
+                    doc = info if name == "model.json" else json.loads((src / name).read_text())
+                    doc["threshold"] = threshold
+                    files[name] = atomic_write_json(Path(tmp) / name, doc)
+            return write_bundle(root, part, files, keep, activate)
 
 
 def list_parts(root: str | Path) -> list[str]:

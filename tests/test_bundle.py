@@ -27,7 +27,7 @@ def test_versions_current_and_rollback(tmp_path):
     with pytest.raises(EdgeAdError, match="no version older"):
         B.rollback(root, "flange")
     assert B.list_parts(root) == ["flange"]
-    assert not [p for p in (root / "flange").iterdir() if p.name.startswith(".")]  # no temp leftovers
+    assert not [p for p in (root / "flange").iterdir() if p.name.startswith(".") and p.name != B.LOCK]  # no temp leftovers
 
 
 def test_verify_detects_tampering(tmp_path):
@@ -40,7 +40,7 @@ def test_verify_detects_tampering(tmp_path):
 def test_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(EdgeAdError, match="bundle file missing"):
         B.write_bundle(tmp_path, "p", {"model.onnx": tmp_path / "nope"}, {})
-    assert os.listdir(tmp_path / "p") == []
+    assert os.listdir(tmp_path / "p") == [B.LOCK]  # the part's writer lock, nothing else
     with pytest.raises(EdgeAdError, match="invalid part name"):
         B.write_bundle(tmp_path, "../evil", make_files(tmp_path, "x"), {})
 
@@ -76,17 +76,21 @@ def test_threshold_version_copies_the_current_one_with_who_when_old_and_new(tmp_
     fp32_json.write_text(json.dumps({"data": {}, "scoring": {}, "threshold": 0.5, "meta": {"fp32": 1}}))
     files = {**make_files(tmp_path, "net"), "model.json": model_json, "model_fp32.json": fp32_json}
     B.write_bundle(tmp_path / "parts", "p", files, {"threshold": 0.5, "method": "rd", "metrics": {"f1": 0.9}})
-    v2 = B.write_threshold_version(tmp_path / "parts", "p", 0.7, "ana (web, 127.0.0.1)")
+    with pytest.raises(B.NeedsConfirmation, match="no validation scores"):  # nothing to compare it with
+        B.write_threshold_version(tmp_path / "parts", "p", 0.7, "ana (web, 127.0.0.1)")
+    v2 = B.write_threshold_version(tmp_path / "parts", "p", 0.7, "ana (web, 127.0.0.1)", confirm=True)
     assert v2.name == "v2" and B.current_version(tmp_path / "parts", "p") == 2 and B.verify(v2) == []
     assert json.loads((v2 / "model.json").read_text()) == {"data": {}, "scoring": {}, "threshold": 0.7, "meta": {"k": 1}}
     assert json.loads((v2 / "model_fp32.json").read_text())["threshold"] == 0.7  # every graph of the bundle agrees
     assert (v2 / "model.onnx").read_text() == "net"
     man = B.read_manifest(v2)
     change = man["threshold_change"]
-    assert man["threshold"] == 0.7 and man["method"] == "rd" and man["metrics"] == {"f1": 0.9} and man["version"] == 2
+    assert man["threshold"] == 0.7 and man["method"] == "rd" and man["version"] == 2
+    assert man["metrics"] == {"at_threshold": 0.7}  # f1 was measured at 0.5: not carried over
+    assert man["readiness"]["ready"] is None and "not judged at this threshold" in man["readiness"]["reason"]
     assert (change["who"], change["old"], change["new"], change["from_version"]) == ("ana (web, 127.0.0.1)", 0.5, 0.7, "v1")
     assert change["when"][:4].isdigit() and man["threshold_history"] == [change]
-    v3 = B.write_threshold_version(tmp_path / "parts", "p", 0.6, "bo")
+    v3 = B.write_threshold_version(tmp_path / "parts", "p", 0.6, "bo", confirm=True)
     assert [c["new"] for c in B.read_manifest(v3)["threshold_history"]] == [0.7, 0.6]
     assert B.rollback(tmp_path / "parts", "p") == 2  # undone like any version
     for bad in (0, -1.0, float("nan"), True):
@@ -94,7 +98,7 @@ def test_threshold_version_copies_the_current_one_with_who_when_old_and_new(tmp_
             B.write_threshold_version(tmp_path / "parts", "p", bad, "x")
     (v2 / "model.onnx").write_text("tampered")
     with pytest.raises(EdgeAdError, match="damaged"):
-        B.write_threshold_version(tmp_path / "parts", "p", 0.8, "x")
+        B.write_threshold_version(tmp_path / "parts", "p", 0.8, "x", confirm=True)
     assert B.versions(tmp_path / "parts", "p") == [1, 2, 3]
 
 

@@ -42,10 +42,12 @@ def make_part(root: Path, threshold: float = 0.5) -> Path:
     src.mkdir(parents=True, exist_ok=True)
     (src / "model.onnx").write_text("not a real graph")
     (src / "model.json").write_text(json.dumps({"data": {}, "scoring": {}, "threshold": threshold, "meta": {}}))
+    (src / "scores.json").write_text(json.dumps({"threshold": threshold, "val_good": [
+        {"image": f"g{i}.png", "score": 0.3 + 0.01 * i} for i in range(10)]}))  # 0.30 .. 0.39
     manifest = {"method": "rd", "threshold": threshold, "metrics": {"val_false_alarm_rate": 0.02, "image_auroc": 0.97},
                 "readiness": {"ready": False, "reason": "only 40 good images; 200 recommended"}}
-    return B.write_bundle(root / "parts", "disc", {"model.onnx": src / "model.onnx", "model.json": src / "model.json"},
-                          manifest)
+    files = {n: src / n for n in ("model.onnx", "model.json", "scores.json")}
+    return B.write_bundle(root / "parts", "disc", files, manifest)
 
 
 class Station:
@@ -92,23 +94,38 @@ def test_changes_need_the_token_and_a_post_from_this_site(station):
     assert B.versions(station.cfg.parts_dir, "disc") == [1] and not station.stop.reload_requested()
 
 
+def reloaded(station, version: int) -> None:
+    """What the loop does on the reload a change requests: it runs the new current version."""
+    assert station.stop.reload_requested()  # reading it clears it
+    station.status.update(version=f"v{version}", bundle=str(Path(station.cfg.parts_dir) / "disc" / f"v{version}"))
+
+
 def test_threshold_change_writes_a_version_and_reloads_like_sighup(station):
-    r = station.client.post("/api/threshold", json={"threshold": 0.7, "who": "ana"},
+    r = station.client.post("/api/threshold", json={"threshold": 0.5, "who": "ana"}, headers={HEADER: TOKEN})
+    assert r.status_code == 400 and "running" in r.json["error"]  # the page must say which version it shows
+    r = station.client.post("/api/threshold", json={"threshold": 0.5, "who": "ana", "running": "v1"},
                             headers={HEADER: TOKEN, "Origin": "http://localhost"})
     assert r.status_code == 200 and r.json["version"] == "v2"
-    assert station.stop.reload_requested() and B.current_version(station.cfg.parts_dir, "disc") == 2
+    assert B.current_version(station.cfg.parts_dir, "disc") == 2
     change = B.read_manifest(Path(station.cfg.parts_dir) / "disc" / "v2")["threshold_change"]
-    assert (change["old"], change["new"], change["who"]) == (0.5, 0.7, "ana (web, 127.0.0.1)")
+    assert (change["old"], change["new"], change["who"]) == (0.5, 0.5, "ana (web, 127.0.0.1)")
+    r = station.client.post("/api/threshold", json={"threshold": 0.6, "who": "bo", "running": "v1"},
+                            headers={HEADER: TOKEN})
+    assert r.status_code == 400 and "current is v2" in r.json["error"]  # the station has not reloaded v2 yet
+    reloaded(station, 2)
     # a form post with the token as a field works too (no JavaScript needed)
-    r = station.client.post("/api/threshold", data={"threshold": "0.6", "who": "bo", "token": TOKEN})
+    r = station.client.post("/api/threshold", data={"threshold": "0.6", "who": "bo", "token": TOKEN, "running": "v2"})
     assert r.status_code == 200 and r.json["version"] == "v3"
     parts = station.client.get("/api/parts").json
     assert parts["current"] == 3 and [v["version"] for v in parts["versions"]] == [3, 2, 1]
     assert parts["versions"][0]["threshold_change"]["new"] == 0.6 and parts["versions"][2]["metrics"]["image_auroc"] == 0.97
-    r = station.client.post("/api/rollback", json={"version": 1, "who": "ana"}, headers={HEADER: TOKEN})
+    assert parts["versions"][0]["metrics"]["val_false_alarm_rate"] == 0.0  # recomputed at 0.6, not 0.02 from v1
+    r = station.client.post("/api/rollback", json={"version": 1, "who": "ana", "running": "v2", "current": 3},
+                            headers={HEADER: TOKEN})
     assert r.status_code == 200 and B.current_version(station.cfg.parts_dir, "disc") == 1
     assert station.stop.reload_requested()
-    r = station.client.post("/api/rollback", json={"version": 9, "who": "ana"}, headers={HEADER: TOKEN})
+    r = station.client.post("/api/rollback", json={"version": 9, "who": "ana", "running": "v2", "current": 1},
+                            headers={HEADER: TOKEN})
     assert r.status_code == 400 and "no version v9" in r.json["error"]
 
 
@@ -120,7 +137,7 @@ def test_changes_are_off_without_token_or_with_a_fixed_bundle_or_threshold(tmp_p
         for key, value in cfg_change.items():
             setattr(ctx if key == "token" else ctx.cfg, key, value)
         client = create_app(ctx).test_client()
-        r = client.post("/api/threshold", json={"threshold": 0.7, "who": "a"}, headers={HEADER: TOKEN})
+        r = client.post("/api/threshold", json={"threshold": 0.7, "who": "a", "running": "v1"}, headers={HEADER: TOKEN})
         assert r.status_code in (400, 403) and reason.split()[-1] in r.json["error"]
         assert reason.split()[-1] in client.get("/api/status").json["changes_off"]
         s.cfg.bundle, s.cfg.threshold = "", None

@@ -73,7 +73,11 @@ def line(demo_root, tiny_onnx, tmp_path_factory):
     info = json.loads(tiny_onnx.with_suffix(".json").read_text())
     info["threshold"] = threshold
     (work / "model.json").write_text(json.dumps(info))
-    B.write_bundle(work / "parts", "demo", {"model.onnx": tiny_onnx, "model.json": work / "model.json"},
+    goods_scores = [s for s, k in zip(scores, PATTERN) if k == "good"]  # what calibrate stores: validation goods
+    (work / "scores.json").write_text(json.dumps({"threshold": threshold, "val_good": [
+        {"image": f"{i}.png", "score": s} for i, s in enumerate(goods_scores)]}))
+    B.write_bundle(work / "parts", "demo", {"model.onnx": tiny_onnx, "model.json": work / "model.json",
+                                            "scores.json": work / "scores.json"},
                    {"method": "rd", "threshold": threshold, "metrics": {"val_false_alarm_rate": 0.0, "image_auroc": 1.0},
                     "readiness": {"ready": True, "reason": "separates the painted defects"}})
     return {"work": work, "video": video, "threshold": threshold, "good": good, "bad": bad}

@@ -91,7 +91,7 @@ class EvidenceRecord:
 
 
 def _dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    return sum(p.lstat().st_size for p in path.iterdir() if p.is_file() and not p.is_symlink())
 
 
 class EvidenceStore:
@@ -120,7 +120,7 @@ class EvidenceStore:
             shutil.rmtree(stale, ignore_errors=True)
         for path in self.root.iterdir():
             match = EVENT_NAME.match(path.name)
-            if match and path.is_dir():
+            if match and path.is_dir() and not path.is_symlink():  # a linked folder is not an event: never deleted
                 self._events.append((int(match.group(1)), path, _dir_bytes(path)))
         self._events.sort()
         self._bytes = sum(b for _, _, b in self._events)

@@ -21,7 +21,6 @@ class WebContext:
     token: str | None  # None: state changes are off
     live: LiveEncoder
     closing: threading.Event = field(default_factory=threading.Event)
-    change_lock: threading.Lock = field(default_factory=threading.Lock)  # one threshold change / rollback at a time
     viewers: threading.BoundedSemaphore | None = None
 
     @classmethod

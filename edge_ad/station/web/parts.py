@@ -67,34 +67,55 @@ def versions(ctx: WebContext) -> dict[str, Any]:
     return doc
 
 
-def change_threshold(ctx: WebContext, threshold: float, who: str) -> str:
-    """Write v<N+1> with the new threshold, switch `current` to it, request a reload; returns the version name."""
+def _check_running(ctx: WebContext, running: str) -> int | None:
+    """The version the operator was looking at must be the one the station runs (else the page is stale or
+    `current` moved on): its number, None when the station runs no version."""
+    now = ctx.status.version or ""
+    if (running or "") != now:
+        raise EdgeAdError(f"the page showed {running or 'no model'} but the station runs {now or 'no model'}: "
+                          "nothing changed; look again")
+    if not now:
+        return None
+    if not (now.startswith("v") and now[1:].isdigit()) or Path(ctx.status.bundle).parent.resolve() != \
+            (Path(ctx.cfg.parts_dir) / ctx.cfg.part).resolve():
+        raise EdgeAdError(f"the station runs {ctx.status.bundle}, not a version of part {ctx.cfg.part}")
+    return int(now[1:])
+
+
+def change_threshold(ctx: WebContext, threshold: float, who: str, running: str, confirm: bool = False) -> str:
+    """Write a copy of the running version with the new threshold, switch `current` to it (only while `current` is
+    still the running version), request a reload; returns the new version's name. B.NeedsConfirmation when the
+    threshold is far outside what calibration measured and `confirm` is not set."""
     off = changes_off(ctx)
     if off:
         raise EdgeAdError(f"threshold changes are off: {off}")
-    with ctx.change_lock:
-        old = ctx.status.threshold
-        path = B.write_threshold_version(ctx.cfg.parts_dir, ctx.cfg.part, threshold, who)
-        ctx.stop.request_reload()
-    log.info("web: %s set the threshold of part %s from %.6g to %.6g: new version %s, reloading",
-             who, ctx.cfg.part, old, threshold, path.name)
+    source = _check_running(ctx, running)
+    if source is None:
+        raise EdgeAdError("the station runs no model: there is no threshold to change (roll back to a version first)")
+    path = B.write_threshold_version(ctx.cfg.parts_dir, ctx.cfg.part, threshold, who, from_version=source,
+                                     confirm=confirm)
+    ctx.stop.request_reload()
+    change = manifest(path).get("threshold_change") or {}
+    log.info("web: %s set the threshold of part %s %s from %.6g to %.6g%s: new version %s, reloading", who,
+             ctx.cfg.part, running, change.get("old", float("nan")), threshold,
+             " (confirmed outside the calibrated window)" if change.get("confirmed_outside_window") else "", path.name)
     return path.name
 
 
-def rollback(ctx: WebContext, version: int, who: str) -> str:
-    """Switch `current` to an intact older (or newer) version and request a reload."""
+def rollback(ctx: WebContext, version: int, who: str, running: str, current: int | None) -> str:
+    """Switch `current` to an intact version (only while `current` is still the one the page showed) and request a
+    reload."""
     off = changes_off(ctx)
     if off:
         raise EdgeAdError(f"rollback is off: {off}")
+    _check_running(ctx, running)
     root, part = Path(ctx.cfg.parts_dir), ctx.cfg.part
-    with ctx.change_lock:
-        target = root / part / f"v{version}"
-        if not target.is_dir():
-            raise EdgeAdError(f"part {part} has no version v{version}")
-        damaged = B.verify(target)
-        if damaged:
-            raise EdgeAdError(f"v{version} is damaged ({', '.join(damaged)} differ from its manifest): not switching")
-        B.switch_current(root, part, version)
-        ctx.stop.request_reload()
-    log.info("web: %s switched part %s to v%d (rollback), reloading", who, part, version)
+    if current is None:
+        raise EdgeAdError("current: the version the page showed as current is needed")
+    if not (root / part / f"v{version}").is_dir():
+        raise EdgeAdError(f"part {part} has no version v{version}")
+    B.rollback(root, part, version, expect=current)
+    ctx.stop.request_reload()
+    log.info("web: %s switched part %s from v%d to v%d (rollback; the station ran %s), reloading", who, part, current,
+             version, running or "no model")
     return f"v{version}"

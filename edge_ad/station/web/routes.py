@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import mimetypes
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 from flask import (Blueprint, Response, abort, current_app, jsonify, redirect, render_template, request, send_file,
                    session, url_for)
 
+from edge_ad import bundle as B
 from edge_ad.errors import EdgeAdError
 from edge_ad.station.web import alarms as A
 from edge_ad.station.web import parts as P
@@ -93,7 +95,7 @@ def alarm(name: str):
     if folder is None:
         abort(404)
     rec = A.event_record(folder)
-    original = next((f for f in ("original.jpg", "original.png") if (folder / f).is_file()), None)
+    original = A.original_name(folder)
     return render_template("alarm.html", name=name, rec=rec, original=original, station=c.cfg.station,
                            part=c.cfg.part)
 
@@ -190,13 +192,27 @@ def parts():
     return jsonify(P.versions(ctx()))
 
 
+def _running() -> str:
+    """The version the operator was looking at (the page sends the one it shows as running)."""
+    raw = _arg("running")
+    if raw is None:
+        raise EdgeAdError("running: the version the page showed as running is required (reload the page)")
+    return str(raw)
+
+
+def _confirmed() -> bool:
+    return str(_arg("confirm") or "").lower() in ("1", "true", "yes", "on")
+
+
 @blueprint.post("/api/threshold")
 @needs_token
 def set_threshold():
     try:
         raw = _arg("threshold")
         threshold = float(raw) if raw is not None and not isinstance(raw, bool) else float("nan")
-        version = P.change_threshold(ctx(), threshold, _who())
+        version = P.change_threshold(ctx(), threshold, _who(), _running(), _confirmed())
+    except B.NeedsConfirmation as e:
+        return jsonify(error=str(e), confirm_needed=True), 409
     except (EdgeAdError, ValueError, TypeError) as e:
         return fail(str(e) if isinstance(e, EdgeAdError) else f"threshold: not a number: {raw!r}", 400)
     return jsonify(version=version, threshold=threshold, reload="requested")
@@ -207,7 +223,9 @@ def set_threshold():
 def rollback():
     try:
         raw = _arg("version")
-        version = P.rollback(ctx(), int(str(raw).lstrip("v")), _who())
+        cur = _arg("current")
+        current = None if cur in (None, "") else int(str(cur).lstrip("v"))
+        version = P.rollback(ctx(), int(str(raw).lstrip("v")), _who(), _running(), current)
     except (EdgeAdError, ValueError, TypeError) as e:
         return fail(str(e) if isinstance(e, EdgeAdError) else f"version: not a version number: {raw!r}", 400)
     return jsonify(version=version, reload="requested")
@@ -225,9 +243,11 @@ def evidence(name: str, file: str):
     if file == "thumb.jpg":
         jpeg = A.thumbnail(str(folder))
         return Response(jpeg, mimetype="image/jpeg") if jpeg else abort(404)
-    if file not in A.FILES or not (folder / file).is_file():
+    f = A.open_event_file(folder, file)  # a regular file inside the event folder, opened without following links
+    if f is None:
         abort(404)
-    return send_file(folder / file, max_age=3600)
+    return send_file(f, mimetype=mimetypes.guess_type(file)[0] or "application/octet-stream", download_name=file,
+                     max_age=3600)
 
 
 # ----------------------------------------------------------------------------------------------- machines

@@ -39,6 +39,8 @@ function every(ms, fn) {
 
 // ------------------------------------------------------------------------------------------ status
 let changesOff = "";
+let runningVersion = "";  // the version this page shows as running: every change names it (the server checks it)
+let currentVersion = null;  // the version the parts table shows as `current`
 
 async function refreshStatus() {
   const s = await getJSON("/api/status");
@@ -46,7 +48,8 @@ async function refreshStatus() {
     ...s,
     fps: fmt(s.fps, 3), threshold: fmt(s.threshold), uptime_s: duration(s.uptime_s),
     latency_ms_p50: fmt(s.latency_ms_p50, 3), latency_ms_p99: fmt(s.latency_ms_p99, 3),
-    readiness: s.readiness ? (s.readiness.ready ? "ready" : "NOT ready") + (s.readiness.reason ? `: ${s.readiness.reason}` : "")
+    readiness: s.readiness ? (s.readiness.ready === null ? "not judged" : s.readiness.ready ? "ready" : "NOT ready")
+                             + (s.readiness.reason ? `: ${s.readiness.reason}` : "")
                            : "not stated by the bundle",
     state: s.state + (s.fault ? `: ${s.fault}` : ""),
   };
@@ -55,6 +58,7 @@ async function refreshStatus() {
     el.textContent = v === null || v === undefined || v === "" ? "–" : v;
   });
   $("#hdr-version").textContent = s.version || "–";
+  runningVersion = s.version || "";
   const badge = $("#verdict");
   badge.textContent = s.verdict === "anomaly" ? "ANOMALY" : s.verdict === "ok" ? "OK" : "waiting";
   badge.className = "badge " + (s.verdict || "idle");
@@ -168,6 +172,7 @@ async function refreshParts() {
   const key = JSON.stringify(d);
   if (key === partsKey) return;
   partsKey = key;
+  currentVersion = d.current;
   const body = $("#parts tbody");
   body.replaceChildren();
   if (!d.versioned || !d.versions.length) {
@@ -189,7 +194,7 @@ async function refreshParts() {
       b.className = "rollback";
       b.textContent = `switch to v${v.version}`;
       b.disabled = !!d.changes_off;
-      b.addEventListener("click", () => change("/api/rollback", { version: v.version }));
+      b.addEventListener("click", () => change("/api/rollback", { version: v.version, current: currentVersion }));
       act.appendChild(b);
     }
   }
@@ -206,12 +211,17 @@ async function change(url, body) {
     return;
   }
   sessionStorage.setItem("edge_ad_who", who);
-  const r = await fetch(url, {
+  const send = (extra) => fetch(url, {
     method: "POST",
     headers: { "Content-Type": "application/json", "X-Edge-Ad-Token": token },
-    body: JSON.stringify({ ...body, who }),
+    body: JSON.stringify({ ...body, who, running: runningVersion, ...extra }),
   });
-  const d = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
+  let r = await send({});
+  let d = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
+  if (r.status === 409 && d.confirm_needed && window.confirm(`${d.error}.\n\nSet it anyway?`)) {
+    r = await send({ confirm: true });
+    d = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
+  }
   msg.className = r.ok ? "ok" : "bad";
   msg.textContent = r.ok ? `Done: ${d.version} is current; the station is reloading it.` : `Refused: ${d.error}`;
   partsKey = "";
