@@ -7,6 +7,7 @@ line, not a silent default.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -208,6 +209,8 @@ class WebConfig:
     plot_minutes: float = 5.0  # the score plot covers this many minutes
     alarms_shown: int = 20  # newest alarms listed, with evidence thumbnails
     health_max_age_s: float = 5.0  # /healthz is 200 while the newest frame is younger than this
+    max_connections: int = 32  # open connections at most; at the limit a new one replaces the oldest without a request
+    idle_timeout_s: float = 5.0  # a connection without a request this long is closed (whole seconds, at least 1)
 
     def validate(self) -> None:
         check(bool(self.host), "host", "must be an address to bind, e.g. 127.0.0.1")
@@ -216,7 +219,10 @@ class WebConfig:
         check(not self.protect_read or bool(self.token_env or self.token_file), "protect_read",
               "needs a token: set web.token_file or web.token_env")
         _positive(self, "live_fps", "live_width", "live_clients", "threads", "plot_minutes", "alarms_shown",
-                  "health_max_age_s")
+                  "health_max_age_s", "idle_timeout_s")
+        check(self.max_connections > self.live_clients, "max_connections",
+              f"must be > web.live_clients ({self.live_clients}): live viewers hold connections, got "
+              f"{self.max_connections!r}")
         check(self.threads > self.live_clients, "threads",
               f"must be > web.live_clients ({self.live_clients}): each live viewer holds a thread, got {self.threads!r}")
         check(1 <= self.jpeg_quality <= 100, "jpeg_quality", f"must be in 1..100, got {self.jpeg_quality!r}")
@@ -262,7 +268,8 @@ class StationConfig:
                   f"must be [x, y, width, height] with x, y >= 0 and width, height > 0, got {self.roi!r}")
         _positive(self, "frame_log_max_mb")
         if self.threshold is not None:
-            check(self.threshold > 0, "threshold", f"must be > 0 (or null: the bundle's), got {self.threshold!r}")
+            check(math.isfinite(self.threshold) and self.threshold > 0, "threshold",
+                  f"must be a finite number > 0 (or null: the bundle's), got {self.threshold!r}")
 
 
 def load_station_config(path: str | Path) -> StationConfig:
