@@ -13,6 +13,8 @@ Trials (each row: trial, cases, failures and its figures; the target is 0 failur
   soak            the station at max rate for --soak-minutes: RSS growth MB (target < 5), fps drift %
   exposure        `systemd-analyze security` of jetson/edge_ad.service (target <= 3.0), and the system calls a station
                   makes as an unprivileged user checked against the unit's SystemCallFilter
+  nan_model, threshold_version, threshold_range, no_manifest, web_bounds, evidence_links
+                  issue 21 (fail closed, never open): see reliability_failclosed.py
 
 Usage: python benchmarks/reliability.py [--only TRIAL ...] [--soak-minutes 30] [--work DIR]
 Rows of trials not run this time are kept from the last results. Needs root for the disk trial (tmpfs) and strace
@@ -34,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import load_rows, write_results  # noqa: E402
 from reliability_calibrate import trial_calibrate_kill  # noqa: E402
+from reliability_failclosed import TRIALS as FAIL_CLOSED  # noqa: E402
 from reliability_fuzz import trial_fuzz  # noqa: E402
 from reliability_kit import Env, SmallDisk, StationProc, fresh, make_env, rss_mb, since, station_cfg  # noqa: E402
 from reliability_repro import trial_reproductions  # noqa: E402
@@ -45,7 +48,8 @@ from mosquitto_fixture import Broker, free_port, mosquitto_binary  # noqa: E402
 from edge_ad import bundle as B  # noqa: E402
 from edge_ad.station.status import SCORE_HISTORY  # noqa: E402
 
-TRIALS = ("reproductions", "broker", "source", "sighup", "disk", "calibrate_kill", "fuzz", "soak", "exposure")
+TRIALS = ("reproductions", "broker", "source", "sighup", "disk", "calibrate_kill", "fuzz", "soak", "exposure",
+          *FAIL_CLOSED)
 COLUMNS = [("trial", "trial"), ("cases", "cases"), ("failures", "failures"), ("figures", "figures"),
            ("minutes", "minutes"), ("note", "note")]
 
@@ -317,7 +321,7 @@ def trial_soak(env: Env, args: argparse.Namespace) -> dict:
 
 TRIAL_RUNS = {"reproductions": trial_reproductions, "broker": trial_broker, "source": trial_source,
               "sighup": trial_sighup, "disk": trial_disk, "calibrate_kill": trial_calibrate_kill, "fuzz": trial_fuzz,
-              "soak": trial_soak, "exposure": trial_exposure}
+              "soak": trial_soak, "exposure": trial_exposure, **FAIL_CLOSED}
 
 
 def figures(row: dict) -> str:

@@ -61,7 +61,10 @@ def load_bundle(cfg: StationConfig) -> Model:
         raise EdgeAdError(f"part bundle not found: {path} (calibrate the part or set `bundle:` in the station config)")
     resolved = path.resolve()
     manifest: dict = {}
-    if (resolved / B.MANIFEST).is_file() or not cfg.bundle:
+    if not cfg.bundle and not (resolved / B.MANIFEST).is_file():
+        raise EdgeAdError(f"bundle {resolved} has no {B.MANIFEST}: under parts_dir that is not a part bundle (no hashes "
+                          "to check, no readiness verdict); recalibrate or roll back")
+    if (resolved / B.MANIFEST).is_file():
         why = B.damage(resolved)
         if why:
             raise EdgeAdError(f"bundle {resolved} is damaged: {why}")
