@@ -4,6 +4,7 @@ Usage: python benchmarks/accuracy.py [--datasets bottle magnetic_tile kolektor] 
 A method may be `gauss` (the per-location Gaussian map alone) or `<method>+gauss` (its maps fused with the
 Gaussian map); the Gaussian uses the data set config's model.gaussian_stride, else stride 16.
 Rows of data sets/methods not rerun are kept from the previous results file.
+Smoke run (seconds, the demo part, results in a temp folder): python benchmarks/accuracy.py --smoke [--out DIR]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import yaml  # noqa: E402
+import common  # noqa: E402
 from common import DATA_ROOT, load_rows, write_results  # noqa: E402
 
 from edge_ad.config import load_config  # noqa: E402
@@ -37,10 +39,13 @@ def variant_name(extra: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in extra.items())
 
 
-def run_one(dataset: str, method: str, work: Path, threads: int, extra: dict) -> dict:
+def run_one(dataset: str, method: str, work: Path, threads: int, extra: dict, data_root: Path = DATA_ROOT,
+            base: dict | None = None) -> dict:
+    """Train and evaluate one row; `base` holds overrides that are not the row's variant (the smoke run's sizes)."""
     config_path = CONFIGS / f"{dataset}.yaml"
+    config_path = config_path if config_path.is_file() else None
     run_dir = work / dataset / (method + "".join(f"_{v}" for v in extra.values()))  # one folder per row
-    ov = {**extra, "data.root": str(DATA_ROOT / dataset), "model.method": method.removesuffix("+gauss"),
+    ov = {**(base or {}), **extra, "data.root": str(data_root / dataset), "model.method": method.removesuffix("+gauss"),
           "train.out_dir": str(run_dir), "train.threads": threads}
     if "gauss" in method and "model.gaussian_stride" not in extra:
         ov["model.gaussian_stride"] = load_config(config_path).model.gaussian_stride or GAUSSIAN_STRIDE
@@ -65,16 +70,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for these runs, recorded in the row's variant column (e.g. model.fusion=product)")
+    common.add_smoke_args(ap)
     args = ap.parse_args()
+    data_root, base = DATA_ROOT, None
+    if args.smoke:  # rd on the demo part: the model int8.py, pruning.py and loop.py --smoke start from
+        root = common.smoke_folder(args.out)
+        data_root, base, args.work = root / "data", common.SMOKE_CONFIG, str(root / "work")
+        args.datasets, args.methods, args.threads = [common.SMOKE_DATASET], ["rd"], 1
     extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     variant = variant_name(extra)
     rows = [r for r in load_rows("accuracy") if not (r["dataset"] in args.datasets and r["method"] in args.methods
                                                      and r.get("variant", "") == variant)]
     for d in args.datasets:
-        if not (DATA_ROOT / d).is_dir():
-            sys.exit(f"data set not found: {DATA_ROOT / d} (set EDGE_AD_DATA)")
+        if not (data_root / d).is_dir():
+            sys.exit(f"data set not found: {data_root / d} (set EDGE_AD_DATA)")
         for m in args.methods:
-            row = run_one(d, m, Path(args.work), args.threads, extra)
+            row = run_one(d, m, Path(args.work), args.threads, extra, data_root, base)
             print(row, flush=True)
             rows.append(row)
             rows.sort(key=lambda r: (r["dataset"], METHOD_ORDER.index(r["method"]), r.get("variant", "")))

@@ -8,12 +8,53 @@ import os
 import platform
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 from edge_ad.versions import software_versions
 
 RESULTS = Path(__file__).parent / "results"
 DATA_ROOT = Path(os.environ.get("EDGE_AD_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+# --smoke: every benchmark's code path on the demo part in seconds, so a benchmark that rots fails the test suite
+# (tests/test_benchmarks_smoke.py). Results go to <out>/results, never to the committed tables.
+SMOKE_DATASET = "demo"
+SMOKE_DEMO = {"n_train": 8, "n_test_good": 3, "n_test_bad": 3, "size": 64}  # images per split, pixels
+SMOKE_CONFIG = {"data.image_size": [64, 64], "model.width": 16, "train.epochs": 1, "train.batch_size": 4}
+SMOKE_FRAMES = 5  # timed frames per row
+
+
+def add_smoke_args(ap) -> None:
+    """--smoke and --out: the same two options on every benchmark."""
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny run on the demo part (seconds): checks the benchmark still works, measures nothing")
+    ap.add_argument("--out", help="with --smoke: folder for its data, models and results (default: a new temp folder)")
+
+
+def smoke_folder(out: str | None) -> Path:
+    """The smoke run's folder: demo data in <out>/data/demo (made once), results in <out>/results."""
+    global RESULTS
+    from edge_ad.training.demo_data import make_demo_data
+
+    root = Path(out) if out else Path(tempfile.mkdtemp(prefix="edge_ad_smoke."))
+    data = root / "data" / SMOKE_DATASET
+    if not (data / "test").is_dir():
+        make_demo_data(data, progress=False, **SMOKE_DEMO)
+    RESULTS = root / "results"  # write_results/load_rows read it at call time
+    print(f"smoke run in {root}", flush=True)
+    return root
+
+
+def smoke_model(root: Path, method: str = "rd") -> Path:
+    """<root>/work/demo/<method>/model.pt as benchmarks/accuracy.py leaves it, trained now if absent."""
+    from edge_ad.config import load_config
+    from edge_ad.training.train import train
+
+    pt = root / "work" / SMOKE_DATASET / method / "model.pt"
+    if not pt.is_file():
+        train(load_config(None, {**SMOKE_CONFIG, "model.method": method, "data.root": str(root / "data" / SMOKE_DATASET),
+                                 "train.out_dir": str(pt.parent), "train.threads": 1}))
+    return pt
 
 
 def machine() -> dict:

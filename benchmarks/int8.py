@@ -3,6 +3,7 @@
 Uses the models trained by benchmarks/accuracy.py (runs/bench/<dataset>/<method>/model.pt); reruns replace only
 the rows of the data sets and method given.
 Usage: python benchmarks/int8.py [--datasets bottle magnetic_tile kolektor] [--method rd]
+Smoke run (seconds, the demo part, results in a temp folder): python benchmarks/int8.py --smoke [--out DIR]
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+import common  # noqa: E402
 from common import load_rows, write_results  # noqa: E402
 
 from edge_ad import data as D  # noqa: E402
@@ -39,7 +41,12 @@ def main() -> None:
     ap.add_argument("--method", default="rd")
     ap.add_argument("--work", default="runs/bench")
     ap.add_argument("--threads", type=int, default=2)
+    common.add_smoke_args(ap)
     args = ap.parse_args()
+    if args.smoke:  # the demo part's tiny rd model (accuracy.py --smoke's, or trained now)
+        root = common.smoke_folder(args.out)
+        common.smoke_model(root, args.method)
+        args.datasets, args.work, args.threads = [common.SMOKE_DATASET], str(root / "work"), 1
     rows = [r for r in load_rows("int8") if not (r["dataset"] in args.datasets and r["method"] == args.method)]
     for ds in args.datasets:
         pt = Path(args.work) / ds / args.method / "model.pt"
@@ -58,6 +65,8 @@ def main() -> None:
                      **delta(fp32, ref), "map_max_abs_diff_rel": max_rel_diff(fp32_maps, ref_maps)})
         variants = [(mode, method, True) for mode in ("trt", "cpu") for method in ("minmax", "percentile", "entropy")]
         variants += [(mode, "percentile", False) for mode in ("trt", "cpu")]
+        if args.smoke:  # both modes and both teacher settings; histogram calibration takes minutes even here
+            variants = [("trt", "minmax", True), ("cpu", "minmax", False)]
         for mode, method, float_teacher in variants:
             tag = "" if float_teacher else "_int8teacher"
             q = quantize(onnx, pt.parent / f"model_int8_{mode}_{method}{tag}.onnx", calib, mode, method,

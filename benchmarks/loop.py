@@ -6,6 +6,8 @@ inference (live replay at a high fps): dropped frames, and whether latency grows
 with the web view off and on with one headless browser watching it (runs interleaved, steady state).
 Usage: python benchmarks/loop.py [--frames 300] [--threads 2] [--model runs/bench/bottle/rd/model.onnx]
                                  [--web-seconds 15] [--web-reps 4]
+Smoke run (seconds: the demo part's tiny model, a short video, one web round without a browser, results in a temp
+folder): python benchmarks/loop.py --smoke [--out DIR]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+import common  # noqa: E402
 from common import DATA_ROOT, write_results  # noqa: E402
 
 from edge_ad.station.loop import run_station  # noqa: E402
@@ -42,11 +45,17 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 
 
+VIDEO_SOURCE = DATA_ROOT / "bottle" / "test"
+VIDEO_KINDS = ("good", "broken_large", "contamination")
+SMOKE_VIDEO_KINDS = ("good", "scratch", "hole")  # the demo part's test folders
+MIN_STEADY_FRAMES = 100  # a web row from fewer frames says little: rerun longer
+
+
 def make_video(path: Path, n: int, fps: float = 30.0) -> list[np.ndarray]:
     """Bottle test images (good and defective) cycled into an MJPG video; noise when data is absent."""
     imgs = []
-    for sub in ("good", "broken_large", "contamination"):
-        d = DATA_ROOT / "bottle" / "test" / sub
+    for sub in VIDEO_KINDS:
+        d = VIDEO_SOURCE / sub
         imgs += [cv2.imread(str(p)) for p in sorted(d.glob("*.png"))[:6]] if d.is_dir() else []
     if not imgs:
         imgs = [np.random.default_rng(i).integers(0, 255, (320, 320, 3), dtype=np.uint8) for i in range(12)]
@@ -207,26 +216,27 @@ def web_run(model: Path, video: Path, work: Path, name: str, priority: str | Non
     return log, start, float(ready.read_text()) if ready.is_file() else None
 
 
-def web_rows(model: Path, video: Path, work: Path, reps: int) -> list[dict]:
+def web_rows(model: Path, video: Path, work: Path, reps: int, variants: list = WEB_VARIANTS,
+             min_frames: int = MIN_STEADY_FRAMES, warmup_s: float = WARMUP_S) -> list[dict]:
     """The loop without the web view and with it and one browser, interleaved `reps` times; medians of the runs."""
-    runs: dict[str, list[tuple[float, float, float, int]]] = {key: [] for key, _, _ in WEB_VARIANTS}
+    runs: dict[str, list[tuple[float, float, float, int]]] = {key: [] for key, _, _ in variants}
     order = np.random.default_rng(0)
     for rep in range(reps):  # each round runs the variants in a new order, so a drifting machine load favours none
         done = {key: web_run(model, video, work, f"{rep}_{key}", prio)
-                for key, prio, _ in (WEB_VARIANTS[i] for i in order.permutation(len(WEB_VARIANTS)))}
-        if any(prio is not None and done[key][2] is None for key, prio, _ in WEB_VARIANTS):
+                for key, prio, _ in (variants[i] for i in order.permutation(len(variants)))}
+        if any(prio is not None and done[key][2] is None for key, prio, _ in variants):
             sys.exit("the browser never showed the live view: rerun with a longer --web-seconds")
         # the same leading seconds are left out of every run of a round: until every browser showed the live view
-        skip = max([WARMUP_S] + [ready - start + 1.0 for _, start, ready in done.values() if ready is not None])
+        skip = max([warmup_s] + [ready - start + 1.0 for _, start, ready in done.values() if ready is not None])
         for key, (log, start, _) in done.items():
             fps, lat, n = steady(log, start + skip)
-            if n < 100:
+            if n < min_frames:
                 sys.exit(f"only {n} frames after the browser connected: rerun with a longer --web-seconds")
             runs[key].append((fps, pct(lat, 50), pct(lat, 99), n))
             print({"web": key, "fps": fps, "ms_p99": pct(lat, 99), "frames": n, "skipped_s": skip}, flush=True)
     med = {key: [float(np.median([r[i] for r in runs[key]])) for i in range(4)] for key in runs}
     rows = []
-    for key, prio, name in WEB_VARIANTS:
+    for key, prio, name in variants:
         fps, p50, p99, n = med[key]
         row = {"variant": f"loop, video file, every frame, {name} (steady state, median of {reps} interleaved runs)",
                "fps": fps, "ms_p50": p50, "ms_p99": p99, "frames": int(n),
@@ -248,7 +258,20 @@ def main() -> None:
     ap.add_argument("--web-seconds", type=float, default=15.0,
                     help="length of each web view off/on run, at the loop's measured frame rate")
     ap.add_argument("--web-reps", type=int, default=4, help="interleaved off/on rounds (0: skip the web rows)")
+    common.add_smoke_args(ap)
     args = ap.parse_args()
+    variants, min_frames, warmup_s = WEB_VARIANTS, MIN_STEADY_FRAMES, WARMUP_S
+    if args.smoke:  # the tiny rd model exported to ONNX; the web view served to the replay client, not a browser
+        global VIDEO_SOURCE, VIDEO_KINDS
+        root = common.smoke_folder(args.out)
+        pt = common.smoke_model(root)
+        from edge_ad.deploy.export import export_onnx
+
+        onnx = pt.with_suffix(".onnx")  # int8.py --smoke exports it; a loop smoke run alone exports it here
+        args.model = str(onnx if onnx.is_file() else export_onnx(pt, onnx))
+        VIDEO_SOURCE, VIDEO_KINDS = root / "data" / common.SMOKE_DATASET / "test", SMOKE_VIDEO_KINDS
+        args.frames, args.threads, args.web_reps, args.web_seconds = 30, 1, 1, 6.0
+        variants, min_frames, warmup_s = [v for v in WEB_VARIANTS if v[1] in (None, "replay")], 1, 0.5
     model = Path(args.model)
     if not model.is_file():
         sys.exit(f"{model} missing: run benchmarks/accuracy.py and benchmarks/int8.py first, or pass --model")
@@ -306,10 +329,10 @@ def main() -> None:
         if args.web_reps:
             long_video = work / "long.avi"
             make_video(long_video, int(np.clip(loop_fps * args.web_seconds, 300, 5000)))
-            rows += web_rows(bundle / "model.onnx", long_video, work, args.web_reps)
+            rows += web_rows(bundle / "model.onnx", long_video, work, args.web_reps, variants, min_frames, warmup_s)
         for r in rows:
             print(r, flush=True)
-    write_results("loop", rows, COLUMNS, NOTES.format(model=model, threads=args.threads, warmup=WARMUP_S))
+    write_results("loop", rows, COLUMNS, NOTES.format(model=model, threads=args.threads, warmup=warmup_s))
 
 
 NOTES = ("Model: `{model}` (onnxruntime, {threads} threads, batch 1). The bare detector runs once on frames already "

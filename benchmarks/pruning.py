@@ -6,7 +6,9 @@ both on the test split, and times both end to end, each in its own process (benc
 Writes benchmarks/results/pruning.{json,md} and pruning.png (image AUROC vs INT8 latency).
 
 Usage: python benchmarks/pruning.py [--datasets bottle magnetic_tile] [--ratios 0 0.3 0.5 0.7]
-Smoke run on tiny inputs: --data-root DIR --work DIR --results DIR with a model at <work>/<dataset>/rd/model.pt.
+Smoke run (seconds, the demo part, ratio 0.5, results in a temp folder): python benchmarks/pruning.py --smoke
+[--out DIR]; or by hand on tiny inputs: --data-root DIR --work DIR --results DIR with a model at
+<work>/<dataset>/rd/model.pt.
 """
 
 from __future__ import annotations
@@ -71,13 +73,13 @@ def run_ratio(ds: str, data: Path, src: Path, ratio: float, args: argparse.Names
     onnx = export_onnx(pt, folder / "model.onnx")
     info = open_detector(onnx, "onnxruntime", args.threads).info
     calib = calibration_batch(data, info.data, args.calib_images)
-    int8 = quantize(onnx, folder / f"model_int8_{QUANT_MODE}.onnx", calib, QUANT_MODE, CALIB_METHOD)
+    int8 = quantize(onnx, folder / f"model_int8_{QUANT_MODE}.onnx", calib, QUANT_MODE, args.calib_method)
     samples = D.list_split(data, "test")
     base = {"dataset": ds, "method": METHOD, "backend": "onnxruntime", "prune_ratio": ratio,
             "importance": info.meta.get("prune", {}).get("importance", "none"), "prune_minutes": round(prune_minutes, 2),
             **cost(pt)}
     rows = []
-    for precision, path, variant in (("fp32", onnx, f"ratio {ratio}"), ("int8", int8, f"ratio {ratio}, {QUANT_MODE} {CALIB_METHOD}")):
+    for precision, path, variant in (("fp32", onnx, f"ratio {ratio}"), ("int8", int8, f"ratio {ratio}, {QUANT_MODE} {args.calib_method}")):
         res, _ = score(open_detector(path, "onnxruntime", args.threads), samples)
         rows.append({**base, "precision": precision, "variant": variant, **pick(res),
                      **time_model(path, args.frames, args.threads), "threads": args.threads})
@@ -123,7 +125,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--frames", type=int, default=200, help="timed frames per model (after speed.py's warm-up)")
     ap.add_argument("--calib-images", type=int, default=DEFAULT_CALIB_IMAGES)
+    ap.add_argument("--calib-method", default=CALIB_METHOD, help=f"INT8 calibration (default {CALIB_METHOD})")
+    common.add_smoke_args(ap)
     args = ap.parse_args()
+    if args.smoke:  # the demo part's tiny rd model (accuracy.py --smoke's, or trained now)
+        root = common.smoke_folder(args.out)
+        common.smoke_model(root, METHOD)
+        args.datasets, args.ratios = [common.SMOKE_DATASET], [0.5]
+        args.data_root, args.work = str(root / "data"), str(root / "work")
+        args.results, args.threads, args.frames = str(root / "results"), 1, common.SMOKE_FRAMES
+        args.steps, args.epochs_per_step, args.calib_images = 1, 1, common.SMOKE_DEMO["n_train"]
+        args.calib_method = "minmax"  # histogram calibration takes minutes even on tiny models
     common.RESULTS = Path(args.results)  # write_results/load_rows read it at call time
     import torch
 

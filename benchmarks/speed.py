@@ -6,6 +6,8 @@ Rows: torch FP32, ORT FP32, ORT INT8 (trt and cpu modes) for rd, pruned rd, dual
 reference (WideResNet-50-2 teacher + OCBE + decoder, random weights) in ORT FP32.
 
 Usage: python benchmarks/speed.py [--frames 200] [--threads 2]
+Smoke run (seconds: torch, ORT FP32 and one INT8 row of a 64x64 rd model on the demo part, no reference; results in a temp
+folder): python benchmarks/speed.py --smoke [--out DIR]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+import common  # noqa: E402
 from common import DATA_ROOT, write_results  # noqa: E402
 
 COLUMNS = [("model", "model"), ("backend", "backend"), ("precision", "precision"), ("variant", "variant"),
@@ -89,12 +92,20 @@ def count(module, hw: tuple[int, int]) -> tuple[int, int]:
     return sum(p.numel() for p in module.parameters()), macs
 
 
-def build_models(work: Path, calib_n: int) -> list[dict]:
-    """rd and dual (random student weights are fine for timing), exported FP32 + INT8, plus the reference."""
+MODELS = [("rd", 0.0, 0, []), ("rd", 0.5, 0, []), ("dual", 0.0, 0, []), ("gauss", 0.0, 16, []),
+          ("gauss", 0.0, 16, [4, 8, 16]), ("rd", 0.0, 16, [])]  # (method, prune ratio, Gaussian stride, its stages)
+CALIB_METHOD = "percentile"
+INT8_VARIANTS = (("trt", True), ("cpu", True), ("cpu", False))  # (quantization mode, teacher kept in float)
+
+
+def build_models(work: Path, calib_n: int, smoke_data: Path | None = None) -> list[dict]:
+    """rd and dual (random student weights are fine for timing), exported FP32 + INT8, plus the reference.
+
+    `smoke_data`: the smoke run's demo part; only the first model, at the smoke size, minmax INT8, no reference."""
     import torch
 
     from edge_ad.config import load_config
-    from edge_ad.deploy.export import export_onnx, write_manifest
+    from edge_ad.deploy.export import export_onnx
     from edge_ad.models.model import ADModel
     from edge_ad.deploy.quantize import calibration_batch, quantize
     from edge_ad.runtime.detector import ModelInfo
@@ -103,10 +114,13 @@ def build_models(work: Path, calib_n: int) -> list[dict]:
     from reference_rd4ad import ReferenceRD4AD
 
     specs = []
-    for method, ratio, gauss, stages in (("rd", 0.0, 0, []), ("rd", 0.5, 0, []), ("dual", 0.0, 0, []), ("gauss", 0.0, 16, []),
-                                         ("gauss", 0.0, 16, [4, 8, 16]), ("rd", 0.0, 16, [])):
-        cfg = load_config(None, {"model.method": method, "data.root": str(DATA_ROOT / "bottle"), "prune.ratio": ratio,
+    data_root = smoke_data or DATA_ROOT / "bottle"
+    base = common.SMOKE_CONFIG if smoke_data else {}
+    calib_method = "minmax" if smoke_data else CALIB_METHOD  # histogram calibration takes minutes even on tiny models
+    for method, ratio, gauss, stages in MODELS[:1] if smoke_data else MODELS:
+        cfg = load_config(None, {**base, "model.method": method, "data.root": str(data_root), "prune.ratio": ratio,
                                  "prune.steps": 1, "model.gaussian_stride": gauss, "model.gaussian_stages": stages})
+        hw = tuple(cfg.data.input_size)
         torch.manual_seed(0)
         model = ADModel(cfg.model).eval()
         if model.gaussian is not None:  # statistics of random features: the shapes are what timing depends on
@@ -120,32 +134,34 @@ def build_models(work: Path, calib_n: int) -> list[dict]:
             for pruner in make_pruners(model, cfg, effective_round_to(model, cfg)):
                 pruner.step()
             method = f"rd pruned {ratio}"
-        spec = ScoringSpec(out_size=(256, 256), groups=model.groups, group_scales=[1.0] * len(model.groups),
+        spec = ScoringSpec(out_size=hw, groups=model.groups, group_scales=[1.0] * len(model.groups),
                            fusion=cfg.model.fusion)
         pt = work / method.replace(" ", "_") / "model.pt"
         pt.parent.mkdir(parents=True, exist_ok=True)
         save_model(model, cfg, spec, {"threshold": 1.0, "data_root": cfg.data.root, "pruned": bool(ratio)}, pt)
         onnx = export_onnx(pt, pt.with_suffix(".onnx"))
         info = ModelInfo.load(onnx.with_suffix(".json"))
-        calib = calibration_batch(DATA_ROOT / "bottle", info.data, calib_n) if (DATA_ROOT / "bottle").is_dir() else \
-            np.random.default_rng(0).normal(size=(16, 3, 256, 256)).astype(np.float32)
-        params, macs = count(model, (256, 256))
+        calib = calibration_batch(data_root, info.data, calib_n) if data_root.is_dir() else \
+            np.random.default_rng(0).normal(size=(16, 3, *hw)).astype(np.float32)
+        params, macs = count(model, hw)
         base = {"model": method, "params": params, "macs": macs}
         specs.append({**base, "path": pt, "backend": "torch", "precision": "fp32", "variant": ""})
         specs.append({**base, "path": onnx, "backend": "onnxruntime", "precision": "fp32", "variant": ""})
-        for mode, float_teacher in (("trt", True), ("cpu", True), ("cpu", False)):
+        for mode, float_teacher in INT8_VARIANTS[-1:] if smoke_data else INT8_VARIANTS:
             tag = "" if float_teacher else "_int8teacher"
-            q = quantize(onnx, pt.parent / f"model_int8_{mode}{tag}.onnx", calib, mode, "percentile",
+            q = quantize(onnx, pt.parent / f"model_int8_{mode}{tag}.onnx", calib, mode, calib_method,
                          float_teacher=float_teacher)
             specs.append({**base, "path": q, "backend": "onnxruntime", "precision": "int8",
                           "variant": f"{mode} QDQ" + (", teacher fp32" if float_teacher else ", teacher int8 too")})
+    if smoke_data:  # the WideResNet-50-2 reference alone takes longer to build than the whole smoke run
+        return specs
     ref = ReferenceRD4AD().eval()
     ref_path = work / "reference" / "model.onnx"
     ref_path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         torch.onnx.export(ref, (torch.zeros(1, 3, 256, 256),), str(ref_path), input_names=["image"],
                           output_names=["map0", "map1", "map2"], opset_version=17, dynamo=False)
-    write_manifest(ModelInfo(load_config().data, ScoringSpec(out_size=(256, 256)), 1.0, {}), ref_path)
+    ModelInfo(load_config().data, ScoringSpec(out_size=(256, 256)), 1.0, {}).save(ref_path)
     params, macs = count(ref, (256, 256))
     specs.append({"model": "reference RD4AD (WRN50-2)", "params": params, "macs": macs, "path": ref_path,
                   "backend": "onnxruntime", "precision": "fp32", "variant": "random weights"})
@@ -158,12 +174,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calib-images", type=int, default=64)
     ap.add_argument("--worker", nargs=3, metavar=("MODEL", "BACKEND", "N"), help=argparse.SUPPRESS)
+    common.add_smoke_args(ap)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker[0], args.worker[1], int(args.worker[2]), args.threads)))
         return
+    smoke_data = None
+    if args.smoke:
+        smoke_data = common.smoke_folder(args.out) / "data" / common.SMOKE_DATASET
+        args.frames, args.threads, args.calib_images = common.SMOKE_FRAMES, 1, common.SMOKE_DEMO["n_train"]
     with tempfile.TemporaryDirectory(prefix="edge_ad_speed.") as tmp:
-        specs = build_models(Path(tmp), args.calib_images)
+        specs = build_models(Path(tmp), args.calib_images, smoke_data)
         rows = []
         for s in specs:
             out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--worker", str(s["path"]),
@@ -172,8 +193,8 @@ def main() -> None:
             row["threads"] = args.threads
             print(row, flush=True)
             rows.append(row)
-    ref = next(r for r in rows if r["model"].startswith("reference"))
-    for r in rows:
+    ref = next((r for r in rows if r["model"].startswith("reference")), None)
+    for r in rows if ref else []:
         r["speedup_vs_reference"] = ref["ms_median"] / r["ms_median"]
     write_results("speed", rows, COLUMNS, NOTES.format(frames=args.frames, threads=args.threads))
 
