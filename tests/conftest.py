@@ -11,6 +11,52 @@ except ImportError:
 
 import pytest  # noqa: E402
 
+try:
+    import strict_skips
+except ImportError:
+    from tests import strict_skips
+
+_MISSING_AT_COLLECTION: list[str] = []  # module-level skips for a missing part (strict mode), reported at the end
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Strict mode (CI=true, EDGE_AD_STRICT=1): a skip because a real part is missing becomes a failure naming it."""
+    outcome = yield
+    report = outcome.get_result()
+    setting = strict_skips.strict_setting()
+    if setting and report.skipped and not hasattr(report, "wasxfail"):
+        reason = strict_skips.skip_reason(report)
+        part = strict_skips.missing_part(reason)
+        if part:
+            report.outcome, report.longrepr = "failed", strict_skips.failure_text(part, reason, setting)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A whole module skipped for a missing part (strict mode) is remembered: the run fails at its end, naming it."""
+    outcome = yield
+    report = outcome.get_result()
+    setting = strict_skips.strict_setting()
+    if setting and report.skipped:
+        reason = strict_skips.skip_reason(report)
+        part = strict_skips.missing_part(reason)
+        if part:
+            _MISSING_AT_COLLECTION.append(f"{collector.nodeid}: {strict_skips.failure_text(part, reason, setting)}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _MISSING_AT_COLLECTION:
+        terminalreporter.section("real parts missing (strict mode)", red=True)
+        for line in _MISSING_AT_COLLECTION:
+            terminalreporter.line(line)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    if _MISSING_AT_COLLECTION and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 @pytest.fixture
 def small_disk(tmp_path):
