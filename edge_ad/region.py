@@ -24,10 +24,12 @@ MIN_PART = 0.02  # median foreground share below this: no part found
 MAX_PART = 0.85  # ... above this: the part fills the frame (inspect everything)
 MIN_COMPACT = 0.6  # median share of the foreground in its largest piece: below this the "part" is scattered texture
 MIN_COVER = 0.03  # a pixel is in the region when the part covered it in at least this share of the good images
-MARGIN = 0.06  # region grown by this fraction of the side (parts shift, defects stick out)
+MARGIN = 0.06  # the weight falls from 1 at the part's edge to 0 over this fraction of the side (parts shift,
+#                defects stick out, and the ground in the features' reach of the edge counts less)
 MAX_REGION = 0.92  # a region larger than this is the whole frame
 GRID = 32  # the stored weight grid's longer side (upsampled bilinearly to the input size)
 OUTSIDE = 0.0  # map weight where no good image showed the part
+EVEN_SMOOTH = 0.04  # the mean good map is smoothed over this fraction of the side before it evens the weights
 
 
 @dataclass
@@ -132,16 +134,15 @@ def estimate_region(images_rgb: list[np.ndarray]) -> Region:
         return Region(None, 1.0, "what differs from the border is scattered texture, not one part: the whole frame is inspected",
                       stats)
     cover = np.mean(masks, axis=0)
-    region = (cover >= max(MIN_COVER, 1.5 / len(masks))).astype(np.uint8)
-    r = max(1, int(round(MARGIN * max(region.shape))))
-    region = _fill_holes(cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))))
-    coverage = float(region.mean())
+    core = _fill_holes((cover >= max(MIN_COVER, 1.5 / len(masks))).astype(np.uint8))
+    r = max(1.0, MARGIN * max(core.shape))
+    outside = cv2.distanceTransform((1 - core).astype(np.uint8), cv2.DIST_L2, 3)
+    soft = np.clip(1.0 - outside / r, 0, 1).astype(np.float32)  # 1 on the part, falling to 0 over the margin
+    coverage = float((soft >= 0.5).mean())
     stats["coverage"] = round(coverage, 4)
     if coverage > MAX_REGION:
         return Region(None, 1.0, f"the part covers {coverage:.0%} of the frame across the good images: the whole frame "
                       "is inspected", stats)
-    soft = cv2.GaussianBlur(region.astype(np.float32), (0, 0), max(1.0, r / 2))
-    soft = np.clip(np.maximum(soft, region), 0, 1)  # full weight inside, a soft edge outside
     h, w = soft.shape
     s = GRID / max(h, w)
     grid = cv2.resize(soft, (max(2, round(w * s)), max(2, round(h * s))), interpolation=cv2.INTER_AREA)
@@ -149,6 +150,23 @@ def estimate_region(images_rgb: list[np.ndarray]) -> Region:
     return Region(weights.astype(np.float32), coverage,
                   f"the part covers {coverage:.0%} of the frame (learnt from {len(masks)} good images): the map is "
                   "weighted by that region", stats)
+
+
+def evened(region: np.ndarray | None, mean_good_map: np.ndarray) -> np.ndarray:
+    """Region weights (grid) that also even out where good images' maps are always high: a place the model can
+    never predict well (the part's edge against a changing ground, a noisy corner) counts for less, a place it
+    predicts well for more, so one threshold means the same everywhere. weight = 2 m / (mean(x) + m), m = the mean
+    over the region; scaled to a maximum of 1 (scores and threshold are set with the same weights)."""
+    h, w = mean_good_map.shape
+    s = GRID / max(h, w)
+    size = (max(2, round(w * s)), max(2, round(h * s)))
+    mu = cv2.resize(cv2.GaussianBlur(mean_good_map.astype(np.float32), (0, 0), max(1.0, EVEN_SMOOTH * max(h, w))),
+                    size, interpolation=cv2.INTER_AREA)
+    base = np.ones_like(mu) if region is None else np.asarray(region, np.float32)
+    inside = base >= 0.5
+    m = float(mu[inside].mean()) if inside.any() else float(mu.mean())
+    out = base * (2 * m / (np.maximum(mu, 0) + m + 1e-12))
+    return (out / max(float(out.max()), 1e-12)).astype(np.float32)
 
 
 def weight_map(grid: list[list[float]] | np.ndarray, size: tuple[int, int]) -> np.ndarray:

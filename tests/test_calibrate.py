@@ -277,7 +277,7 @@ def random_texture_part(folder: Path, n: int = 40) -> Path:
     return folder
 
 
-READINESS_RECIPE = {**TINY_RECIPE, "split.val_fraction": 0.25, "quantize.variants": [], "report.heatmaps": 0,
+READINESS_RECIPE = {**TINY_RECIPE, "data.image_size": [128, 128], "split.val_fraction": 0.25, "quantize.variants": [], "report.heatmaps": 0,
                     "train.threads": 1}
 
 

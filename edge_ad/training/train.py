@@ -24,7 +24,7 @@ from edge_ad.methods import get_method
 from edge_ad.models.artifact import MODEL_FILE, model_outputs, read_checkpoint, save_checkpoint, save_model
 from edge_ad.models.model import ADModel
 from edge_ad.models.rd import distill_loss
-from edge_ad.region import estimate_region
+from edge_ad.region import estimate_region, evened
 from edge_ad.scoring import (ScoringSpec, blur, fit_group_scales, fuse, group_maps, image_score, threshold_from_good,
                              weighted)
 
@@ -197,9 +197,10 @@ def fit_scoring(model: ADModel, images: list[np.ndarray], cfg: Config,
         pair_maps += [group_maps([o[j, 0] for o in outs], spec) for j in range(outs[0].shape[0])]
     if len(model.groups) > 1:
         spec.group_scales = fit_group_scales(pair_maps)
+    maps = [blur(fuse(pm, spec).astype(np.float32), spec.blur_sigma) for pm in pair_maps]
     if cfg.scoring.region == "auto":
         region = estimate_region(images)
         log.info("part region: %s", region.why)
-        spec.region = None if region.weights is None else np.round(region.weights, 3).tolist()
-    scores = [image_score(weighted(blur(fuse(pm, spec).astype(np.float32), spec.blur_sigma), spec), spec) for pm in pair_maps]
+        spec.region = np.round(evened(region.weights, np.mean(maps, axis=0)), 3).tolist()
+    scores = [image_score(weighted(m, spec), spec) for m in maps]
     return spec, np.array(scores)
