@@ -222,8 +222,11 @@ def parse_host_port(text: str) -> tuple[str, int]:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from edge_ad.station.doctor import doctor_ok, format_report, run_doctor
 
+    from edge_ad.versions import format_versions, software_versions
+
     checks = run_doctor(mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port, disk_path=args.disk_path)
     print(format_report(checks))
+    print(format_versions(software_versions()))
     return 0 if doctor_ok(checks) else 1
 
 

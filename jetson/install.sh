@@ -96,7 +96,8 @@ install_venv() {
         run "$SYSTEM_PYTHON" -m venv --system-site-packages "$VENV"
     fi
     run "$VENV/bin/pip" install --upgrade pip
-    run "$VENV/bin/pip" install "$REPO_DIR$PIP_TARGET" "$NUMPY_PIN"
+    # constraints.txt pins the tested pure-Python packages here too (its compiled pins are for x86_64 only)
+    run "$VENV/bin/pip" install -c "$REPO_DIR/constraints.txt" "$REPO_DIR$PIP_TARGET" "$NUMPY_PIN"
     # pip's OpenCV wheel has no GStreamer and would hide JetPack's cv2 (CSI cameras need GStreamer).
     if "$SYSTEM_PYTHON" -c 'import cv2' 2>/dev/null; then
         say "using JetPack's OpenCV (with GStreamer) instead of the pip wheel"

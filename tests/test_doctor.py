@@ -94,3 +94,16 @@ def test_format_report_and_required_logic():
     assert not doctor_ok(checks)
     assert doctor_ok(checks[:2])
     assert "all required checks passed; warnings: gpio" in format_report(checks[:2])
+
+
+def test_doctor_reports_installed_versions(tmp_path, capsys):
+    """The versions line is what to compare with constraints.txt when one machine behaves unlike another."""
+    from importlib import metadata
+
+    from edge_ad.cli import main
+
+    main(["doctor", "--mqtt-port", str(_closed_port()), "--disk-path", str(tmp_path)])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("installed: "))
+    for package in ("numpy", "onnxruntime", "tqdm", "pyyaml"):
+        assert f"{package} {metadata.version(package)}" in line
+    assert f"python {sys.version.split()[0]}" in line

@@ -22,8 +22,10 @@ if [ "$dev" = 1 ] && command -v apt-get >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing
   fi
 fi
+# constraints.txt: the versions the suite passed with (tools/refresh_constraints.py rewrites it after an upgrade)
+constraints="${here}/constraints.txt"
 python3 -m pip install -q --upgrade pip
-python3 -m pip install -q "torch==2.13.0"   # exact pin: an unpinned torch pulls a multi-GB CUDA build
+python3 -m pip install -q -c "$constraints" "torch==2.13.0"   # exact pin: an unpinned torch pulls a multi-GB CUDA build
 extras="train,mqtt,web"
 [ "$dev" = 1 ] && extras="train,mqtt,web,dev"
-python3 -m pip install -q -e "${here}[${extras}]"
+python3 -m pip install -q -c "$constraints" -e "${here}[${extras}]"
