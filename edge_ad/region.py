@@ -27,6 +27,8 @@ MIN_COVER = 0.03  # a pixel is in the region when the part covered it in at leas
 MARGIN = 0.06  # the weight falls from 1 at the part's edge to 0 over this fraction of the side (parts shift,
 #                defects stick out, and the ground in the features' reach of the edge counts less)
 MAX_REGION = 0.92  # a region larger than this is the whole frame
+POSE_SAMPLE = 40  # images compared (pairwise) to tell a fixed pose from a random one
+MIN_POSE_OVERLAP = 0.5  # median part-mask IoU below this: the part is not in a fixed place (per-location models fail)
 GRID = 32  # the stored weight grid's longer side (upsampled bilinearly to the input size)
 OUTSIDE = 0.0  # map weight where no good image showed the part
 EVEN_SMOOTH = 0.04  # the mean good map is smoothed over this fraction of the side before it evens the weights
@@ -167,6 +169,17 @@ def evened(region: np.ndarray | None, mean_good_map: np.ndarray) -> np.ndarray:
     m = float(mu[inside].mean()) if inside.any() else float(mu.mean())
     out = base * (2 * m / (np.maximum(mu, 0) + m + 1e-12))
     return (out / max(float(out.max()), 1e-12)).astype(np.float32)
+
+
+def pose_overlap(images_rgb: list[np.ndarray], limit: int = POSE_SAMPLE) -> float | None:
+    """How much the part stays in one place across good images: the median overlap (IoU) of two images' part
+    masks. None when the set shows no part on a plain ground (a full-frame texture is always in place)."""
+    sample = images_rgb[:: max(1, len(images_rgb) // limit)][:limit]
+    if len(sample) < 2 or estimate_region(sample).weights is None:
+        return None
+    masks = [foreground(im) for im in sample]
+    ious = [float((a & b).sum() / max(int((a | b).sum()), 1)) for i, a in enumerate(masks) for b in masks[i + 1:]]
+    return float(np.median(ious))
 
 
 def weight_map(grid: list[list[float]] | np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -303,7 +303,7 @@ def test_readiness_is_ready_on_a_learnable_part_and_not_ready_when_defects_are_n
 def test_too_few_validation_images_stop_before_training_unless_forced(demo_root, tmp_path):
     job = Job(part="few", recipe=tiny_recipe(**{"split.min_val": 30, "split.val_fraction": 0.2}),
               source=str(demo_root / "train" / "good"), parts_root=tmp_path / "parts", work=tmp_path / "work")
-    with pytest.raises(CalibrationError, match=r"give 2 validation images.*at least 30 \(split.min_val\).*--force"):
+    with pytest.raises(CalibrationError, match=r"give 4 validation images.*at least 20 \(split.min_val_few\).*--force"):
         calibrate(job)
     assert not (job.dir / "model").exists() and not job.parts_root.exists()
     job.force = True

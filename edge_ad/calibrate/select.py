@@ -21,6 +21,7 @@ from edge_ad.calibrate.judge import judge, judge_images, synthetic_defects
 from edge_ad.config import Config, build, read_yaml, to_dict
 from edge_ad.errors import EdgeAdError
 from edge_ad.fileio import atomic_write_json
+from edge_ad.region import MIN_POSE_OVERLAP, pose_overlap
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +84,23 @@ def select_model(job: Job, state: State, base: Config, val_paths: list[Path]) ->
     if not val_rgb:
         raise CalibrationError("no readable validation image to judge the models on")
     defects = synthetic_defects(val_rgb, sel.seed)
-    rows = []
+    overlap = pose_overlap(val_rgb)
+    moving = overlap is not None and overlap < MIN_POSE_OVERLAP
+    cfgs = {}
     for name in names:
         overrides = sel.candidates.get(name, {}) if sel.enabled else {}
         try:
-            cfg = candidate_config(base, overrides, job.stage_dir("model") / name, name)
+            cfgs[name] = candidate_config(base, overrides, job.stage_dir("model") / name, name)
         except EdgeAdError as e:
             raise CalibrationError(f"recipe select.candidates.{name}: {e}") from None
+    can_skip = moving and any(not per_location(c) for c in cfgs.values())
+    rows, skipped = [], []
+    for name, cfg in cfgs.items():
+        if can_skip and per_location(cfg):
+            skipped.append(f"{name} (a per-location model: the part moves between images, median overlap "
+                           f"{overlap:.2f} < {MIN_POSE_OVERLAP})")
+            say(f"train: skipped candidate {skipped[-1]}")
+            continue
         say(f"train: candidate {name} ({cfg.model.method}, {cfg.model.teacher})")
         rows.append(train_and_judge(name, cfg, val_rgb, defects))
         j = rows[-1]["judgement"]
@@ -105,7 +116,16 @@ def select_model(job: Job, state: State, base: Config, val_paths: list[Path]) ->
     if len(rows) == 1:
         why = f"the recipe's model ({best['method']}); select.enabled is false" if not sel.enabled else \
             f"the only candidate ({best['name']})"
+    if skipped:
+        why += "; skipped: " + ", ".join(skipped)
     say(f"train: picked {best['name']}: {why}")
     table = [{k: r[k] for k in ("name", "method", "teacher", "epochs", "steps", "train_seconds", "judgement")} for r in rows]
     return {"best": best, "candidates": table, "why": why, "val_images": len(val_rgb), "synthetic_defects": len(defects),
-            "config": copy.deepcopy(best["config"])}
+            "config": copy.deepcopy(best["config"]), "pose_overlap": overlap, "skipped": skipped}
+
+
+def per_location(cfg: Config) -> bool:
+    """Whether a model keeps statistics per image location (the Gaussian map): it needs the part in a fixed place."""
+    from edge_ad.methods import get_method
+
+    return bool(cfg.model.gaussian_stride) or get_method(cfg.model.method).needs_gaussian

@@ -26,6 +26,7 @@ from edge_ad.config import Config, read_yaml, to_dict
 from edge_ad.errors import EdgeAdError
 from edge_ad.fileio import atomic_write, atomic_write_json
 from edge_ad.methods import get_method
+from edge_ad.region import MIN_POSE_OVERLAP
 from edge_ad.versions import software_versions
 
 log = logging.getLogger(__name__)
@@ -365,6 +366,7 @@ def stage_threshold(job: Job, state: State, hook: Hook | None) -> ThresholdResul
 def assess_readiness(job: Job, state: State, onnx: str, threshold: float, val: list[float], rule) -> dict:
     """The verdict a station checks before inspecting: held-out goods pass and synthetic defects are caught."""
     from edge_ad.calibrate.judge import detection_rates, false_alarm_estimate, judge
+    from edge_ad.calibrate.select import per_location
 
     r = job.recipe.calib.readiness
     val_rgb, defects = judged_set(job, state)
@@ -388,6 +390,11 @@ def assess_readiness(job: Job, state: State, onnx: str, threshold: float, val: l
         problems.append(f"synthetic defects on the part are poorly localised (pixel AUROC {j.pixel_auroc:.3f}, AUPRO "
                         f"{j.aupro:.3f}; floors {r.min_pixel_auroc:g} / {r.min_aupro:g}): the maps would not show where a "
                         "defect is")
+    sel = state.get("train").selection
+    if sel.get("pose_overlap") is not None and sel["pose_overlap"] < MIN_POSE_OVERLAP and per_location(chosen_config(job, state)):
+        problems.append(f"a per-location model for a part that moves between images (median overlap "
+                        f"{sel['pose_overlap']:.2f} < {MIN_POSE_OVERLAP}): it cannot tell a defect from another pose; "
+                        "use a fixture or a recipe without the Gaussian map")
     forced = state.get("split").forced
     if forced:
         problems.append(f"too few validation images for a meaningful threshold ({state.get('split').val}; --force)")

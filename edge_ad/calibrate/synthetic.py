@@ -4,7 +4,8 @@ Each defect is drawn on the part of a held-out good image (edge_ad.region: where
 ground; anywhere for a full-frame texture) at the network input size, with a contrast relative to the part's own
 contrast (a scratch on black rubber is dark grey on black, not white), down to low contrast, in three size classes. They
 stand for the usual classes of real defects: scratches and cracks (thin lines), holes and contamination
-(spots), stains and uneven areas (smooth brightness changes) and misplaced material (pasted patches).
+(spots), stains and uneven areas (smooth brightness changes), misplaced material (patches of the part pasted
+elsewhere on it) and deformations (local warps of the part's own structure).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import cv2
 import numpy as np
 
 SIZES = {"small": (0.002, 0.006), "medium": (0.01, 0.025), "large": (0.04, 0.08)}  # area as a fraction of the image
-KINDS = ("scratch", "spot", "stain", "patch")
+KINDS = ("scratch", "spot", "stain", "patch", "warp")
 MARGIN = 0.08  # defects stay this fraction of the side away from the border
 CONTRAST = (0.75, 2.5)  # spot / scratch intensity change, in standard deviations of the part's pixels
 MIN_STD = 4.0  # grey levels: the contrast unit on a nearly uniform part
@@ -130,7 +131,24 @@ def _part_source(img: np.ndarray, m: np.ndarray, rng: np.random.Generator, where
     return np.roll(flipped, (int(round(cy - ys[i])), int(round(cx - xs[i]))), axis=(0, 1))
 
 
-DRAW = {"scratch": scratch, "spot": spot, "stain": stain, "patch": patch}
+def warp(img: np.ndarray, area: float, rng: np.random.Generator,
+         where: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A local deformation of the part's own structure (a bent thread, a dent, a shifted edge): nothing new in
+    colour or texture, only geometry that good parts do not have."""
+    h, w = img.shape[:2]
+    m = _blob(h, w, area, rng, where)
+    radius = max(2.0, float(np.sqrt(area / np.pi)))
+    field = [cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), max(1.0, radius / 2)) for _ in range(2)]
+    amp = rng.uniform(0.25, 0.5) * radius
+    dx, dy = (f / (np.abs(f).max() + 1e-6) * amp * m for f in field)
+    xx, yy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    out = cv2.remap(img, xx + dx, yy + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+    changed = np.abs(out - img).mean(axis=2) > 0.25 * _part_std(img, where)
+    changed = cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)) > 0
+    return out, (m > 0.3) & changed
+
+
+DRAW = {"scratch": scratch, "spot": spot, "stain": stain, "patch": patch, "warp": warp}
 
 
 def make_defect(img: np.ndarray, size: str, rng: np.random.Generator, kind: str | None = None,
