@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 
 from edge_ad.calibrate import cli as calibrate_cli
-from edge_ad.config import parse_overrides
+from edge_ad.config import IMPORTANCES, parse_overrides
+from edge_ad.deploy.engine import PRECISIONS
+from edge_ad.deploy.pipeline import FORMATS
 from edge_ad.errors import EdgeAdError
 from edge_ad.methods import method_names
+from edge_ad.runtime.detector import BACKENDS
 
 log = logging.getLogger("edge_ad")
 
@@ -128,7 +131,7 @@ def _imwrite(path: Path, image) -> bool:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edge_ad.training.demo import run_demo
+    from edge_ad.demo import run_demo
 
     run_demo(Path(args.out), method=args.method, epochs=args.epochs)
     return 0
@@ -246,7 +249,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt", "torch"],
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="inference backend (auto: by file type)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for inference (0: library default)")
 
@@ -297,12 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
                               "  edge_ad export runs/model --int8 --format engine     # on the Jetson",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="model.pt (or its folder), or an exported .onnx to quantize / build from")
-    p.add_argument("--format", default="onnx", choices=["onnx", "engine"],
+    p.add_argument("--format", default="onnx", choices=FORMATS,
                    help="onnx: ONNX graph(s) for onnxruntime; engine: also a TensorRT engine built here")
     p.add_argument("--out", help="output .onnx path of the FP32 export (default: model.onnx beside the model)")
     p.add_argument("--fused", action="store_true", help="upsample, fuse and blur inside the graph")
     p.add_argument("--int8", action="store_true", help="also quantize to INT8 from calibration images")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+    p.add_argument("--precision", choices=PRECISIONS,
                    help="TensorRT engine precision (default: int8 with --int8, else fp16)")
     p.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT builder workspace (MiB)")
     _add_quant_flags(p)
@@ -330,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, metavar="R", help=f"fraction of channels removed per student layer, in [0, 1) (default "
                    f"{PC.ratio}); parameters and MACs fall by up to 1-(1-ratio)^2")
     p.add_argument("--steps", type=int, metavar="N", help=f"reach the ratio in N equal steps, recovering after each (default {PC.steps})")
-    p.add_argument("--importance", choices=["magnitude", "taylor"], help="which channels go: magnitude = smallest "
+    p.add_argument("--importance", choices=IMPORTANCES, help="which channels go: magnitude = smallest "
                    "weight L2 norm; taylor = smallest |weight x gradient| of the distillation loss "
                    f"(default {PC.importance})")
     p.add_argument("--epochs-per-step", type=int, metavar="N", help=f"recovery distillation epochs after each step (default {PC.finetune_epochs})")

@@ -1,4 +1,8 @@
-"""`edge_ad demo`: the whole pipeline on a procedural part, so a new user sees it work end to end."""
+"""`edge_ad demo`: the whole pipeline on a procedural part, so a new user sees it work end to end.
+
+An entry point beside cli.py (not in training/): it trains, exports and runs the model, so it sits above training,
+deploy and runtime, and training never imports the runtime.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pathlib import Path
 from edge_ad.config import load_config
 from edge_ad.methods import get_method
 
-DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
+DEMO_CONFIG = Path(__file__).parent / "training" / "configs" / "demo.yaml"
 DEMO_GAUSSIAN_STRIDE = 16  # a Gaussian-only method on the demo part: the deepest stage, as in the textured recipe
 
 

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_reaches_its_target(tmp_path):
-    from edge_ad.training.demo import run_demo
+    from edge_ad.demo import run_demo
 
     res = run_demo(tmp_path / "demo")
     assert res["torch"]["image_auroc"] >= 0.95 and res["onnxruntime"]["image_auroc"] >= 0.95

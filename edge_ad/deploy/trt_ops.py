@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_ad.errors import EdgeAdError
+from edge_ad.runtime.tensorrt import MIN_TENSORRT_VERSION
 
-DEFAULT_TRT_VERSION = "8.6.1"  # the floor: JetPack 6.0 (10.3 on JetPack 6.1/6.2); parsers match on major.minor
+DEFAULT_TRT_VERSION = MIN_TENSORRT_VERSION  # graphs are checked against the oldest TensorRT edge_ad runs on
 
 _OPS_BY_FIRST_VERSION = {
     "8.6": """
@@ -44,7 +45,7 @@ _OPS_BY_FIRST_VERSION = {
 }
 
 # Resize attributes the parser accepts (operators.md, same for 8.6 and 10.x).
-RESIZE_MODES = ("nearest", "linear")
+ONNX_RESIZE_MODES = ("nearest", "linear")  # the ONNX Resize op modes the parser takes (not data.resize)
 RESIZE_COORDINATE_MODES = ("half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners")
 DEFAULT_DOMAINS = ("", "ai.onnx")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -127,7 +128,7 @@ def _resize_problems(node) -> list[str]:
     attrs = _attributes(node)
     problems = []
     mode = attrs.get("mode", "nearest")
-    if mode not in RESIZE_MODES:
+    if mode not in ONNX_RESIZE_MODES:
         problems.append(f"Resize(mode={mode})")
     coord = attrs.get("coordinate_transformation_mode", "half_pixel")
     if coord not in RESIZE_COORDINATE_MODES:

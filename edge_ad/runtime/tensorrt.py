@@ -20,7 +20,10 @@ from edge_ad.errors import EdgeAdError
 
 log = logging.getLogger(__name__)
 
-MIN_TENSORRT = (8, 6)  # JetPack 6.0 ships 8.6; JetPack 6.1/6.2 ship 10.3
+# The TensorRT floor, defined here only (deploy/trt_ops.py checks graphs against it, the doctor reports it): the
+# release JetPack 6.0 ships; JetPack 6.1/6.2 ship 10.3. Parsers and this check match on major.minor.
+MIN_TENSORRT_VERSION = "8.6.1"
+MIN_TENSORRT = tuple(int(p) for p in MIN_TENSORRT_VERSION.split(".")[:2])
 JETSON_MODEL_FILE = Path("/proc/device-tree/model")
 BUILD_RECORD_SUFFIX = ".build.json"  # model.engine -> model.build.json
 LEGACY_RECORD_SUFFIX = ".json"  # edge_ad before the split wrote model.engine -> model.json (the manifest's name)
