@@ -13,13 +13,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from edge_ad import data as D
 from edge_ad import metrics as M
 from edge_ad.config import DataConfig
 from edge_ad.errors import EdgeAdError
 from edge_ad.fileio import atomic_write_json
+from edge_ad.progress import progress
 from edge_ad.scoring import ScoringSpec, score_outputs
 from edge_ad.visualize import heatmap_overlay
 
@@ -35,7 +35,7 @@ def run_split(infer: Infer, data_cfg: DataConfig, spec: ScoringSpec, samples: li
     """Maps, scores, masks (input geometry) and valid boxes of every readable sample. A non-finite map or score is
     an error, never a score: with `errors` the image is listed there and left out, without it EdgeAdError."""
     kept, maps, scores, masks, boxes = [], [], [], [], []
-    for i in tqdm(range(0, len(samples), EVAL_BATCH), desc=desc, unit="batch", leave=False):
+    for i in progress(range(0, len(samples), EVAL_BATCH), desc=desc, unit="batch", leave=False):
         batch, chunk = [], []
         for s in samples[i:i + EVAL_BATCH]:
             try:

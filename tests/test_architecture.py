@@ -179,3 +179,12 @@ def test_the_tensorrt_floor_is_defined_once():
     from edge_ad.runtime.tensorrt import MIN_TENSORRT, MIN_TENSORRT_VERSION
 
     assert DEFAULT_TRT_VERSION is MIN_TENSORRT_VERSION and MIN_TENSORRT == (8, 6)
+
+
+TQDM_NOT_YET = {"edge_ad.training.train", "edge_ad.calibrate.capture"}  # owners rewriting them: switch to progress()
+
+
+def test_progress_bars_go_through_the_one_helper():
+    """tqdm only via edge_ad/progress.py, which keeps bars off the journal and CI logs (stderr not a TTY)."""
+    users = {src for src, path in MODULES.items() for dst, _ in imports(path) if dst.split(".")[0] == "tqdm"}
+    assert users - TQDM_NOT_YET == {"edge_ad.progress"}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from edge_ad.errors import EdgeAdError
+from edge_ad.progress import progress as progress_bar
 
 DEFECT_TYPES = ("scratch", "hole", "stain")
 
@@ -320,8 +320,8 @@ def make_demo_data(out_dir: str | Path, n_train: int = 60, n_test_good: int = 20
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the dataset should read like any other folder
     try:
-        for split, kind, index in tqdm(_plan(n_train, n_test_good, n_test_bad), desc="demo data",
-                                       unit="img", disable=not progress):
+        for split, kind, index in progress_bar(_plan(n_train, n_test_good, n_test_bad), desc="demo data",
+                                               unit="img", enabled=progress):
             image, mask = render_sample(seed, split, index, None if kind == "good" else kind, size)
             folder = tmp / split / kind
             folder.mkdir(parents=True, exist_ok=True)
