@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from typing import Sequence, Union
 
 import cv2
@@ -226,3 +228,27 @@ def precision_recall_f1(labels: np.ndarray, scores: np.ndarray, threshold: float
         "tn": tn,
         "fn": fn,
     }
+
+
+CONFIDENCE = 0.95  # the confidence of every false-alarm interval edge_ad states
+
+
+def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Exact two-sided binomial confidence interval of a rate k/n (no scipy: bisection on the binomial tails)."""
+    if n <= 0:
+        return 0.0, 1.0
+    alpha = 1 - confidence
+
+    def pmf(i: int, p: float) -> float:
+        return math.comb(n, i) * p**i * (1 - p) ** (n - i)
+
+    def bisect(f, increasing: bool) -> float:
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if (f(mid) < 0) == increasing else (lo, mid)
+        return (lo + hi) / 2
+
+    low = 0.0 if k == 0 else bisect(lambda p: 1 - sum(pmf(i, p) for i in range(k)) - alpha / 2, True)
+    high = 1.0 if k == n else bisect(lambda p: sum(pmf(i, p) for i in range(k + 1)) - alpha / 2, False)
+    return low, high

@@ -13,7 +13,7 @@ import numpy as np
 
 from edge_ad import metrics as M
 
-CONFIDENCE = 0.95  # the confidence of calibrate's false-alarm interval (edge_ad.calibrate.judge)
+CONFIDENCE = M.CONFIDENCE
 THRESHOLD_METRICS = ("val_false_alarm_rate", "false_alarm_estimate", "precision", "recall", "f1")
 
 
@@ -41,30 +41,11 @@ def window(val: list[float], rules: ThresholdRules) -> tuple[float, float] | Non
     return max(lo - m * span, lo / (1 + m)), hi + m * span
 
 
-def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Exact binomial interval of k/n (the interval calibrate reports), by bisection on the binomial tails."""
-    if n <= 0:
-        return 0.0, 1.0
-    alpha = 1 - confidence
-    pmf = lambda i, p: math.comb(n, i) * p**i * (1 - p) ** (n - i)  # noqa: E731
-
-    def bisect(f, increasing: bool) -> float:
-        lo, hi = 0.0, 1.0
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if (f(mid) < 0) == increasing else (lo, mid)
-        return (lo + hi) / 2
-
-    low = 0.0 if k == 0 else bisect(lambda p: 1 - sum(pmf(i, p) for i in range(k)) - alpha / 2, True)
-    high = 1.0 if k == n else bisect(lambda p: sum(pmf(i, p) for i in range(k + 1)) - alpha / 2, False)
-    return low, high
-
-
 def false_alarms_at(val: list[float], threshold: float) -> dict[str, Any]:
     """Validation goods at or above a fixed threshold, with the interval (no leave-one-out: the threshold was not
     derived from these scores)."""
     hits = int(np.sum(np.asarray(val) >= threshold))
-    lo, hi = clopper_pearson(hits, len(val))
+    lo, hi = M.clopper_pearson(hits, len(val))
     return {"false_alarms": hits, "goods": len(val), "rate": hits / max(len(val), 1), "ci_low": lo, "ci_high": hi,
             "confidence": CONFIDENCE, "threshold": threshold}
 

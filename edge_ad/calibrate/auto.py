@@ -36,8 +36,13 @@ class InputPlan:
     image_size: list[int]  # [height, width]
     normalize: str
     gain: float
-    why: list[str]
+    size_why: list[str]  # why the input size is what it is
+    lighting_why: list[str]  # why the normalisation, gain and denoising are what they are
     denoise: float = 0.0
+
+    @property
+    def why(self) -> list[str]:
+        return self.size_why + self.lighting_why
 
     def overrides(self) -> dict:
         return {"data.image_size": self.image_size, "data.normalize": self.normalize, "data.gain": self.gain,
@@ -70,20 +75,20 @@ def plan_input(shapes: list[tuple[int, int]], mean_greys: list[float], noises: l
     """Input size, normalisation, gain and denoising for a part from its good images' (h, w), mean grey levels and
     sensor noise (grey levels at the input size)."""
     aspect = float(np.median([h / w for h, w in shapes]))
-    why = []
     if abs(math.log(aspect)) < math.log(SQUARE_ASPECT):
         size = [SQUARE_SIZE, SQUARE_SIZE]
-        why.append(f"median aspect (h/w) {aspect:.2f}: square input {SQUARE_SIZE} x {SQUARE_SIZE}")
+        size_why = [f"median aspect (h/w) {aspect:.2f}: square input {SQUARE_SIZE} x {SQUARE_SIZE}"]
     else:
         long = _multiple(ELONGATED_SHORT_SIDE * max(aspect, 1 / aspect))
         size = [long, ELONGATED_SHORT_SIDE] if aspect > 1 else [ELONGATED_SHORT_SIDE, long]
-        why.append(f"median aspect (h/w) {aspect:.2f}: input {size[0]} x {size[1]} keeps the part's shape")
+        size_why = [f"median aspect (h/w) {aspect:.2f}: input {size[0]} x {size[1]} keeps the part's shape"]
+    why: list[str] = []
     logm = np.log1p(np.asarray(mean_greys, np.float64))
     spread = MAD_TO_SIGMA * float(np.median(np.abs(logm - np.median(logm))))
     median = float(np.expm1(np.median(logm)))
     if spread > LIGHTING_SPREAD:
         why.append(f"brightness varies between shots (log spread {spread:.2f} > {LIGHTING_SPREAD}): per-image normalisation")
-        return InputPlan(size, "per_image", 1.0, why)
+        return InputPlan(size, "per_image", 1.0, size_why, why)
     gain = 1.0
     if median < DARK_MEAN:
         gain = round(min(MAX_GAIN, TARGET_MEAN / max(median, 1.0)), 2)
@@ -97,4 +102,4 @@ def plan_input(shapes: list[tuple[int, int]], mean_greys: list[float], noises: l
         if denoise:
             why.append(f"sensor noise {noise:.2f} grey levels x gain {gain:g} would be texture: smoothed first "
                        f"(sigma {denoise:g} px)")
-    return InputPlan(size, "imagenet", gain, why, denoise)
+    return InputPlan(size, "imagenet", gain, size_why, why, denoise)

@@ -14,9 +14,10 @@ import numpy as np
 
 from edge_ad import metrics as M
 from edge_ad.calibrate.synthetic import SIZES, Defect, defect_set
+from edge_ad.runtime.base import Detector
 
-Scorer = Callable[[list[np.ndarray]], tuple[list[np.ndarray], list[float]]]  # prepared RGB images -> (maps, scores)
-CONFIDENCE = 0.95
+JUDGE_BATCH = 8  # prepared images per detect_batch call
+CONFIDENCE = M.CONFIDENCE
 
 
 @dataclass
@@ -62,12 +63,22 @@ def synthetic_defects(val_rgb: list[np.ndarray], seed: int) -> list[tuple[int, D
     return defect_set(val_rgb, seed)
 
 
-def judge(scorer: Scorer, val_rgb: list[np.ndarray], defects: list[tuple[int, Defect]],
+def score_prepared(det: Detector, images: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+    """Maps and scores of prepared RGB images through the detector's one scoring path (detect_batch)."""
+    maps, scores = [], []
+    for i in range(0, len(images), JUDGE_BATCH):
+        for r in det.detect_batch(images[i:i + JUDGE_BATCH], prepared=True):
+            maps.append(r.anomaly_map)
+            scores.append(r.score)
+    return maps, scores
+
+
+def judge(det: Detector, val_rgb: list[np.ndarray], defects: list[tuple[int, Defect]],
           localisation: bool = False) -> Judgement:
     """Score held-out goods and their defective copies with one model; AUROCs overall and per size, and with
     `localisation` how well the maps find the defects (AUPRO) and whether good maps peak on the ground."""
-    good_maps, good = scorer(val_rgb)
-    maps, bad = scorer([d.image for _, d in defects])
+    good_maps, good = score_prepared(det, val_rgb)
+    maps, bad = score_prepared(det, [d.image for _, d in defects])
     sizes = [d.size for _, d in defects]
     good_a, bad_a = np.asarray(good, np.float64), np.asarray(bad, np.float64)
     by_size = {}
@@ -104,40 +115,6 @@ def peak_off_part(images: list[np.ndarray], maps: list[np.ndarray]) -> float | N
     return off / n if n else None
 
 
-def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Exact two-sided binomial confidence interval of a rate k/n (no scipy: bisection on the binomial tail)."""
-    if n <= 0:
-        return 0.0, 1.0
-    alpha = 1 - confidence
-
-    def tail_ge(p: float) -> float:  # P[X >= k]
-        return 1.0 - sum(_binom_pmf(i, n, p) for i in range(k))
-
-    def tail_le(p: float) -> float:  # P[X <= k]
-        return sum(_binom_pmf(i, n, p) for i in range(k + 1))
-
-    lo = 0.0 if k == 0 else _bisect(lambda p: tail_ge(p) - alpha / 2, increasing=True)
-    hi = 1.0 if k == n else _bisect(lambda p: tail_le(p) - alpha / 2, increasing=False)
-    return lo, hi
-
-
-def _binom_pmf(i: int, n: int, p: float) -> float:
-    from math import comb
-
-    return comb(n, i) * p**i * (1 - p) ** (n - i)
-
-
-def _bisect(f: Callable[[float], float], increasing: bool, iters: int = 60) -> float:
-    lo, hi = 0.0, 1.0
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        if (f(mid) < 0) == increasing:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
 def false_alarm_estimate(good: list[float], threshold_of: Callable[[np.ndarray], float]) -> dict:
     """Leave-one-out false-alarm rate of the threshold rule on held-out goods, with its confidence interval.
 
@@ -146,7 +123,7 @@ def false_alarm_estimate(good: list[float], threshold_of: Callable[[np.ndarray],
     """
     g = np.asarray(good, np.float64)
     hits = sum(int(g[i] >= threshold_of(np.delete(g, i))) for i in range(len(g))) if len(g) > 1 else 0
-    lo, hi = clopper_pearson(hits, len(g))
+    lo, hi = M.clopper_pearson(hits, len(g))
     return {"false_alarms": hits, "goods": int(len(g)), "rate": hits / max(len(g), 1), "ci_low": lo, "ci_high": hi,
             "confidence": CONFIDENCE}
 

@@ -55,7 +55,7 @@ def prepared(paths: list[Path], cfg: Config) -> list[np.ndarray]:
 
 def train_and_judge(name: str, cfg: Config, val_rgb: list[np.ndarray], defects: list) -> dict:
     """Train (or resume) one candidate and judge it; the result is saved beside its model."""
-    from edge_ad.models.artifact import load_model, score_images
+    from edge_ad.runtime.detector import open_detector
     from edge_ad.training.train import train
 
     out = Path(cfg.train.out_dir)
@@ -67,9 +67,10 @@ def train_and_judge(name: str, cfg: Config, val_rgb: list[np.ndarray], defects: 
     t0 = time.perf_counter()
     path = train(cfg, resume=True)
     seconds = time.perf_counter() - t0
-    model, mcfg, spec, meta = load_model(path)
-    j = judge(lambda ims: score_images(model, ims, mcfg, spec), val_rgb, defects)
-    doc = {"name": name, "model": str(path), "method": mcfg.model.method, "teacher": mcfg.model.teacher,
+    det = open_detector(path, "torch", cfg.train.threads)
+    j = judge(det, val_rgb, defects)
+    meta = det.info.meta
+    doc = {"name": name, "model": str(path), "method": cfg.model.method, "teacher": cfg.model.teacher,
            "epochs": int(meta.get("epochs", 0)), "steps": int(meta.get("steps", 0)), "train_seconds": round(seconds, 1),
            "judgement": j.summary(), "config": to_dict(cfg)}
     atomic_write_json(saved, doc)

@@ -72,9 +72,14 @@ class AnomalyDetector:
     def detect(self, frame_bgr: np.ndarray) -> Result:
         return self.detect_batch([frame_bgr])[0]
 
-    def detect_batch(self, frames_bgr: list[np.ndarray]) -> list[Result]:
+    def detect_batch(self, frames_bgr: list[np.ndarray], prepared: bool = False) -> list[Result]:
+        """Score frames; `prepared`: they are already RGB at the input size (data.prepare), only normalised here
+        (calibrate's judge draws synthetic defects on prepared images)."""
         t0 = time.perf_counter()
-        batch = np.stack([D.preprocess(f, self.info.data) for f in frames_bgr])
+        if prepared:
+            batch = np.stack([D.normalize(f, self.info.data) for f in frames_bgr])
+        else:
+            batch = np.stack([D.preprocess(f, self.info.data) for f in frames_bgr])
         t1 = time.perf_counter()
         outputs = self.session.run(batch)
         t2 = time.perf_counter()

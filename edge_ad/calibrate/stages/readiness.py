@@ -1,0 +1,94 @@
+"""The readiness verdict a station checks before it inspects: held-out goods pass, synthetic defects on the part
+are caught and localised, the maps watch the part (not its ground), and the pose suits the model."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_ad.calibrate.job import Job, State
+from edge_ad.calibrate.stages.common import chosen_config, deployed_detector, judged_set
+from edge_ad.region import MIN_POSE_OVERLAP
+
+MEAN_MAP_FILE = "mean_good_map.npy"
+
+
+@dataclass
+class Verdict:
+    """The verdict with what it was judged on; record() is what the manifest and the report keep."""
+
+    ready: bool
+    reason: str
+    false_alarms: dict
+    detection: dict[str, float]
+    synthetic: dict
+    rules: dict
+    synthetic_scores: dict = field(repr=False, default_factory=dict)  # stored in scores.json for re-judging
+
+    def record(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "synthetic_scores"}
+
+
+def problems_of(j, fa: dict, detect: dict[str, float], r, state: State, job: Job) -> list[str]:
+    """Every reason the bundle is not ready, each with what a person can do about it."""
+    from edge_ad.calibrate.select import per_location
+
+    problems = []
+    if fa["rate"] > r.max_false_alarm_rate:
+        problems.append(f"estimated false alarms {fa['rate']:.1%} > {r.max_false_alarm_rate:.0%} on held-out goods")
+    if j.image_auroc < r.min_image_auroc:
+        problems.append(f"held-out goods and synthetic defects are not separated (image AUROC {j.image_auroc:.3f} < "
+                        f"{r.min_image_auroc:g})")
+    if detect.get("large", 1.0) < r.min_detection_large:
+        problems.append(f"only {detect['large']:.0%} of large synthetic defects reach the threshold "
+                        f"(< {r.min_detection_large:.0%})")
+    if j.peak_off_part is not None and j.peak_off_part > r.max_peak_off_part:
+        problems.append(f"the anomaly maps of {j.peak_off_part:.0%} of held-out good images peak on the ground, not on "
+                        f"the part (> {r.max_peak_off_part:.0%}): the model watches the background (sensor noise or a "
+                        "textured ground); light the part better, use a plain ground, or crop to the part (station roi)")
+    if j.pixel_auroc < r.min_pixel_auroc or (j.aupro is not None and j.aupro < r.min_aupro):
+        problems.append(f"synthetic defects on the part are poorly localised (pixel AUROC {j.pixel_auroc:.3f}, AUPRO "
+                        f"{j.aupro:.3f}; floors {r.min_pixel_auroc:g} / {r.min_aupro:g}): the maps would not show where a "
+                        "defect is")
+    overlap = state.get("train").selection.get("pose_overlap")
+    if overlap is not None and overlap < MIN_POSE_OVERLAP and per_location(chosen_config(job, state)):
+        problems.append(f"a per-location model for a part that moves between images (median overlap {overlap:.2f} < "
+                        f"{MIN_POSE_OVERLAP}): it cannot tell a defect from another pose; use a fixture or a recipe "
+                        "without the Gaussian map")
+    if state.get("split").forced:
+        problems.append(f"too few validation images for a meaningful threshold ({state.get('split').val}; --force)")
+    return problems
+
+
+def assess_readiness(job: Job, state: State, onnx: str, threshold: float, val: list[float],
+                     rule: Callable[[np.ndarray], float]) -> Verdict:
+    """Judge the deployed graph at its threshold on held-out goods and their synthetic defects."""
+    from edge_ad.calibrate.judge import detection_rates, false_alarm_estimate, judge
+
+    r = job.recipe.calib.readiness
+    val_rgb, defects = judged_set(job, state)
+    j = judge(deployed_detector(onnx, job, threshold), val_rgb, defects, localisation=True)
+    fa = false_alarm_estimate(val, rule)
+    detect = detection_rates(j, threshold)
+    problems = problems_of(j, fa, detect, r, state, job)
+    interval = f"95 % interval {fa['ci_low']:.1%}..{fa['ci_high']:.1%} from {fa['goods']} held-out goods"
+    if problems:
+        reason = "; ".join(problems) + f" (estimated false alarms {fa['rate']:.1%}, {interval})"
+    else:
+        reason = (f"estimated false alarms {fa['rate']:.1%} ({interval}), synthetic defects detected: "
+                  + ", ".join(f"{s} {v:.0%}" for s, v in detect.items())
+                  + f" (image AUROC {j.image_auroc:.3f}, pixel AUROC {j.pixel_auroc:.3f}, AUPRO {j.aupro:.3f})")
+    if j.mean_good_map is not None:
+        save_mean_map(job, j.mean_good_map)
+    return Verdict(not problems, reason, fa, detect, j.summary(), dataclasses.asdict(r),
+                   {"good": j.good_scores, "defect": j.defect_scores, "sizes": j.defect_sizes})
+
+
+def save_mean_map(job: Job, m: np.ndarray) -> None:
+    """The mean held-out good-image map, for the report (where the model looks when nothing is wrong)."""
+    out = job.stage_dir("threshold") / MEAN_MAP_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, m.astype(np.float32))
