@@ -20,7 +20,8 @@ import common  # noqa: E402
 from common import DATA_ROOT, load_rows, write_results  # noqa: E402
 
 from edge_ad.config import load_config  # noqa: E402
-from edge_ad.evaluate import evaluate  # noqa: E402
+from edge_ad.runtime.evaluate import evaluate  # noqa: E402
+from edge_ad.runtime.detector import function_detector  # noqa: E402
 from edge_ad.models.artifact import load_model, model_outputs  # noqa: E402
 from edge_ad.training.train import train  # noqa: E402
 
@@ -54,7 +55,7 @@ def run_one(dataset: str, method: str, work: Path, threads: int, extra: dict, da
     model_path = train(cfg)
     minutes = (time.time() - t0) / 60
     model, cfg, spec, meta = load_model(model_path)
-    res = evaluate(lambda b: model_outputs(model, b), cfg.data, spec, cfg.data.root, run_dir / "eval")
+    res = evaluate(function_detector(lambda b: model_outputs(model, b), cfg.data, spec), cfg.data.root, run_dir / "eval")
     per = " ".join(f"{k} {100 * v:.1f}" for k, v in res.get("pixel_auroc_per_type", {}).items())
     return {"dataset": dataset, "method": method, "variant": variant_name(extra), "backend": "torch", "precision": "fp32",
             "image_auroc": res["image_auroc"], "pixel_auroc": res.get("pixel_auroc"), "aupro": res.get("aupro"),

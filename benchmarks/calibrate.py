@@ -2,7 +2,7 @@
 the bundle is, how the deployed bundle does on the real test split, and how long it took.
 
 Each data set's train/good folder is the calibration source; the bundle's deployed graph is evaluated on the test
-split with edge_ad.evaluate (image/pixel AUROC, AUPRO) and at its calibrated threshold (false alarms, detections).
+split with edge_ad.runtime.evaluate (image/pixel AUROC, AUPRO) and at its calibrated threshold (false alarms, detections).
 `bottle_lowlight` is bottle as a dark camera takes it (linear light, shot and read noise, 8-bit quantisation:
 edge_ad.camera_sim) and `screw_cloth` is screw on a moving textured cloth; both are made here in the work folder
 (never committed). With --candidates every candidate model calibrate trained is also evaluated on the real test
@@ -32,8 +32,8 @@ from edge_ad.calibrate.job import STAGES  # noqa: E402
 from edge_ad.calibrate.pipeline import Job, calibrate  # noqa: E402
 from edge_ad.calibrate.recipe import load_recipe  # noqa: E402
 from edge_ad.config import parse_overrides  # noqa: E402
-from edge_ad.evaluate import evaluate, run_split  # noqa: E402
-from edge_ad.runtime.detector import open_detector  # noqa: E402
+from edge_ad.runtime.evaluate import evaluate, run_split  # noqa: E402
+from edge_ad.runtime.detector import function_detector, open_detector  # noqa: E402
 
 DARK_FACTOR = 0.25
 DEMO_OVERRIDES = {"data.image_size": [64, 64], "model.width": 16, "train.epochs": 2, "train.min_steps": 0,
@@ -52,7 +52,7 @@ CAND_COLUMNS = [("dataset", "data set"), ("candidate", "candidate"), ("picked", 
                 ("pixel_auroc", "real pixel AUROC %"), ("aupro", "real AUPRO %"), ("steps", "steps"), ("train_seconds", "train s")]
 NOTES = ("`edge_ad calibrate --part P --source DATA/train/good` with no recipe (the Python API with the same defaults), "
          "one fresh work folder per data set. Readiness is the bundle's own verdict (held-out goods and synthetic defects "
-         "only). AUROC/AUPRO: the bundle's deployed graph on the real test split (edge_ad.evaluate). Test false alarms / "
+         "only). AUROC/AUPRO: the bundle's deployed graph on the real test split (edge_ad.runtime.evaluate). Test false alarms / "
          "detections: share of test good / defect images at or above the calibrated threshold; estimated false alarms: "
          "calibrate's leave-one-out estimate. Target: within 1.0 pt (image) and 1.5 pt (pixel) AUROC of the best row "
          "for the data set in accuracy.md; for bottle_lowlight within 2.0 pt of this table's bottle row. Stage times are "
@@ -96,10 +96,9 @@ def best_rows() -> dict[str, tuple[float, float]]:
 
 
 def test_metrics(det, root: Path, out: Path) -> tuple[dict, dict]:
-    ev = evaluate(det.session.run, det.info.data, det.info.scoring, root, out)
-    samples = D.list_split(root, "test")
-    kept, _, scores, _, _ = run_split(det.session.run, det.info.data, det.info.scoring, samples, desc="threshold check")
-    at = M.precision_recall_f1(np.array([s.label for s in kept]), scores, det.threshold)
+    ev = evaluate(det, root, out)
+    sc = run_split(det, D.list_split(root, "test"), desc="threshold check")
+    at = M.precision_recall_f1(np.array([s.label for s in sc.samples]), sc.scores, det.threshold)
     return ev, at
 
 
@@ -111,7 +110,8 @@ def candidate_rows(name: str, root: Path, manifest: dict, job: Job, work: Path) 
     for c in manifest["selection"]["candidates"]:
         model_pt = job.dir / "model" / c["name"] / "model.pt"
         model, cfg, spec, _ = load_model(model_pt)
-        ev = evaluate(lambda b: model_outputs(model, b), cfg.data, spec, root, work / "eval_candidates" / name / c["name"])
+        ev = evaluate(function_detector(lambda b: model_outputs(model, b), cfg.data, spec), root,
+                      work / "eval_candidates" / name / c["name"])
         j = c["judgement"]
         rows.append({"dataset": name, "candidate": c["name"], "method": c["method"], "picked": c["method"] == picked,
                      "syn_image_auroc": j["image_auroc"], "syn_pixel_auroc": j["pixel_auroc"], "syn_score": j["score"],

@@ -19,7 +19,7 @@ import common  # noqa: E402
 from common import load_rows, write_results  # noqa: E402
 
 from edge_ad import data as D  # noqa: E402
-from edge_ad.evaluate import compute_metrics, run_split  # noqa: E402
+from edge_ad.runtime.evaluate import compute_metrics, run_split  # noqa: E402
 from edge_ad.deploy.export import export_onnx  # noqa: E402
 from edge_ad.deploy.quantize import DEFAULT_CALIB_IMAGES, calibration_batch, quantize  # noqa: E402
 from edge_ad.runtime.detector import open_detector  # noqa: E402
@@ -31,7 +31,8 @@ COLUMNS = [("dataset", "data set"), ("method", "method"), ("backend", "backend")
 
 
 def score(det, samples):
-    kept, maps, scores, masks, boxes = run_split(det.session.run, det.info.data, det.info.scoring, samples)
+    sc = run_split(det, samples)
+    kept, maps, scores, masks, boxes = sc.samples, sc.maps, sc.scores, sc.masks, sc.boxes
     return compute_metrics(kept, maps, scores, masks, boxes), maps
 
 

@@ -41,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from edge_ad.evaluate import evaluate
+    from edge_ad.runtime.evaluate import evaluate
     from edge_ad.runtime.detector import open_detector
 
     det = open_detector(args.model, args.backend, args.threads)
@@ -51,7 +51,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model_dir = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
     out = Path(args.out) if args.out else model_dir / "eval"
     errors: list[tuple[Path, str]] = []
-    res = evaluate(det.session.run, det.info.data, det.info.scoring, root, out, errors=errors)
+    res = evaluate(det, root, out, errors=errors)
     for path, why in errors:
         print(f"{path}\terror\t{why}", file=sys.stderr)
     print(json.dumps({k: v for k, v in res.items() if k != "pixel_auroc_per_type"}, indent=1))

@@ -19,7 +19,7 @@ DEMO_GAUSSIAN_STRIDE = 16  # a Gaussian-only method on the demo part: the deepes
 def run_demo(out: Path, method: str = "rd", epochs: int | None = None) -> dict:
     """Make demo data (once), train, evaluate; print a small table and where the heatmaps are."""
     from edge_ad.training.demo_data import make_demo_data
-    from edge_ad.evaluate import evaluate
+    from edge_ad.runtime.evaluate import evaluate
     from edge_ad.runtime.detector import open_detector
     from edge_ad.training.train import train
 
@@ -38,7 +38,7 @@ def run_demo(out: Path, method: str = "rd", epochs: int | None = None) -> dict:
     rows = []
     for backend, path in _deployables(model_path):
         det = open_detector(path, backend)
-        res = evaluate(det.session.run, det.info.data, det.info.scoring, data_dir, path.parent / f"eval_{backend}")
+        res = evaluate(det, data_dir, path.parent / f"eval_{backend}")
         rows.append((backend, res))
     print()
     print(f"edge_ad demo: method={method}, {cfg.distill_epochs} epochs, trained in {train_s:.0f} s")

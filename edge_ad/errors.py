@@ -7,3 +7,7 @@ class EdgeAdError(Exception):
 
 class ConfigError(EdgeAdError):
     """A configuration file or value is invalid; the message names the key (and the file)."""
+
+
+class NonFiniteOutput(EdgeAdError):
+    """A map or score that is NaN or infinite: `score >= threshold` would pass it, so the frame is an error."""

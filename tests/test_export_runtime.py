@@ -7,7 +7,7 @@ import pytest
 
 from edge_ad import data as D
 from edge_ad.errors import EdgeAdError
-from edge_ad.evaluate import evaluate
+from edge_ad.runtime.evaluate import evaluate
 from edge_ad.runtime.detector import ModelInfo, open_detector
 
 
@@ -20,8 +20,8 @@ def test_onnx_matches_torch(tiny_model, tiny_onnx, demo_root):
         a, b = torch_det.detect(img), ort_det.detect(img)
         assert np.abs(a.anomaly_map - b.anomaly_map).max() <= 1e-4 * (a.anomaly_map.max() - a.anomaly_map.min())
         assert a.score == pytest.approx(b.score, rel=1e-4)
-    r_t = evaluate(torch_det.session.run, torch_det.info.data, torch_det.info.scoring, demo_root)
-    r_o = evaluate(ort_det.session.run, ort_det.info.data, ort_det.info.scoring, demo_root)
+    r_t = evaluate(torch_det, demo_root)
+    r_o = evaluate(ort_det, demo_root)
     assert abs(r_t["image_auroc"] - r_o["image_auroc"]) <= 0.001
 
 
@@ -112,7 +112,7 @@ def test_runtime_path_imports_no_torch(tiny_onnx):
 import sys, numpy as np, json
 from edge_ad.runtime.detector import open_detector
 import edge_ad.scoring, edge_ad.metrics, edge_ad.data, edge_ad.runtime.onnx, edge_ad.station.loop, edge_ad.station.camera
-import edge_ad.station.alarms, edge_ad.station.service, edge_ad.station.evidence, edge_ad.bundle, edge_ad.evaluate, edge_ad.runtime.tensorrt
+import edge_ad.station.alarms, edge_ad.station.service, edge_ad.station.evidence, edge_ad.bundle, edge_ad.runtime.evaluate, edge_ad.runtime.tensorrt
 det = open_detector({str(tiny_onnx)!r})
 r = det.detect(np.zeros((70, 90, 3), np.uint8))
 rs = det.detect_batch([np.zeros((64, 64, 3), np.uint8)] * 3)

@@ -137,7 +137,8 @@ def test_a_model_that_outputs_nan_is_a_detector_fault_and_predict_eval_say_error
 
 def test_eval_lists_each_nan_image_as_an_error(tiny_onnx, demo_root, tmp_path):
     """One image whose score is NaN among finite ones: named, left out, the metrics of the rest."""
-    from edge_ad.evaluate import evaluate
+    from edge_ad.runtime.evaluate import evaluate
+    from edge_ad.runtime.detector import function_detector
     from edge_ad.runtime.detector import open_detector
 
     det = open_detector(tiny_onnx)
@@ -152,11 +153,11 @@ def test_eval_lists_each_nan_image_as_an_error(tiny_onnx, demo_root, tmp_path):
         return outs
 
     errors: list = []
-    res = evaluate(infer, det.info.data, det.info.scoring, demo_root, errors=errors)
+    res = evaluate(function_detector(infer, det.info.data, det.info.scoring), demo_root, errors=errors)
     assert [p for p, _ in errors] == [bad] and res["errors"][0]["image"] == str(bad)
     assert res["n_images"] == len(D.list_split(demo_root, "test")) - 1 and np.isfinite(res["image_auroc"])
     with pytest.raises(EdgeAdError, match="non-finite"):  # without a list to put it in: refused, never a score
-        evaluate(infer, det.info.data, det.info.scoring, demo_root)
+        evaluate(function_detector(infer, det.info.data, det.info.scoring), demo_root)
 
 
 # ------------------------------------------------------------------------------------------------ 4: no manifest

@@ -76,7 +76,7 @@ def test_far_sample_scores_higher_and_state_round_trips():
 def test_gauss_method_trains_without_student_and_prune_refuses(demo_root, tmp_path):
     from edge_ad.config import load_config
     from edge_ad.errors import EdgeAdError
-    from edge_ad.evaluate import evaluate
+    from edge_ad.runtime.evaluate import evaluate
     from edge_ad.training.prune import prune_model
     from edge_ad.runtime.detector import open_detector
     from edge_ad.models.artifact import load_model
@@ -89,7 +89,7 @@ def test_gauss_method_trains_without_student_and_prune_refuses(demo_root, tmp_pa
     model, _, spec, meta = load_model(path)
     assert len(model.students) == 0 and meta["epochs"] == 0 and spec.groups == [[0]]
     assert not (tmp_path / "checkpoint.pt").exists()
-    res = evaluate(open_detector(path, "torch").session.run, cfg.data, spec, demo_root)
+    res = evaluate(open_detector(path, "torch"), demo_root)
     # statistics alone already separate the demo part's defects: min 1.0 over seeds 0-9 x 1-2 threads
     # (tools/learnt_bounds.py); 0.7 leaves a wide margin for other CPUs and BLAS builds
     assert res["image_auroc"] >= 0.7

@@ -25,11 +25,12 @@ def test_tiny_training_lowers_loss_and_writes_files(tiny_model):
 
 
 def test_trained_model_separates_demo_defects(tiny_model, demo_root):
-    from edge_ad.evaluate import evaluate
+    from edge_ad.runtime.evaluate import evaluate
+    from edge_ad.runtime.detector import function_detector
     from edge_ad.models.artifact import model_outputs
 
     model, cfg, spec, _ = load_model(tiny_model)
-    res = evaluate(lambda b: model_outputs(model, b), cfg.data, spec, demo_root)
+    res = evaluate(function_detector(lambda b: model_outputs(model, b), cfg.data, spec), demo_root)
     # 8 epochs at 64 x 64 on 6 good + 6 defect images, measured over seeds 0-9 at 1 and 2 torch threads
     # (tools/learnt_bounds.py, AMD EPYC 2 cores): image AUROC min 1.0, pixel AUROC min 0.987. The bounds keep a margin
     # of 0.1 image AUROC (4 of the 36 good/defect pairs may swap) and 0.037 pixel AUROC for other CPUs and BLAS builds;

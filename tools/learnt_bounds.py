@@ -35,7 +35,8 @@ def main() -> None:
     from edge_ad.config import load_config
     from edge_ad.deploy.export import export_onnx
     from edge_ad.deploy.quantize import calibration_batch, quantize
-    from edge_ad.evaluate import evaluate
+    from edge_ad.runtime.evaluate import evaluate
+    from edge_ad.runtime.detector import function_detector
     from edge_ad.models.artifact import load_model, model_outputs
     from edge_ad.runtime.detector import open_detector
     from edge_ad.training.demo_data import make_demo_data
@@ -70,7 +71,7 @@ def main() -> None:
             torch.set_num_threads(threads)
             hist = json.loads((path.parent / "history.json").read_text())
             model, cfg, spec, _ = load_model(path)
-            res = evaluate(lambda b: model_outputs(model, b), cfg.data, spec, root)
+            res = evaluate(function_detector(lambda b: model_outputs(model, b), cfg.data, spec), root)
             onnx = export_onnx(path, path.with_suffix(".onnx"))
             fp = open_detector(onnx, threads=threads)
             scores = [fp.detect(f).score for f in decoded]
@@ -86,7 +87,7 @@ def main() -> None:
                                       "model.gaussian_stride": 8, "data.root": str(root), "train.out_dir": str(run / "g")})
             g = train(gcfg)
             gdet = open_detector(g, "torch")
-            gres = evaluate(gdet.session.run, gcfg.data, gdet.info.scoring, root)
+            gres = evaluate(gdet, root)
             row = {"threads": threads, "seed": seed, "loss_ratio": hist[-1]["loss"] / hist[0]["loss"],
                    "image_auroc": res["image_auroc"], "pixel_auroc": res["pixel_auroc"], "loop_bad_over_good": bad / good,
                    "int8_trt_corr": int8["trt"], "int8_cpu_corr": int8["cpu"],

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from edge_ad import data as D
-from edge_ad.errors import EdgeAdError
+from edge_ad.errors import EdgeAdError, NonFiniteOutput
 from edge_ad.runtime.base import Result
 from edge_ad.runtime.manifest import ModelInfo, manifest_path
 from edge_ad.scoring import score_outputs
@@ -25,10 +25,6 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 MODEL_FILES = {"tensorrt": "model.engine", "onnxruntime": "model.onnx", "torch": "model.pt"}  # auto: in this order
 _KIND_BY_SUFFIX = {".engine": "tensorrt", ".onnx": "onnxruntime", ".pt": "torch"}
-
-
-class NonFiniteOutput(EdgeAdError):
-    """A map or score that is NaN or infinite: `score >= threshold` would pass it, so the frame is an error."""
 
 
 def check_finite(maps: list[np.ndarray], scores: list[float]) -> None:
@@ -89,6 +85,19 @@ class AnomalyDetector:
         n = len(frames_bgr)
         timings = {"preprocess_ms": (t1 - t0) * 1e3 / n, "infer_ms": (t2 - t1) * 1e3 / n, "postprocess_ms": (t3 - t2) * 1e3 / n}
         return [Result(s, m, s >= self.threshold, self.threshold, dict(timings)) for s, m in zip(scores, maps)]
+
+
+class FunctionSession:
+    """A Session around any callable batch -> per-scale maps (a model in memory, e.g. right after training)."""
+
+    def __init__(self, run):
+        self.run = run
+
+
+def function_detector(run, data, spec, threshold: float = 0.0) -> AnomalyDetector:
+    """A detector for a callable (NCHW float32 batch -> per-scale maps) with its preprocessing and scoring; the
+    threshold only sets is_anomaly (evaluation ranks scores and does not use it)."""
+    return AnomalyDetector(FunctionSession(run), ModelInfo(data, spec, threshold, {}))
 
 
 def resolve_model(path: str | Path, backend: str = "auto") -> tuple[Path, str]:

@@ -11,6 +11,7 @@ from edge_ad import data as D
 from edge_ad.calibrate.job import CalibrationError, Hook, Job, State, ThresholdResult, say
 from edge_ad.calibrate.stages.common import chosen_config, deployed_detector, val_paths
 from edge_ad.calibrate.stages.readiness import assess_readiness
+from edge_ad.errors import NonFiniteOutput
 from edge_ad.fileio import atomic_write_json
 
 SCORE_BATCH = 8  # images per detect_batch call
@@ -20,8 +21,6 @@ def score_paths(det, paths: list[Path]) -> tuple[list[Path], list[float]]:
     """Scores of image files through the station's detector (detect_batch: preprocessing, scoring, finite check);
     unreadable files are skipped with a warning, a non-finite output stops calibrate naming the image."""
     import logging
-
-    from edge_ad.runtime.detector import NonFiniteOutput
 
     kept, scores = [], []
     for i in range(0, len(paths), SCORE_BATCH):
@@ -45,8 +44,6 @@ def score_paths(det, paths: list[Path]) -> tuple[list[Path], list[float]]:
 
 
 def _finite(det, frame: np.ndarray) -> bool:
-    from edge_ad.runtime.detector import NonFiniteOutput
-
     try:
         det.detect(frame)
         return True

@@ -1,14 +1,14 @@
-"""Evaluate any backend on an MVTec-layout test split: image/pixel AUROC, AUPRO, heatmap overlays.
+"""Evaluate any detector on an MVTec-layout test split: image/pixel AUROC, AUPRO, heatmap overlays.
 
-Backend-agnostic: `infer` maps an NCHW float32 batch to per-scale maps, so torch, onnxruntime and
-TensorRT are scored by the same code (torch-free).
+Backend-agnostic: every image goes through a detector's detect_batch (the station's own preprocessing, scoring
+and finite check), whatever session runs underneath: torch, onnxruntime, TensorRT (torch-free here).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -17,53 +17,76 @@ import numpy as np
 from edge_ad import data as D
 from edge_ad import metrics as M
 from edge_ad.config import DataConfig
-from edge_ad.errors import EdgeAdError
+from edge_ad.errors import EdgeAdError, NonFiniteOutput
 from edge_ad.fileio import atomic_write_json
 from edge_ad.progress import progress
-from edge_ad.scoring import ScoringSpec, score_outputs
+from edge_ad.runtime.base import Detector
 from edge_ad.visualize import heatmap_overlay
 
 log = logging.getLogger(__name__)
 
-Infer = Callable[[np.ndarray], list[np.ndarray]]
 EVAL_BATCH = 8
 HEATMAPS_PER_TYPE = 3
 
 
-def run_split(infer: Infer, data_cfg: DataConfig, spec: ScoringSpec, samples: list[D.Sample], desc: str = "eval",
-              errors: list[tuple[Path, str]] | None = None):
-    """Maps, scores, masks (input geometry) and valid boxes of every readable sample. A non-finite map or score is
-    an error, never a score: with `errors` the image is listed there and left out, without it EdgeAdError."""
-    kept, maps, scores, masks, boxes = [], [], [], [], []
+@dataclass
+class Scored:
+    """What a detector made of a split: the samples it scored, their maps, scores, masks and valid boxes."""
+
+    samples: list[D.Sample]
+    maps: list[np.ndarray]
+    scores: np.ndarray
+    masks: list[np.ndarray]
+    boxes: list[tuple[int, int, int, int]]
+
+
+def _detect(det: Detector, frames: list[np.ndarray], chunk: list[D.Sample],
+            errors: list[tuple[Path, str]] | None) -> list:
+    """Results of one batch; an image the model gives a non-finite output for is an error, never a score (None)."""
+    try:
+        return list(det.detect_batch(frames))
+    except NonFiniteOutput:
+        pass
+    out = []
+    for f, s in zip(frames, chunk):  # find which image of the batch it was
+        try:
+            out.append(det.detect(f))
+        except NonFiniteOutput as e:
+            if errors is None:
+                raise EdgeAdError(f"{s.path}: {e}") from None
+            errors.append((s.path, str(e)))
+            log.error("error: %s: %s", s.path, e)
+            out.append(None)
+    return out
+
+
+def run_split(det: Detector, samples: list[D.Sample], desc: str = "eval",
+              errors: list[tuple[Path, str]] | None = None) -> Scored:
+    """Every readable sample through det.detect_batch, with its mask and valid box in input geometry. A non-finite
+    map or score is an error: with `errors` the image is listed there and left out, without it EdgeAdError."""
+    data_cfg = det.info.data
+    out = Scored([], [], np.zeros(0), [], [])
+    scores: list[float] = []
     for i in progress(range(0, len(samples), EVAL_BATCH), desc=desc, unit="batch", leave=False):
-        batch, chunk = [], []
+        frames, chunk = [], []
         for s in samples[i:i + EVAL_BATCH]:
             try:
-                img = D.load_image(s.path)
+                frames.append(D.load_image(s.path))
+                chunk.append(s)
             except D.ImageError as e:
                 log.warning("skipping %s", e)
-                continue
-            batch.append(D.preprocess(img, data_cfg))
-            masks.append(D.prepare_mask(D.load_mask(s.mask_path, img.shape[:2]), data_cfg))
-            boxes.append(D.valid_box(img.shape[:2], data_cfg))
-            chunk.append(s)
-        if not batch:
+        if not frames:
             continue
-        m, sc = score_outputs(infer(np.stack(batch)), spec)
-        bad = [j for j, (mj, sj) in enumerate(zip(m, sc)) if not (np.isfinite(sj) and np.isfinite(mj).all())]
-        for j in bad:
-            why = f"non-finite {'score' if not np.isfinite(sc[j]) else 'map'} (score {sc[j]}): not scored"
-            if errors is None:
-                raise EdgeAdError(f"{chunk[j].path}: the model gave a {why}")
-            errors.append((chunk[j].path, why))
-            log.error("error: %s: %s", chunk[j].path, why)
-        base = len(masks) - len(batch)  # this batch's masks and boxes are the last len(batch) ones
-        for j in sorted(bad, reverse=True):
-            del m[j], sc[j], chunk[j], masks[base + j], boxes[base + j]
-        maps += m
-        scores += sc
-        kept += chunk
-    return kept, maps, np.array(scores), masks, boxes
+        for f, s, r in zip(frames, chunk, _detect(det, frames, chunk, errors)):
+            if r is None:
+                continue
+            out.samples.append(s)
+            out.maps.append(r.anomaly_map)
+            scores.append(r.score)
+            out.masks.append(D.prepare_mask(D.load_mask(s.mask_path, f.shape[:2]), data_cfg))
+            out.boxes.append(D.valid_box(f.shape[:2], data_cfg))
+    out.scores = np.array(scores)
+    return out
 
 
 def compute_metrics(samples: list[D.Sample], maps: list[np.ndarray], scores: np.ndarray,
@@ -105,25 +128,26 @@ def save_heatmaps(samples: list[D.Sample], maps: list[np.ndarray], scores: np.nd
     return out_dir
 
 
-def evaluate(infer: Infer, data_cfg: DataConfig, spec: ScoringSpec, root: str | Path,
-             out_dir: str | Path | None = None, errors: list[tuple[Path, str]] | None = None) -> dict:
+def evaluate(det: Detector, root: str | Path, out_dir: str | Path | None = None,
+             errors: list[tuple[Path, str]] | None = None) -> dict:
     """Score the test split; when out_dir is given write metrics.json and heatmap overlays there. Images the model
     gave a non-finite output for go to `errors` (and the result's `errors`), else they raise."""
     samples = D.list_split(root, "test")
     if len({s.label for s in samples}) < 2:
         raise EdgeAdError(f"{root}/test needs both good and defective images to compute AUROC")
     t0 = time.time()
-    kept, maps, scores, masks, boxes = run_split(infer, data_cfg, spec, samples, errors=errors)
+    sc = run_split(det, samples, errors=errors)
+    kept, maps, scores = sc.samples, sc.maps, sc.scores
     if len({s.label for s in kept}) < 2:
         raise EdgeAdError(f"{root}/test: too few images scored to compute AUROC ({len(errors or [])} gave non-finite "
                           "output)")
-    result = compute_metrics(kept, maps, scores, masks, boxes)
+    result = compute_metrics(kept, maps, scores, sc.masks, sc.boxes)
     if errors:
         result["errors"] = [{"image": str(p), "error": why} for p, why in errors]
     result["eval_seconds"] = round(time.time() - t0, 2)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        result["heatmaps"] = str(save_heatmaps(kept, maps, scores, data_cfg, out / "heatmaps"))
+        result["heatmaps"] = str(save_heatmaps(kept, maps, scores, det.info.data, out / "heatmaps"))
         atomic_write_json(out / "metrics.json", result)
     return result
