@@ -26,9 +26,7 @@ ALLOWED = {
 EXCEPTIONS = {  # module -> the layers it may import beyond its own layer's rule, and why
     "edge_ad.runtime.torch_session": {"models"},  # the torch session runs a model.pt: it is the runtime's torch part
 }
-KNOWN_DUPLICATES = {  # vocabularies still written twice, in files whose owner is rewriting them: remove when fixed
-    frozenset({"edge_ad.station.camera.MODES", "edge_ad.station.config.FILE_MODES"}),  # station/* (camera file modes)
-}
+KNOWN_DUPLICATES: set[frozenset[str]] = set()  # vocabularies still written twice (none now): drop each when fixed
 TORCH_FREE = ("edge_ad.station", "edge_ad.runtime", "edge_ad.scoring", "edge_ad.metrics", "edge_ad.data")
 TORCH_OK = {"edge_ad.runtime.torch_session"}
 TORCH_LIBS = {"torch", "torchvision", "torch_pruning", "efficientnet_lite_pytorch"}
@@ -181,10 +179,7 @@ def test_the_tensorrt_floor_is_defined_once():
     assert DEFAULT_TRT_VERSION is MIN_TENSORRT_VERSION and MIN_TENSORRT == (8, 6)
 
 
-TQDM_NOT_YET = {"edge_ad.training.train", "edge_ad.calibrate.capture"}  # owners rewriting them: switch to progress()
-
-
 def test_progress_bars_go_through_the_one_helper():
     """tqdm only via edge_ad/progress.py, which keeps bars off the journal and CI logs (stderr not a TTY)."""
     users = {src for src, path in MODULES.items() for dst, _ in imports(path) if dst.split(".")[0] == "tqdm"}
-    assert users - TQDM_NOT_YET == {"edge_ad.progress"}
+    assert users == {"edge_ad.progress"}

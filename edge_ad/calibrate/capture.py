@@ -132,12 +132,12 @@ def stage_capture(job: Job, state: State, hook: Hook | None) -> CaptureResult:
         if not job.source:
             raise CalibrationError(f"{len(existing)} of {n} images captured so far: give --source (a camera URI "
                                    "or an image folder) to capture the rest")
-        from tqdm import tqdm
+        from edge_ad.progress import progress
 
         is_dir = Path(job.source).expanduser().is_dir()
         source = _folder_frames(job, names, unreadable) if is_dir else _camera_frames(job, names, filt, n)
         try:
-            with tqdm(total=n, initial=len(existing), desc="capture", unit="img") as bar:
+            with progress(total=n, initial=len(existing), desc="capture", unit="img") as bar:
                 for name, image in source:
                     frames += 1
                     if name in names:  # a resumed video: this frame was kept by an earlier run

@@ -29,13 +29,12 @@ import numpy as np
 
 from edge_ad.data import IMAGE_SUFFIXES, ImageError, load_image
 from edge_ad.errors import EdgeAdError
-from edge_ad.station.config import CameraConfig
+from edge_ad.station.config import FILE_MODES, CameraConfig
 from edge_ad.station.lograte import log_limited
 
 log = logging.getLogger(__name__)
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
-MODES = ("every", "realtime", "latest")
 STOP_TIMEOUT_S = 1.0  # stop() waits this long for a grabber blocked in a driver call (it is a daemon thread)
 
 
@@ -222,8 +221,8 @@ class Camera:
         self.source = open_source(uri, self.cfg)
         self.live = self.source.live
         self.mode = "latest" if self.live else (mode or self.cfg.file_mode)
-        if self.mode not in MODES:
-            raise EdgeAdError(f"camera mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode not in FILE_MODES:
+            raise EdgeAdError(f"camera mode must be one of {', '.join(FILE_MODES)}, got {self.mode!r}")
         self.stats = CameraStats()
         self._cond = threading.Condition()
         self._slot: Frame | None = None

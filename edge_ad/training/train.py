@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from edge_ad import data as D
 from edge_ad.training.augment import augment
@@ -24,6 +23,7 @@ from edge_ad.methods import get_method
 from edge_ad.models.artifact import MODEL_FILE, model_outputs, read_checkpoint, save_checkpoint, save_model
 from edge_ad.models.model import ADModel
 from edge_ad.models.rd import distill_loss
+from edge_ad.progress import progress
 from edge_ad.region import estimate_region, evened
 from edge_ad.scoring import (ScoringSpec, blur, fit_group_scales, fuse, group_maps, image_score, threshold_from_good,
                              weighted)
@@ -58,7 +58,7 @@ def teacher_features(model: ADModel, images: list[np.ndarray], cfg: Config, devi
                      desc: str = "teacher features") -> list[torch.Tensor]:
     """Teacher features of all images, concatenated per tap (kept on the training device)."""
     chunks: list[list[torch.Tensor]] = []
-    for i in tqdm(range(0, len(images), FEATURE_BATCH), desc=desc, unit="batch", leave=False):
+    for i in progress(range(0, len(images), FEATURE_BATCH), desc=desc, unit="batch", leave=False):
         chunks.append(model.teacher(to_batch(images[i:i + FEATURE_BATCH], cfg, device)))
     return [torch.cat([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
@@ -111,6 +111,7 @@ def train(cfg: Config, resume: bool = False, images: list[np.ndarray] | None = N
         t0 = time.time()
         loss = distill_epoch(model, images, raw, cfg, device, opt, rng, f"epoch {epoch + 1}/{epochs}")
         history.append({"epoch": epoch + 1, "loss": loss, "seconds": round(time.time() - t0, 2)})
+        log.info("epoch %d/%d: loss %.4f (%.1f s)", epoch + 1, epochs, loss, history[-1]["seconds"])
         save_checkpoint({"config": to_dict(cfg), "students": model.students.state_dict(), "optimizer": opt.state_dict(),
                      "epoch": epoch + 1, "history": history, "torch_rng": torch.get_rng_state()}, ckpt_path)
     atomic_write_json(out / "history.json", history)
@@ -158,7 +159,7 @@ def distill_epoch(model: ADModel, images: list[np.ndarray], raw: list[torch.Tens
     model.students.train()
     n, bs = len(images), cfg.train.batch_size
     order = torch.randperm(n).tolist()
-    bar = tqdm(range(0, n, bs), desc=desc, unit="it")
+    bar = progress(range(0, n, bs), desc=desc, unit="it")
     total = 0.0
     for i in bar:
         idx = order[i:i + bs]
