@@ -119,6 +119,18 @@ def test_dark_noisy_part_on_cloth_map_is_quiet_on_the_ground_and_finds_the_scrat
         assert float(r.anomaly_map[ground].mean()) < 0.1 * float(r.anomaly_map.max())
     report = (Path(res.bundle) / "report.md").read_text()
     assert "mean_good_map.png" in report and (Path(res.bundle) / "mean_good_map.png").is_file()
+    # the web view outlines the same region on the live frame (green, REGION_BGR)
+    from edge_ad.station.status import LiveView
+    from edge_ad.station.web.live import REGION_BGR, render
+
+    img, _ = bad[0]
+    r = det.detect(img)
+    frame = render(LiveView(1, img, r.anomaly_map, r.score, det.threshold, r.is_anomaly), 320, str(res.bundle))
+    outline = np.all(frame == np.array(REGION_BGR, np.uint8), axis=2)
+    ys, xs = np.nonzero(outline)
+    assert len(ys) > 100  # a closed curve around the disc, not a speck
+    h, w = frame.shape[:2]
+    assert xs.min() < 0.3 * w < 0.7 * w < xs.max() and ys.max() > 0.7 * h  # around the part, inside the frame
 
 
 def test_a_bundle_whose_maps_peak_on_background_noise_is_not_ready(tmp_path):

@@ -24,6 +24,7 @@ from edge_ad.visualize import heatmap_overlay
 
 BOUNDARY = "frame"
 OK_BGR, ANOMALY_BGR = (60, 160, 40), (40, 40, 220)
+REGION_BGR = (80, 220, 80)  # outline of the learnt part region (the map is not used outside it), as in the report
 MIN_WIDTH = 320  # px; smaller frames are enlarged to this so the verdict banner stays legible
 FONT_SCALE = 0.55  # banner text at 640 px width; narrower frames use less, down to MIN_FONT_SCALE
 MIN_FONT_SCALE = 0.4
@@ -32,19 +33,38 @@ RESEND_S = 2.0  # with no new frame, the last one is sent again this often: brow
 
 
 @lru_cache(maxsize=4)
-def _data_config(bundle: str):
-    """Preprocessing of the bundle's model (letterbox, crop), to place the map on the frame; None if unreadable."""
+def _model_info(bundle: str):
+    """The bundle's model.json (preprocessing to place the map on the frame, the part region); None if unreadable."""
     from edge_ad.runtime.manifest import ModelInfo
 
     try:
-        return ModelInfo.load(Path(bundle) / "model.json").data
+        return ModelInfo.load(Path(bundle) / "model.json")
     except EdgeAdError:
         return None
 
 
+def _data_config(bundle: str):
+    info = _model_info(bundle)
+    return info.data if info is not None else None
+
+
+@lru_cache(maxsize=8)
+def region_outline(bundle: str, frame_hw: tuple[int, int], source_hw: tuple[int, int]) -> tuple | None:
+    """Contours (frame pixels) of the learnt part region, where the map counts; None when the model has none."""
+    from edge_ad.region import weight_map
+
+    info = _model_info(bundle) if bundle else None
+    if info is None or info.scoring.region is None:
+        return None
+    inside = weight_map(info.scoring.region, info.data.input_size)
+    fmap = frame_map(inside, frame_hw, geometry(source_hw, info.data))
+    contours, _ = cv2.findContours((fmap >= 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return tuple(contours)
+
+
 def render(live: LiveView, width: int, bundle: str = "") -> np.ndarray:
     """Frame shrunk to at most `width` (tiny ones enlarged to MIN_WIDTH), heatmap blended over it (as the evidence
-    overlay) and a verdict banner on top. Frames are never enlarged beyond that: encoding cost grows with pixels."""
+    overlay), the learnt part region outlined in green, and a verdict banner on top. Frames are never enlarged beyond that: encoding cost grows with pixels."""
     image = live.image
     h, w = image.shape[:2]
     target = min(width, max(w, MIN_WIDTH))
@@ -59,6 +79,9 @@ def render(live: LiveView, width: int, bundle: str = "") -> np.ndarray:
         image = heatmap_overlay(image, fmap, 0.0, max(2.0 * live.threshold, live.score), live.threshold)
     else:
         image = image.copy()
+    outline = region_outline(bundle, image.shape[:2], (h, w))
+    if outline:
+        cv2.drawContours(image, list(outline), -1, REGION_BGR, 1, cv2.LINE_AA)
     colour = ANOMALY_BGR if live.anomaly else OK_BGR
     text = f"{'ANOMALY' if live.anomaly else 'OK'}  score {live.score:.4f}  thr {live.threshold:.4f}"
     scale = max(MIN_FONT_SCALE, FONT_SCALE * min(1.0, target / 640))
