@@ -9,7 +9,7 @@ edge_ad.camera_sim) and `screw_cloth` is screw on a moving textured cloth; both 
 split (calibrate_candidates.{json,md}), to check that the synthetic-defect judgement ranks them as real defects do.
 
 Usage: python benchmarks/calibrate.py [--datasets bottle screw ... screw_cloth] [--candidates]
-       python benchmarks/calibrate.py --demo        # smoke run on a tiny procedural part (no real data)
+       python benchmarks/calibrate.py --smoke [--out DIR]   # seconds, a tiny procedural part, results in DIR/results
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+import common  # noqa: E402
 from common import DATA_ROOT, load_rows, write_results  # noqa: E402
 
 from edge_ad import data as D  # noqa: E402
@@ -36,10 +37,11 @@ from edge_ad.runtime.evaluate import evaluate, run_split  # noqa: E402
 from edge_ad.runtime.detector import function_detector, open_detector  # noqa: E402
 
 DARK_FACTOR = 0.25
-DEMO_OVERRIDES = {"data.image_size": [64, 64], "model.width": 16, "train.epochs": 2, "train.min_steps": 0,
-                  "train.batch_size": 8, "capture.min_images": 10, "quantize.calib_images": 8, "report.heatmaps": 2,
-                  "split.min_val": 8, "auto.input_size": False, "select.candidates": {"rd": {}, "gauss": {
-                      "model.method": "gauss", "model.gaussian_stride": 16}}}
+SMOKE_DEMO = {"n_train": 30, "n_test_good": 4, "n_test_bad": 4, "size": 64}
+DEMO_OVERRIDES = {"data.image_size": [64, 64], "model.width": 16, "train.epochs": 1, "train.min_steps": 0,
+                  "train.batch_size": 8, "capture.min_images": 10, "quantize.calib_images": 8, "report.heatmaps": 1,
+                  "split.min_val": 8, "split.min_val_few": 8, "auto.input_size": False, "quantize.variants": [],
+                  "select.candidates": {"rd": {}, "gauss": {"model.method": "gauss", "model.gaussian_stride": 16}}}
 COLUMNS = ([("dataset", "data set"), ("method", "picked"), ("precision", "deployed"), ("ready", "readiness"),
             ("image_auroc", "image AUROC %"), ("pixel_auroc", "pixel AUROC %"), ("aupro", "AUPRO %"),
             ("target", "target (image / pixel)"), ("met", "met"), ("test_false_alarm_rate", "test false alarms"),
@@ -171,17 +173,18 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/bench_calibrate"), help="work folders and bundles (not committed)")
     ap.add_argument("--candidates", action="store_true", help="also evaluate every candidate model on the real test split")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override (recorded in the command)")
-    ap.add_argument("--demo", action="store_true", help="smoke run on a tiny procedural part; results go to calibrate_smoke.*")
+    common.add_smoke_args(ap)
     args = ap.parse_args()
-    name = "calibrate_smoke" if args.demo else "calibrate"
+    name = "calibrate"
     overrides = parse_overrides(args.set)
-    if args.demo:
+    if args.smoke:
         from edge_ad.training.demo_data import make_demo_data
 
-        demo = args.work / "data" / "demo"
+        root = common.smoke_folder(args.out)
+        demo = root / "data" / "demo_calibrate"  # calibrate needs more good images than the shared smoke part has
         if not (demo / "test").is_dir():
-            make_demo_data(demo, n_train=48, n_test_good=8, n_test_bad=8, size=128, overwrite=True)
-        roots = {"demo": demo}
+            make_demo_data(demo, progress=False, **SMOKE_DEMO)
+        roots, args.work = {"demo": demo}, root / "work_calibrate"
         overrides = {**DEMO_OVERRIDES, **overrides}
     else:
         roots = {}
