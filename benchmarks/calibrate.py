@@ -63,6 +63,7 @@ CAND_NOTES = ("Every candidate calibrate trained, judged on held-out goods + syn
               "and, for this table only, evaluated on the real test split with torch (what calibrate cannot see).")
 
 
+READY_IMAGE, READY_PIXEL = 0.90, 0.95  # what the real test split must give for READY to be the right verdict
 VARIANTS = {"lowlight": "bottle", "cloth": "screw"}  # proxy name suffix -> the real set it is made from
 
 
@@ -147,6 +148,33 @@ def run_one(name: str, root: Path, overrides: dict, work: Path, candidates: bool
     return row, cands
 
 
+AGREE_COLUMNS = [("dataset", "data set"), ("picked", "judge picked"), ("real_best", "best on the real test split"),
+                 ("pick_agrees", "pick agrees"), ("verdict", "verdict"), ("real_verdict", "real split says"),
+                 ("verdict_agrees", "verdict agrees"), ("image_auroc", "real image AUROC %"),
+                 ("pixel_auroc", "real pixel AUROC %")]
+AGREE_NOTES = ("Does calibrate's judge (held-out goods + synthetic defects only) agree with the real test split? "
+               "Pick: the candidate it deployed vs the candidate with the best mean of real image and pixel AUROC "
+               "(calibrate_candidates.md; a candidate it skipped counts as not better). Verdict: READY is right "
+               f"only where the real split gives image AUROC >= {READY_IMAGE:.0%} and pixel AUROC >= {READY_PIXEL:.0%}.")
+
+
+def agreement(rows: list[dict], cand_rows: list[dict]) -> list[dict]:
+    """One row per data set: does the judge's pick and verdict agree with what the real test split says?"""
+    out = []
+    for r in rows:
+        cands = [c for c in cand_rows if c["dataset"] == r["dataset"]]
+        best = max(cands, key=lambda c: c["image_auroc"] + (c["pixel_auroc"] or 0), default=None)
+        picked = next((c["candidate"] for c in cands if c["picked"]), r["method"])
+        real_ready = r["image_auroc"] >= READY_IMAGE and (r["pixel_auroc"] or 0) >= READY_PIXEL
+        ready = r["ready"] == "ready"
+        out.append({"dataset": r["dataset"], "picked": picked, "real_best": best["candidate"] if best else "",
+                    "pick_agrees": "yes" if best is None or best["candidate"] == picked else "no",
+                    "verdict": "READY" if ready else "NOT READY", "real_verdict": "READY" if real_ready else "NOT READY",
+                    "verdict_agrees": "yes" if ready == real_ready else "no", "image_auroc": r["image_auroc"],
+                    "pixel_auroc": r["pixel_auroc"]})
+    return out
+
+
 def judge_targets(rows: list[dict]) -> None:
     """Fill target / met from accuracy.md's best rows (a low-light proxy: against this table's row of its original)."""
     best = best_rows()
@@ -173,9 +201,15 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/bench_calibrate"), help="work folders and bundles (not committed)")
     ap.add_argument("--candidates", action="store_true", help="also evaluate every candidate model on the real test split")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override (recorded in the command)")
+    ap.add_argument("--agreement-only", action="store_true",
+                    help="rewrite calibrate_agreement.* from the rows already in calibrate(_candidates).json, run nothing")
     common.add_smoke_args(ap)
     args = ap.parse_args()
     name = "calibrate"
+    if args.agreement_only:
+        write_results(f"{name}_agreement", agreement(load_rows(name), load_rows(f"{name}_candidates")), AGREE_COLUMNS,
+                      AGREE_NOTES)
+        return
     overrides = parse_overrides(args.set)
     if args.smoke:
         from edge_ad.training.demo_data import make_demo_data
@@ -206,6 +240,7 @@ def main() -> None:
         if cands:
             cand_rows = sorted(cand_rows + cands, key=lambda x: (x["dataset"], x["candidate"]))
             write_results(f"{name}_candidates", cand_rows, CAND_COLUMNS, CAND_NOTES)
+            write_results(f"{name}_agreement", agreement(rows, cand_rows), AGREE_COLUMNS, AGREE_NOTES)
 
 
 if __name__ == "__main__":
