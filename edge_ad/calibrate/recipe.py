@@ -102,8 +102,9 @@ class ReadinessConfig:
     """When a bundle is ready to inspect: held-out goods pass, synthetic defects are caught."""
 
     max_false_alarm_rate: float = 0.05  # leave-one-out estimate on the validation goods
-    min_image_auroc: float = 0.9  # held-out goods vs synthetic defects of all sizes
-    min_detection_large: float = 0.5  # share of large synthetic defects at or above the threshold (a floor: the
+    min_image_auroc: float = 0.8  # held-out goods vs synthetic defects of all sizes (on the part, down to low
+    # contrast: benchmarks/results/calibrate_agreement.md has where the real test splits put this floor)
+    min_detection_large: float = 0.4  # share of large synthetic defects at or above the threshold (a floor: the
     # share depends on how visible the synthetic kinds are on the part; separation is judged by min_image_auroc)
     min_pixel_auroc: float = 0.9  # synthetic defects on the part: pixel AUROC of the maps (localisation)
     min_aupro: float = 0.6  # ... and their AUPRO (each defect found as a region, not only its brightest pixel)
