@@ -196,7 +196,8 @@ def mean_map_png(job: Job, state: State, out_dir: Path) -> str | None:
     info = ModelInfo.load(state.get("threshold").model_json)
     m = np.load(src)
     shown = cv2.cvtColor(D.prepare(D.load_image(paths[0]), info.data), cv2.COLOR_RGB2BGR)
-    panel = heatmap_overlay(shown, m, 0.0, max(float(m.max()), 1e-12))
+    shown = cv2.normalize(shown, None, 0, 255, cv2.NORM_MINMAX)  # a dark part is shown stretched, as the model sees it
+    panel = heatmap_overlay(shown, m, 0.0, max(info.threshold, float(m.max()), 1e-12))  # red only near the threshold
     if info.scoring.region is not None:
         inside = (weight_map(info.scoring.region, m.shape) >= 0.5).astype(np.uint8)
         contours, _ = cv2.findContours(inside, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -241,8 +242,8 @@ def stage_report(job: Job, state: State, hook: Hook | None) -> ReportResult:
     maps = heatmaps(job, state, out_dir)
     mean_map = mean_map_png(job, state, out_dir)
     if mean_map:
-        maps.insert(0, (mean_map, "where the model looks: mean map of the held-out good images (green: the learnt "
-                        "part region; outside it the map is not used)"))
+        maps.insert(0, (mean_map, "where the model looks: mean map of the held-out good images on the threshold's "
+                        "scale (red = at the threshold; green: the learnt part region, outside it the map is not used)"))
     from edge_ad.calibrate.stages import chosen_config
 
     cfg, q, m = chosen_config(job, state), state.get("quantize"), th.metrics
