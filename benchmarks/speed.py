@@ -115,10 +115,10 @@ def build_models(work: Path, calib_n: int, smoke_data: Path | None = None) -> li
 
     specs = []
     data_root = smoke_data or DATA_ROOT / "bottle"
-    base = common.SMOKE_CONFIG if smoke_data else {}
+    sizes = common.SMOKE_CONFIG if smoke_data else {}
     calib_method = "minmax" if smoke_data else CALIB_METHOD  # histogram calibration takes minutes even on tiny models
     for method, ratio, gauss, stages in MODELS[:1] if smoke_data else MODELS:
-        cfg = load_config(None, {**base, "model.method": method, "data.root": str(data_root), "prune.ratio": ratio,
+        cfg = load_config(None, {**sizes, "model.method": method, "data.root": str(data_root), "prune.ratio": ratio,
                                  "prune.steps": 1, "model.gaussian_stride": gauss, "model.gaussian_stages": stages})
         hw = tuple(cfg.data.input_size)
         torch.manual_seed(0)

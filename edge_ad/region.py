@@ -31,6 +31,7 @@ POSE_SAMPLE = 40  # images compared (pairwise) to tell a fixed pose from a rando
 MIN_POSE_OVERLAP = 0.5  # median part-mask IoU below this: the part is not in a fixed place (per-location models fail)
 GRID = 32  # the stored weight grid's longer side (upsampled bilinearly to the input size)
 OUTSIDE = 0.0  # map weight where no good image showed the part
+REGION_EPS = 1e-3  # a weight above this is inside the region (outside it is OUTSIDE, i.e. 0)
 EVEN_SMOOTH = 0.04  # the mean good map is smoothed over this fraction of the side before it evens the weights
 
 

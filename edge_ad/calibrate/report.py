@@ -185,7 +185,7 @@ def mean_map_png(job: Job, state: State, out_dir: Path) -> str | None:
     """Where the model looks when nothing is wrong: the mean held-out good map over one validation image, with the
     learnt part region outlined in green (the map is zero outside it)."""
     from edge_ad.calibrate.stages import MEAN_MAP_FILE, val_paths
-    from edge_ad.region import weight_map
+    from edge_ad.region import REGION_EPS, weight_map
     from edge_ad.runtime.manifest import ModelInfo
     from edge_ad.visualize import heatmap_overlay
 
@@ -198,23 +198,31 @@ def mean_map_png(job: Job, state: State, out_dir: Path) -> str | None:
     shown = cv2.cvtColor(D.prepare(D.load_image(paths[0]), info.data), cv2.COLOR_RGB2BGR)
     shown = cv2.normalize(shown, None, 0, 255, cv2.NORM_MINMAX)  # a dark part is shown stretched, as the model sees it
     panel = heatmap_overlay(shown, m, 0.0, max(info.threshold, float(m.max()), 1e-12))  # red only near the threshold
-    if info.scoring.region is not None:
-        inside = (weight_map(info.scoring.region, m.shape) >= 0.5).astype(np.uint8)
+    inside = (weight_map(info.scoring.region, m.shape) > REGION_EPS).astype(np.uint8) \
+        if info.scoring.region is not None else None
+    if inside is not None and inside.mean() < WHOLE_FRAME_SHARE:
         contours, _ = cv2.findContours(inside, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(panel, contours, -1, (0, 255, 0), 1)
     cv2.imwrite(str(out_dir / "mean_good_map.png"), np.hstack([shown, panel]))
     return "mean_good_map.png"
 
 
+WHOLE_FRAME_SHARE = 0.99  # region pixels covering this share of the frame: no part region, only evened weights
+
+
 def region_line(job: Job, state: State) -> str:
     """What the model learnt about where the part is, in one line."""
+    from edge_ad.region import REGION_EPS
     from edge_ad.runtime.manifest import ModelInfo
 
     spec = ModelInfo.load(state.get("threshold").model_json).scoring
     if spec.region is None:
         return "whole frame (no part on a plain ground was found in the good images, or scoring.region is off)"
-    w = np.asarray(spec.region)
-    return f"learnt from the good images: {float((w >= 0.5).mean()):.0%} of the frame; the map is not used outside it"
+    share = float((np.asarray(spec.region) > REGION_EPS).mean())
+    if share >= WHOLE_FRAME_SHARE:
+        return ("whole frame (no part on a plain ground was found in the good images); the map is evened where good "
+                "images' maps are always high")
+    return f"learnt from the good images: {share:.0%} of the frame; the map is not used outside it"
 
 
 def method_line(job: Job, state: State) -> str:

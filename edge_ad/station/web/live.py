@@ -24,6 +24,7 @@ from edge_ad.visualize import heatmap_overlay
 
 BOUNDARY = "frame"
 OK_BGR, ANOMALY_BGR = (60, 160, 40), (40, 40, 220)
+WHOLE_FRAME_SHARE = 0.99  # a "region" covering this much of the frame is the whole frame (nothing to outline)
 REGION_BGR = (80, 220, 80)  # outline of the learnt part region (the map is not used outside it), as in the report
 MIN_WIDTH = 320  # px; smaller frames are enlarged to this so the verdict banner stays legible
 FONT_SCALE = 0.55  # banner text at 640 px width; narrower frames use less, down to MIN_FONT_SCALE
@@ -51,13 +52,15 @@ def _data_config(bundle: str):
 @lru_cache(maxsize=8)
 def region_outline(bundle: str, frame_hw: tuple[int, int], source_hw: tuple[int, int]) -> tuple | None:
     """Contours (frame pixels) of the learnt part region, where the map counts; None when the model has none."""
-    from edge_ad.region import weight_map
+    from edge_ad.region import REGION_EPS, weight_map
 
     info = _model_info(bundle) if bundle else None
     if info is None or info.scoring.region is None:
         return None
     inside = weight_map(info.scoring.region, info.data.input_size)
-    fmap = frame_map(inside, frame_hw, geometry(source_hw, info.data))
+    if float((inside > REGION_EPS).mean()) >= WHOLE_FRAME_SHARE:  # evened weights over the whole frame: no outline
+        return None
+    fmap = frame_map((inside > REGION_EPS).astype(np.float32), frame_hw, geometry(source_hw, info.data))
     contours, _ = cv2.findContours((fmap >= 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     return tuple(contours)
 
