@@ -118,11 +118,12 @@ def _largest_share(mask: np.ndarray) -> float:
     return float(areas.max() / areas.sum())
 
 
-def estimate_region(images_rgb: list[np.ndarray]) -> Region:
-    """The part region of a set of good images (prepared RGB at the network input size)."""
+def estimate_region(images_rgb: list[np.ndarray], masks: list[np.ndarray] | None = None) -> Region:
+    """The part region of a set of good images (prepared RGB at the network input size); `masks`: their
+    foreground() when the caller has them already."""
     if not images_rgb:
         return Region(None, 1.0, "no images")
-    masks = [foreground(im) for im in images_rgb]
+    masks = [foreground(im) for im in images_rgb] if masks is None else masks
     shares = [float(m.mean()) for m in masks]
     compact = [_largest_share(m) for m in masks]
     stats = {"median_part_share": round(float(np.median(shares)), 4), "median_compact": round(float(np.median(compact)), 4),
@@ -176,9 +177,11 @@ def pose_overlap(images_rgb: list[np.ndarray], limit: int = POSE_SAMPLE) -> floa
     """How much the part stays in one place across good images: the median overlap (IoU) of two images' part
     masks. None when the set shows no part on a plain ground (a full-frame texture is always in place)."""
     sample = images_rgb[:: max(1, len(images_rgb) // limit)][:limit]
-    if len(sample) < 2 or estimate_region(sample).weights is None:
+    if len(sample) < 2:
         return None
     masks = [foreground(im) for im in sample]
+    if estimate_region(sample, masks).weights is None:
+        return None
     ious = [float((a & b).sum() / max(int((a | b).sum()), 1)) for i, a in enumerate(masks) for b in masks[i + 1:]]
     return float(np.median(ious))
 

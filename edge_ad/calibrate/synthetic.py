@@ -174,12 +174,12 @@ def part_masks(images: list[np.ndarray]) -> list[np.ndarray | None]:
     """Where the part is in each image (bool HxW), or None for all when the set has no part on a plain ground."""
     from edge_ad.region import estimate_region, foreground
 
-    if estimate_region(images).weights is None:
+    masks = [foreground(img) for img in images]
+    if estimate_region(images, masks).weights is None:
         return [None] * len(images)
     out = []
-    for img in images:
-        fg = foreground(img).astype(np.uint8)
-        fg = cv2.resize(fg, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+    for img, m in zip(images, masks):
+        fg = cv2.resize(m.astype(np.uint8), (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
         out.append(fg if fg.any() else None)
     return out
 

@@ -11,44 +11,15 @@ from edge_ad import data as D
 from edge_ad.calibrate.job import CalibrationError, Hook, Job, State, ThresholdResult, say
 from edge_ad.calibrate.stages.common import chosen_config, deployed_detector, val_paths
 from edge_ad.calibrate.stages.readiness import assess_readiness
-from edge_ad.errors import NonFiniteOutput
 from edge_ad.fileio import atomic_write_json
 
-SCORE_BATCH = 8  # images per detect_batch call
-
-
 def score_paths(det, paths: list[Path]) -> tuple[list[Path], list[float]]:
-    """Scores of image files through the station's detector (detect_batch: preprocessing, scoring, finite check);
-    unreadable files are skipped with a warning, a non-finite output stops calibrate naming the image."""
-    import logging
+    """Scores of image files through the station's detector (run_split: detect_batch, unreadable files skipped, a
+    non-finite output an error naming the image)."""
+    from edge_ad.runtime.evaluate import run_split
 
-    kept, scores = [], []
-    for i in range(0, len(paths), SCORE_BATCH):
-        frames, chunk = [], []
-        for p in paths[i:i + SCORE_BATCH]:
-            try:
-                frames.append(D.load_image(p))
-                chunk.append(p)
-            except D.ImageError as e:
-                logging.getLogger(__name__).warning("skipping %s", e)
-        if not frames:
-            continue
-        try:
-            results = det.detect_batch(frames)
-        except NonFiniteOutput:
-            bad = next(p for p, f in zip(chunk, frames) if not _finite(det, f))
-            raise CalibrationError(f"the deployed model gives a non-finite score for {bad}: it cannot be calibrated")
-        kept += chunk
-        scores += [float(r.score) for r in results]
-    return kept, scores
-
-
-def _finite(det, frame: np.ndarray) -> bool:
-    try:
-        det.detect(frame)
-        return True
-    except NonFiniteOutput:
-        return False
+    sc = run_split(det, [D.Sample(p, 0, "calibrate", None) for p in paths], desc="score")
+    return [s.path for s in sc.samples], [float(v) for v in sc.scores]
 
 
 def stage_threshold(job: Job, state: State, hook: Hook | None) -> ThresholdResult:
