@@ -20,6 +20,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -215,7 +216,7 @@ class Camera:
     its fps and drops like a live camera.
     """
 
-    def __init__(self, uri: str, cfg: CameraConfig | None = None, mode: str | None = None) -> None:
+    def __init__(self, uri: str, cfg: CameraConfig | None = None, mode: str | None = None, history: int = 0) -> None:
         self.uri = uri
         self.cfg = cfg or CameraConfig()
         self.source = open_source(uri, self.cfg)
@@ -226,6 +227,9 @@ class Camera:
         self.stats = CameraStats()
         self._cond = threading.Condition()
         self._slot: Frame | None = None
+        # triggered mode: the newest `history` frames with their capture time instead of the one slot
+        self._history: deque[Frame] | None = deque(maxlen=history) if history > 0 else None
+        self._evicted_time = 0.0  # capture time of the newest frame pushed out of the history
         self._stop = threading.Event()
         self._ended = False
         self._error: BaseException | None = None
@@ -282,6 +286,24 @@ class Camera:
             self.stats.delivered += 1
             self._cond.notify_all()
             return frame
+
+    def frames_from(self, since: float, n: int, timeout: float) -> tuple[list[Frame], str]:
+        """Triggered mode: the first `n` frames captured at or after `since` (time.time()), waiting up to `timeout`
+        for them; with fewer, the reason ("" when all n came)."""
+        assert self._history is not None, "frames_from needs a camera made with history > 0"
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._evicted_time >= since:
+                    return [], "its frame was pushed out of the camera history (inspection fell behind the triggers)"
+                got = [f for f in self._history if f.time >= since][:n]
+                if len(got) == n:
+                    return got, ""
+                remaining = deadline - time.monotonic()
+                if self._ended or self._stop.is_set() or remaining <= 0:
+                    why = "the camera source ended" if self._ended else f"no frame within {timeout:g} s"
+                    return got, "" if got else why
+                self._cond.wait(remaining)
 
     @property
     def finished(self) -> bool:
@@ -447,6 +469,12 @@ class Camera:
             self.state, self.last_error = "ok", ""
             self.stats.grabbed += 1
             self.stats.skipped = self.source.skipped
+            if self._history is not None:  # triggered mode: kept by capture time, taken by frames_from()
+                if len(self._history) == self._history.maxlen:
+                    self._evicted_time = self._history[0].time
+                self._history.append(frame)
+                self._cond.notify_all()
+                return
             if self.mode == "every":
                 while self._slot is not None and not self._stop.is_set():
                     self._cond.wait(0.1)

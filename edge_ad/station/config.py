@@ -43,20 +43,20 @@ CSI_PIPELINE = (
 class CameraConfig:
     """How frames are captured; `source` is a URI (see edge_ad.station.camera)."""
 
-    source: str = "csi://0"
+    source: str = "csi://0"  # file, folder, 0 or /dev/video0, rtsp://..., csi://N, gst://<pipeline>
     width: int = 1920  # requested from V4L2 / CSI; files and streams keep their own size
-    height: int = 1080
+    height: int = 1080  # requested from V4L2 / CSI, like width
     fps: float = 30.0  # requested from V4L2 / CSI; pace of a folder source in realtime mode
     flip: int = 0  # nvvidconv flip-method for CSI (0 none, 2 rotate 180)
     fourcc: str = ""  # V4L2 pixel format to request, e.g. MJPG (USB cameras need it for 1080p at 30 fps)
     rtsp_tcp: bool = True  # RTSP over TCP: no smeared frames from lost UDP packets
-    csi_pipeline: str = CSI_PIPELINE
+    csi_pipeline: str = CSI_PIPELINE  # GStreamer template of csi:// (jetson/pipelines/csi.txt)
     file_mode: str = "every"  # files/folders: every (no drops, in order) | realtime (paced, drops) | latest
     live: bool = False  # replay a file/folder like a camera: paced at its fps, reopened at the end or on failure
     reconnect_min_s: float = 0.5  # first backoff delay after a live source fails twice in a row
-    reconnect_max_s: float = 30.0
+    reconnect_max_s: float = 30.0  # the backoff doubles up to this
     open_timeout_s: float = 10.0  # network streams (RTSP/HTTP) only
-    read_timeout_s: float = 5.0
+    read_timeout_s: float = 5.0  # a read that takes longer counts as a failed read
 
     def validate(self) -> None:
         check_choice(self.file_mode, "file_mode", FILE_MODES)
@@ -69,9 +69,9 @@ class CameraConfig:
 class DebounceConfig:
     """Raise the alarm when `min_anomalous` of the last `window` frames are anomalous; keep it `hold_s`."""
 
-    window: int = 5
-    min_anomalous: int = 3
-    hold_s: float = 2.0
+    window: int = 5  # frames looked at
+    min_anomalous: int = 3  # anomalous frames among them that raise the alarm
+    hold_s: float = 2.0  # keep the alarm on this long after that stops being true
 
     def validate(self) -> None:
         _positive(self, "window", "min_anomalous")
@@ -84,24 +84,24 @@ class DebounceConfig:
 class MqttConfig:
     """MQTT alarm sink; events go through an on-disk queue so a broker outage loses nothing."""
 
-    enabled: bool = False
-    host: str = "localhost"
-    port: int = 1883
+    enabled: bool = False  # send alarm events and the retained status to the broker
+    host: str = "localhost"  # broker address
+    port: int = 1883  # broker port (8883 is usual with tls)
     client_id: str = ""  # empty: edge_ad-<station>-<part>
     topic_prefix: str = "edge_ad"  # topics: <prefix>/<station>/<part>/event and .../status
-    qos: int = 1
-    keepalive_s: int = 30
-    username: str = ""
+    qos: int = 1  # 0 | 1 | 2 (events are at-least-once from the disk queue with 1 or 2)
+    keepalive_s: int = 30  # MQTT keep-alive; the broker publishes the last will after 1.5 x this without a word
+    username: str = ""  # empty: no authentication
     password_env: str = ""  # name of an environment variable holding the password
     password_file: str = ""  # or a file holding it (first line); the password is never logged
-    tls: bool = False
+    tls: bool = False  # TLS to the broker (with ca_file, or the system CA store)
     ca_file: str = ""  # empty with tls: the system CA store
     cert_file: str = ""  # client certificate (mutual TLS), optional
-    key_file: str = ""
+    key_file: str = ""  # the client certificate's private key
     tls_insecure: bool = False  # skip host name check (test benches only)
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 60.0
-    queue_dir: str = "/var/lib/edge_ad/mqtt_queue"
+    reconnect_min_s: float = 1.0  # first wait before reconnecting to the broker
+    reconnect_max_s: float = 60.0  # the wait doubles up to this
+    queue_dir: str = "/var/lib/edge_ad/mqtt_queue"  # events not yet acknowledged by the broker, one file each
     queue_max: int = 10000  # events kept while the broker is down; oldest dropped beyond this
     queue_fsync: bool = True  # survive power loss; costs a few ms per event on SD cards
     ack_timeout_s: float = 60.0  # republish an event the broker never acknowledged (at-least-once)
@@ -126,16 +126,16 @@ class MqttConfig:
 class GpioConfig:
     """A digital output raised on an alarm: a pulse per event, or held while the alarm is on."""
 
-    enabled: bool = False
+    enabled: bool = False  # drive the alarm (and fault) output
     backend: str = "none"  # jetson (Jetson.GPIO) | gpiod (libgpiod) | none | fake (records, for tests)
     pin: int = 7  # Jetson.GPIO: number in `numbering`; gpiod: line offset on `chip`
     numbering: str = "BOARD"  # Jetson.GPIO pin numbering: BOARD | BCM | CVM | TEGRA_SOC
     chip: str = "/dev/gpiochip0"  # gpiod only
-    active_high: bool = True
+    active_high: bool = True  # the alarm output is high when active
     mode: str = "hold"  # hold (level follows the alarm) | pulse (pulse_s per event)
-    pulse_s: float = 0.5
+    pulse_s: float = 0.5  # pulse length in mode pulse
     fault_pin: int = -1  # a second output, active while the station cannot inspect (same backend); -1: none
-    fault_active_high: bool = True
+    fault_active_high: bool = True  # the fault output is high when active
     alarm_on_fault: bool = False  # also hold the alarm output while in fault (one-line set-ups: no part passes unseen)
 
     def validate(self) -> None:
@@ -152,11 +152,11 @@ class GpioConfig:
 class EvidenceConfig:
     """Where alarm evidence (original, heatmap overlay, boxes JSON) goes, and how much of it to keep."""
 
-    enabled: bool = True
-    dir: str = "/var/lib/edge_ad/evidence"
+    enabled: bool = True  # save evidence for each alarm
+    dir: str = "/var/lib/edge_ad/evidence"  # one folder per alarm event
     max_mb: float = 2048.0  # MiB; oldest events are deleted beyond this
     max_events: int = 0  # 0: no count limit
-    jpeg_quality: int = 90
+    jpeg_quality: int = 90  # evidence JPEGs (1-100)
     original_format: str = "jpg"  # jpg | png (lossless, for relabelling and retraining)
     min_box_area: int = 16  # pixels at frame size; smaller regions are noise
     min_free_mb: float = 200.0  # MiB; an event is not saved (and is counted) when its disk has less free space
@@ -185,7 +185,7 @@ class FaultConfig:
 class ServiceConfig:
     """systemd integration: how often STATUS= is refreshed (WATCHDOG pacing comes from systemd)."""
 
-    status_interval_s: float = 5.0
+    status_interval_s: float = 5.0  # seconds between systemd STATUS= updates
 
     def validate(self) -> None:
         _positive(self, "status_interval_s")
@@ -195,7 +195,7 @@ class ServiceConfig:
 class WebConfig:
     """The station's web view and Prometheus /metrics, served by the station process (off by default)."""
 
-    enabled: bool = False
+    enabled: bool = False  # serve the web view (or: edge_ad run --web 127.0.0.1:8080)
     host: str = "127.0.0.1"  # loopback only; 0.0.0.0 (every interface) only with a token
     port: int = 8080  # 0: a free port, named in the start-up log line
     token_env: str = ""  # name of an environment variable holding the token for state changes
@@ -204,7 +204,7 @@ class WebConfig:
     live_fps: float = 4.0  # most JPEGs per second the live view encodes (in the web thread, never in the loop)
     live_width: int = 640  # px; the live frame is shrunk to this width before encoding
     live_clients: int = 4  # live viewers at once; more get 503 (each holds a server thread)
-    jpeg_quality: int = 75
+    jpeg_quality: int = 75  # live view JPEGs (1-100)
     threads: int = 8  # server threads: live viewers + page requests
     plot_minutes: float = 5.0  # the score plot covers this many minutes
     alarms_shown: int = 20  # newest alarms listed, with evidence thumbnails
@@ -228,17 +228,114 @@ class WebConfig:
         check(1 <= self.jpeg_quality <= 100, "jpeg_quality", f"must be in 1..100, got {self.jpeg_quality!r}")
 
 
+TRIGGER_EDGES = ("rising", "falling")
+OPCUA_SECURITY = ("none", "sign", "sign_encrypt")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _opt(default: Any, help: str) -> Any:
+    """A setting with its help text (field metadata): declared once, shown by `config show` and the docs."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TriggerConfig:
+    """Triggered mode: a trigger in, exactly one result for that part out (ok, nok or error), instead of judging every
+    frame; the continuous mode (debounce, alarms) is off while it is on."""
+
+    enabled: bool = _opt(False, "inspect one part per trigger instead of every frame")
+    delay_s: float = _opt(0.0, "inspect the first frame captured at or after the trigger time plus this")
+    frames: int = _opt(1, "best of N: the sharpest of the first N frames from that time is inspected")
+    frame_timeout_s: float = _opt(1.0, "a frame not captured this long after trigger + delay makes the result `error`")
+    history: int = _opt(64, "frames the camera keeps with their capture time (covers the triggers waiting)")
+    queue_max: int = _opt(256, "triggers waiting for inspection at most; one more is answered `error` at once")
+    part_id_prefix: str = _opt("", "parts without an id from the trigger are named <prefix><counter>")
+    gpio_pin: int = _opt(-1, "input line of a light barrier or PLC output (gpio.backend, chip, numbering); -1: off")
+    gpio_edge: str = _opt("rising", "the edge that is a trigger: rising | falling")
+    gpio_debounce_s: float = _opt(0.005, "edges closer than this to the last accepted one are contact bounce")
+    mqtt: bool = _opt(True, "accept triggers on <mqtt.topic_prefix>/<station>/<part>/trigger (needs mqtt.enabled)")
+    http: bool = _opt(True, "accept POST /api/trigger with the web token (needs web.enabled and a token)")
+    timer_s: float = _opt(0.0, "a trigger every this many seconds (bench tests, soak runs); 0: off")
+
+    def validate(self) -> None:
+        check_choice(self.gpio_edge, "gpio_edge", TRIGGER_EDGES)
+        _positive(self, "frames", "frame_timeout_s", "history", "queue_max")
+        _non_negative(self, "delay_s", "gpio_debounce_s", "timer_s")
+        check(self.gpio_pin >= -1, "gpio_pin", f"must be -1 (off) or a line number, got {self.gpio_pin!r}")
+        check(self.frames <= self.history, "frames", f"must be <= trigger.history ({self.history}), got {self.frames!r}")
+
+
+@dataclass
+class RejectConfig:
+    """A reject output (a GPIO pulse to a pusher or air jet) that fires when a NOK part reaches the rejector: a fixed
+    time or an encoder distance after its trigger, in part order, with several parts on the way."""
+
+    enabled: bool = _opt(False, "pulse the reject line for NOK parts (triggered mode)")
+    pin: int = _opt(-1, "output line of the rejector (gpio.backend, chip, numbering)")
+    active_high: bool = _opt(True, "the rejector fires on a high level")
+    pulse_s: float = _opt(0.1, "how long the reject line stays active per part")
+    delay_s: float = _opt(0.5, "from the trigger to the part at the rejector (conveyor length / speed)")
+    encoder_pin: int = _opt(-1, "an encoder input: count its pulses instead of time; -1: timed rejects")
+    distance_counts: int = _opt(0, "encoder pulses from the trigger to the rejector (with encoder_pin)")
+    on_error: bool = _opt(True, "reject parts whose result is `error` too (fail-safe: nothing unjudged passes)")
+    max_in_flight: int = _opt(256, "parts between camera and rejector at most")
+
+    def validate(self) -> None:
+        _positive(self, "pulse_s", "max_in_flight")
+        _non_negative(self, "delay_s", "distance_counts")
+        check(not self.enabled or self.pin >= 0, "pin", f"must be the reject output line when enabled, got {self.pin!r}")
+        check(self.encoder_pin < 0 or self.distance_counts > 0, "distance_counts",
+              f"must be > 0 with reject.encoder_pin, got {self.distance_counts!r}")
+        check(self.encoder_pin < 0 or self.encoder_pin != self.pin, "encoder_pin", "must differ from reject.pin")
+
+
+@dataclass
+class OpcuaConfig:
+    """An OPC UA server in the station process (asyncua) for the PLC: state, part, last result, counters, a trigger
+    and a part-version method; OPC 40100 (machine vision) names where they fit (README: OPC UA)."""
+
+    enabled: bool = _opt(False, "serve OPC UA (pip install 'edge_ad[opcua]')")
+    host: str = _opt("127.0.0.1", "address to bind; another than loopback needs a user or certificate security")
+    port: int = _opt(4840, "TCP port (0: a free one, named in the start-up log line)")
+    namespace: str = _opt("urn:edge-ad:station", "namespace URI of the station's nodes (ns=2 in node ids)")
+    security: str = _opt("none", "none | sign | sign_encrypt (Basic256Sha256; needs cert_file and key_file)")
+    cert_file: str = _opt("", "server certificate (DER or PEM) for sign / sign_encrypt")
+    key_file: str = _opt("", "its private key (PEM)")
+    client_certs: list[str] = field(default_factory=list, metadata={
+        "help": "client certificates allowed to log in with their certificate (X509 identity)"})
+    username: str = _opt("", "a user name to log in with; set with password_env or password_file")
+    password_env: str = _opt("", "environment variable holding that user's password")
+    password_file: str = _opt("", "or a file holding it (first line); never logged")
+    allow_anonymous: bool = _opt(True, "anonymous sessions (read and call) when no user or certificate is set")
+
+    def validate(self) -> None:
+        check_choice(self.security, "security", OPCUA_SECURITY)
+        check(0 <= self.port <= 65535, "port", f"must be a TCP port in 0..65535, got {self.port!r}")
+        check(not (self.password_env and self.password_file), "password_file", "cannot be combined with "
+              "opcua.password_env")
+        check(not self.username or bool(self.password_env or self.password_file), "username",
+              "needs opcua.password_env or opcua.password_file")
+        check(self.security == "none" or bool(self.cert_file and self.key_file), "security",
+              f"{self.security} needs opcua.cert_file and opcua.key_file")
+        check(not self.client_certs or self.security != "none", "client_certs",
+              "certificate log-in needs opcua.security sign or sign_encrypt")
+        secured = bool(self.username or self.client_certs)
+        check(self.host in LOOPBACK_HOSTS or (secured and not self.allow_anonymous), "host",
+              f"{self.host} is reachable from the network: set opcua.username or opcua.client_certs and "
+              "allow_anonymous: false (or bind 127.0.0.1)")
+
+
 @dataclass
 class StationConfig:
     """One inspection station: one camera, one part bundle, its alarms."""
 
-    station: str = "station1"
-    part: str = ""
-    parts_dir: str = "/var/lib/edge_ad/parts"
+    station: str = "station1"  # this station's name; MQTT topics are <mqtt.topic_prefix>/<station>/<part>/...
+    part: str = ""  # the part inspected: its bundle is <parts_dir>/<part>/current
+    parts_dir: str = "/var/lib/edge_ad/parts"  # where calibrate's part bundles live
     bundle: str = ""  # empty: <parts_dir>/<part>/current
     runtime: str = "auto"  # auto: the bundle's TensorRT engine when TensorRT loads here, else ONNX | onnxruntime | tensorrt
     threshold: Union[float, None] = None  # None: the bundle's calibrated threshold
-    log_level: str = "INFO"
+    log_level: str = "INFO"  # DEBUG | INFO | WARNING | ERROR
     roi: Union[list[int], None] = None  # [x, y, width, height] of the frame to inspect; None: whole frame
     frame_log: str = "/var/log/edge_ad/frames.jsonl"  # one JSON line per frame; empty: off
     frame_log_max_mb: float = 256.0  # MiB; beyond this the log is renamed to <frame_log>.1 (replacing it)
@@ -252,6 +349,9 @@ class StationConfig:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    trigger: TriggerConfig = field(default_factory=TriggerConfig)
+    reject: RejectConfig = field(default_factory=RejectConfig)
+    opcua: OpcuaConfig = field(default_factory=OpcuaConfig)
 
     def bundle_dir(self) -> Path:
         """The part bundle this station runs."""

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from edge_ad.data import crop_roi, geometry
+from edge_ad.data import geometry
 from edge_ad.station.alarms import Alarms, Debouncer, build_alarms
 from edge_ad.station.alarms.base import AlarmEvent
 from edge_ad.station.camera import Camera, Frame
@@ -172,14 +172,10 @@ def inspect_frame(st: Station, frame: Frame):
     """One frame through detect -> decide -> alarm -> record; a frame that fails is counted, never fatal."""
     cfg, model = st.cfg, st.model.model
     assert model is not None
-    try:
-        image = crop_roi(frame.image, cfg.roi)
-        r = model.detector.detect(image)
-    except Exception as exc:  # noqa: BLE001 - a bad frame or a failing detector: a fault when it repeats
-        st.status.count("errors")
-        st.model.frame_failed(exc, frame.index)
+    scored = st.model.score(frame.image, cfg.roi, frame.index)  # the one scoring path (triggered mode too)
+    if scored is None:
         return None
-    st.model.frame_ok()
+    image, r = scored
     decision = st.alarms.update(r.is_anomaly)
     latency = (time.time() - frame.time) * 1e3
     st.status.record_frame(image, r.anomaly_map, r.score, r.threshold, r.is_anomaly, latency, frame.time)

@@ -14,8 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from edge_ad import bundle as B
+from edge_ad.data import crop_roi
 from edge_ad.errors import EdgeAdError
+from edge_ad.runtime.base import Result
 from edge_ad.runtime.detector import AnomalyDetector, open_detector, resolve_model
 from edge_ad.runtime.manifest import manifest_path
 from edge_ad.station.config import StationConfig
@@ -114,6 +118,7 @@ class ModelSlot:
         self._failed_target: tuple | None = None
         self._errors = 0  # frames in a row the detector failed on
         self._reopen = False  # the detector fault is a runtime failure: reopening it may help
+        self.last_failure = ""  # why the newest frame that failed was not inspected
 
     @property
     def ready(self) -> bool:
@@ -148,6 +153,22 @@ class ModelSlot:
                 self.load(cfg)
         elif self.faults.active("detector") and self._reopen:
             self.load(cfg)
+
+    def score(self, image: np.ndarray, roi: list[int] | None, frame_index: int) -> \
+            tuple[np.ndarray, Result] | None:
+        """The one path that scores a frame, in continuous and triggered mode: roi, detect, and a failure counted
+        (a fault when it repeats); (inspected image, result), or None with the reason in `last_failure`."""
+        assert self.model is not None
+        try:
+            cropped = crop_roi(image, roi)
+            r = self.model.detector.detect(cropped)
+        except Exception as exc:  # noqa: BLE001 - a bad frame or a failing detector: a fault when it repeats
+            self.status.count("errors")
+            self.last_failure = one_line(exc)
+            self.frame_failed(exc, frame_index)
+            return None
+        self.frame_ok()
+        return cropped, r
 
     def frame_failed(self, exc: BaseException, frame_index: int) -> None:
         """A frame the detector could not inspect; `frame_errors` in a row are a fault."""

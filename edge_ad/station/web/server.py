@@ -11,7 +11,7 @@ from waitress.adjustments import Adjustments
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
-from edge_ad.station.config import StationConfig
+from edge_ad.station.config import LOOPBACK_HOSTS, StationConfig
 from edge_ad.station.service import StopFlag
 from edge_ad.station.status import StationStatus
 from edge_ad.station.web.app import MAX_BODY_BYTES, create_app
@@ -100,7 +100,7 @@ class WebServer:
         changes = "state changes need the token" if self.ctx.token else "state changes off (no web.token_file/token_env)"
         log.info("web view at %s (%s; pages %s; metrics at %smetrics)", self.url, changes,
                  "need the token" if web.protect_read else "open", self.url)
-        if web.host not in ("127.0.0.1", "localhost", "::1") and not self.ctx.token:
+        if web.host not in LOOPBACK_HOSTS and not self.ctx.token:
             log.warning("web view serves %s without a token: anyone on the network can watch it", web.host)
         return self
 
