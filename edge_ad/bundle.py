@@ -236,6 +236,49 @@ def _write_version(root: str | Path, part: str, files: dict[str, Path], manifest
     return final
 
 
+def install_version(root: str | Path, part: str, version: int, src: str | Path) -> Path:
+    """A bundle made elsewhere (fetched from the fleet repository) as exactly parts/<part>/v<version>/: copied into a
+    temp folder, checked against its own manifest, renamed into place under the part's lock. An existing v<version>
+    with the same manifest is kept; one that differs is refused (a version number names one set of files)."""
+    check_part_name(part)
+    src = Path(src)
+    why = damage(src)
+    if why:
+        raise EdgeAdError(f"not installing {part} v{version}: {why}")
+    man = read_manifest(src)
+    if man.get("part") != part or man.get("version") != version:
+        raise EdgeAdError(f"not installing {part} v{version}: its manifest says {man.get('part')} v{man.get('version')}")
+    d = Path(root) / part
+    final = d / f"v{version}"
+    with part_lock(root, part):
+        if final.is_dir():
+            if (final / MANIFEST).is_file() and (final / MANIFEST).read_bytes() == (src / MANIFEST).read_bytes() \
+                    and not damage(final):
+                return final
+            raise EdgeAdError(f"{final} exists with other files than the {part} v{version} being installed: not "
+                              "replacing it (remove it, or publish under a new version)")
+        clean_leftovers(root, part)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{INCOMING}{os.getpid()}-", dir=d))
+        try:
+            os.chmod(tmp, DIR_MODE)
+            for name in [*man["files"], MANIFEST]:
+                shutil.copyfile(src / name, tmp / name)
+                os.chmod(tmp / name, FILE_MODE)
+                with open(tmp / name, "rb") as fh:
+                    os.fsync(fh.fileno())
+            why = damage(tmp)
+            if why:
+                raise EdgeAdError(f"not installing {part} v{version}: {why}")
+            os.rename(tmp, final)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise EdgeAdError(f"could not install {part} v{version} in {d}: {e.strerror or e}") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final
+
+
 def read_manifest(bundle: str | Path) -> dict:
     """A bundle's manifest.json, checked: an object whose `files` map plain file names (no paths) to hashes."""
     p = Path(bundle) / MANIFEST
