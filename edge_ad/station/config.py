@@ -326,6 +326,28 @@ class OpcuaConfig:
 
 
 @dataclass
+class FleetConfig:
+    """Bundles from the plant's repository (edge_ad.fleet): poll it (or hear over MQTT that there is something new),
+    fetch and verify with TUF, stage, switch `current`, reload; what does not verify is refused and reported."""
+
+    enabled: bool = False  # follow the desired state the plant's repository signs for this station
+    repository: str = ""  # s3://bucket/prefix or http(s)://host/path (read-only for stations), or a folder
+    s3_endpoint: str = ""  # S3-compatible server URL; empty: AWS. Credentials: AWS_* variables, a read-only key
+    trusted_root: str = "/etc/edge_ad/fleet_root.json"  # the repository's 1.root.json, copied here at install
+    cache_dir: str = "/var/lib/edge_ad/fleet"  # verified metadata (what was seen: no rollback) and downloads
+    group: str = ""  # the rollout group this station belongs to (e.g. canary); empty: the last, default group
+    poll_s: float = 300.0  # look at the repository this often; an MQTT notify looks at once
+    report_s: float = 10.0  # publish the retained fleet status (state, version, fps, counts) this often
+    switch_timeout_s: float = 60.0  # a new version must be running this long after the switch, else it goes back
+
+    def validate(self) -> None:
+        _positive(self, "poll_s", "report_s", "switch_timeout_s")
+        check(not self.enabled or bool(self.repository), "repository", "must be set when fleet.enabled")
+        check("/" not in self.group and not any(c in self.group for c in "+#"), "group",
+              f"must be a name without '/', '+' or '#', got {self.group!r}")
+
+
+@dataclass
 class StationConfig:
     """One inspection station: one camera, one part bundle, its alarms."""
 
@@ -352,6 +374,7 @@ class StationConfig:
     trigger: TriggerConfig = field(default_factory=TriggerConfig)
     reject: RejectConfig = field(default_factory=RejectConfig)
     opcua: OpcuaConfig = field(default_factory=OpcuaConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
 
     def bundle_dir(self) -> Path:
         """The part bundle this station runs."""
@@ -370,6 +393,8 @@ class StationConfig:
         if self.threshold is not None:
             check(math.isfinite(self.threshold) and self.threshold > 0, "threshold",
                   f"must be a finite number > 0 (or null: the bundle's), got {self.threshold!r}")
+        check(not self.fleet.enabled or (not self.bundle and bool(self.part)), "fleet.enabled",
+              "needs `part` set and `bundle` empty: the fleet switches <parts_dir>/<part>/current")
 
 
 def load_station_config(path: str | Path) -> StationConfig:
