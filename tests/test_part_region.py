@@ -155,3 +155,21 @@ def test_a_60_image_part_calibrates_and_states_its_interval(tmp_path):
     assert len(scores["synthetic"]["good"]) == 24 and len(scores["synthetic"]["defect"]) == 72
     report = (Path(res.bundle) / "report.md").read_text()
     assert "few good images" in report
+
+
+def test_a_skipped_candidate_leaves_its_minutes_to_the_trained_one():
+    """On a moving part the per-location candidate is skipped: the one trained gets the part's whole budget."""
+    from edge_ad.calibrate.select import candidate_config, per_location, pool_minutes
+
+    recipe = load_recipe()
+    cfgs = {n: candidate_config(recipe.config, o, Path("/tmp/unused") / n, n)
+            for n, o in recipe.calib.select.candidates.items()}
+    skipped = [c for c in cfgs.values() if per_location(c)]
+    trained = {n: c for n, c in cfgs.items() if not per_location(c)}
+    assert skipped and trained
+    before = sum(c.train.max_minutes for c in cfgs.values())
+    pool_minutes(trained, skipped)
+    assert sum(c.train.max_minutes for c in trained.values()) == pytest.approx(before)
+    unlimited = {"rd": candidate_config(recipe.config, {"train.max_minutes": 0}, Path("/tmp/unused/rd"), "rd")}
+    pool_minutes(unlimited, skipped)  # no cap stays no cap
+    assert unlimited["rd"].train.max_minutes == 0

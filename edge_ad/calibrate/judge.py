@@ -58,9 +58,10 @@ def judge_images(val_rgb: list[np.ndarray], limit: int) -> list[np.ndarray]:
     return [val_rgb[int(i)] for i in np.linspace(0, len(val_rgb) - 1, limit).round()]
 
 
-def synthetic_defects(val_rgb: list[np.ndarray], seed: int) -> list[tuple[int, Defect]]:
-    """The synthetic defect set of a calibration: one defect of each size on every held-out good image."""
-    return defect_set(val_rgb, seed)
+def synthetic_defects(val_rgb: list[np.ndarray], seed: int, per_size: int = 0) -> list[tuple[int, Defect]]:
+    """The synthetic defect set of a calibration: defects of each size on every held-out good image, several per
+    image on a small set so that each size has about `per_size` (a rate from 24 defects moves by 4 pt per defect)."""
+    return defect_set(val_rgb, seed, per_image=max(1, -(-per_size // max(len(val_rgb), 1))))
 
 
 def score_prepared(det: Detector, images: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:

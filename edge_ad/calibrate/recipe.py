@@ -79,6 +79,7 @@ class SelectConfig:
     min_gain: float = 0.005  # a later candidate must beat an earlier one by this much (ties keep the earlier)
     seed: int = 1  # synthetic defects: same images, same defects
     max_images: int = 80  # held-out images judged (spread evenly), each with a defect of every size
+    pool_minutes: bool = True  # a skipped candidate leaves its train.max_minutes to the ones that are trained
 
     def validate(self) -> None:
         check(not self.enabled or len(self.candidates) >= 1, "candidates", "needs at least one candidate")
@@ -156,7 +157,7 @@ class EngineConfig:
 @dataclass
 class ReportConfig:
     heatmaps: int = 4  # sample heatmaps in the report: highest-scoring validation goods (and defects)
-    histogram_bins: int = 30
+    histogram_bins: int = 30  # bins of the score histogram
 
     def validate(self) -> None:
         check(0 <= self.heatmaps <= 32, "heatmaps", "must be in [0, 32]")

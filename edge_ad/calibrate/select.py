@@ -84,7 +84,7 @@ def select_model(job: Job, state: State, base: Config, val_paths: list[Path]) ->
     val_rgb = judge_images(prepared(val_paths, base), sel.max_images)
     if not val_rgb:
         raise CalibrationError("no readable validation image to judge the models on")
-    defects = synthetic_defects(val_rgb, sel.seed)
+    defects = synthetic_defects(val_rgb, sel.seed, sel.max_images)
     overlap = pose_overlap(val_rgb)
     moving = overlap is not None and overlap < MIN_POSE_OVERLAP
     cfgs = {}
@@ -95,9 +95,12 @@ def select_model(job: Job, state: State, base: Config, val_paths: list[Path]) ->
         except EdgeAdError as e:
             raise CalibrationError(f"recipe select.candidates.{name}: {e}") from None
     can_skip = moving and any(not per_location(c) for c in cfgs.values())
+    skip = {name for name, cfg in cfgs.items() if can_skip and per_location(cfg)}
+    if skip and sel.pool_minutes:
+        pool_minutes({n: c for n, c in cfgs.items() if n not in skip}, [cfgs[n] for n in skip])
     rows, skipped = [], []
     for name, cfg in cfgs.items():
-        if can_skip and per_location(cfg):
+        if name in skip:
             skipped.append(f"{name} (a per-location model: the part moves between images, median overlap "
                            f"{overlap:.2f} < {MIN_POSE_OVERLAP})")
             say(f"train: skipped candidate {skipped[-1]}")
@@ -123,6 +126,19 @@ def select_model(job: Job, state: State, base: Config, val_paths: list[Path]) ->
     table = [{k: r[k] for k in ("name", "method", "teacher", "epochs", "steps", "train_seconds", "judgement")} for r in rows]
     return {"best": best, "candidates": table, "why": why, "val_images": len(val_rgb), "synthetic_defects": len(defects),
             "config": copy.deepcopy(best["config"]), "pose_overlap": overlap, "skipped": skipped}
+
+
+def pool_minutes(trained: dict[str, Config], skipped: list[Config]) -> None:
+    """Spread the skipped candidates' training minutes over the trained ones: calibrate's time budget is per part,
+    and a moving part that rules out the per-location model needs the longer schedule of the one left."""
+    spare = sum(c.train.max_minutes for c in skipped)
+    capped = [c for c in trained.values() if c.train.max_minutes > 0]
+    if spare <= 0 or not capped or any(c.train.max_minutes == 0 for c in skipped):
+        return
+    for c in capped:
+        c.train.max_minutes += spare / len(capped)
+    say("train: the skipped candidates' minutes go to " + ", ".join(
+        f"{n} (train.max_minutes {c.train.max_minutes:g})" for n, c in trained.items() if c in capped))
 
 
 def per_location(cfg: Config) -> bool:

@@ -50,7 +50,7 @@ def judged_set(job: Job, state: State) -> tuple[list[np.ndarray], list]:
 
     sel = job.recipe.calib.select
     val_rgb = judge_images(prepared(val_paths(job, state), chosen_config(job, state)), sel.max_images)
-    return val_rgb, synthetic_defects(val_rgb, sel.seed)
+    return val_rgb, synthetic_defects(val_rgb, sel.seed, sel.max_images)
 
 
 def deployed_detector(path: str | Path, job: Job, threshold: float | None = None):
