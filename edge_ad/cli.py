@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from edge_ad.calibrate import cli as calibrate_cli
+from edge_ad.fleet import cli as fleet_cli
 from edge_ad.config import IMPORTANCES, parse_overrides
 from edge_ad.deploy.engine import PRECISIONS
 from edge_ad.deploy.pipeline import FORMATS
@@ -204,10 +205,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             cfg.web.host, cfg.web.port = parse_host_port(args.web)
         return cfg
 
+    from edge_ad.fleet.agent import following
+
     cfg = load()
     logging.getLogger().setLevel(cfg.log_level)
-    with StopFlag() as stop:
-        stats = run_station(cfg, stop, args.max_frames, load_config=load)
+    with StopFlag() as stop, following(cfg, stop) as status:  # fleet.enabled: the agent follows the desired state
+        stats = run_station(cfg, stop, args.max_frames, load_config=load, status=status)
     print(f"{stats.frames} frames, {stats.anomalous} anomalous, {stats.alarms} alarms, {stats.dropped} dropped, "
           f"{stats.errors} errors")
     return 0
@@ -361,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disk-path", default=".")
     p.set_defaults(func=cmd_doctor)
 
-    calibrate_cli.register(sub)
+    fleet_cli.register(sub, parts=calibrate_cli.register(sub))
     return ap
 
 

@@ -147,8 +147,8 @@ def cmd_parts_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add `calibrate` and `parts` to the edge_ad command line."""
+def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Add `calibrate` and `parts` to the edge_ad command line; returns `parts`' actions (fleet adds `publish`)."""
     p = sub.add_parser("calibrate", help="new part: good images -> trained, INT8, thresholded part bundle",
                        description=CALIBRATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", required=True, help="part name (letters, digits, _ - .): the bundle goes to <parts-root>/<part>/v<N>/")
@@ -189,3 +189,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("part")
     q.add_argument("--to", type=int, metavar="N", help="version to switch to (default: the newest older than current)")
     q.set_defaults(func=cmd_parts_rollback)
+    return psub

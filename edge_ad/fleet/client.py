@@ -112,6 +112,13 @@ class Client:
                 raise Refused(f"{path}: {reason(e)}") from None
             return out.read_bytes()
 
+    def target_hash(self, path: str) -> str | None:
+        """The signed sha256 of a target (None when not listed): a local copy with this hash needs no download."""
+        if not self._refreshed:
+            self.refresh()
+        info = self._updater.get_targetinfo(path)
+        return info.hashes.get("sha256") if info is not None else None
+
     def desired(self) -> dict | None:
         """The signed desired state, or None when the repository has none yet."""
         data = self.read(D.DESIRED)
