@@ -92,13 +92,16 @@ def count(module, hw: tuple[int, int]) -> tuple[int, int]:
     return sum(p.numel() for p in module.parameters()), macs
 
 
-MODELS = [("rd", 0.0, 0, []), ("rd", 0.5, 0, []), ("dual", 0.0, 0, []), ("gauss", 0.0, 16, []),
-          ("gauss", 0.0, 16, [4, 8, 16]), ("rd", 0.0, 16, [])]  # (method, prune ratio, Gaussian stride, its stages)
+LITE0, LITE2 = "efficientnet_lite0", "efficientnet_lite2"
+MODELS = [("rd", 0.0, 0, [], LITE0), ("rd", 0.5, 0, [], LITE0), ("dual", 0.0, 0, [], LITE0),
+          ("gauss", 0.0, 16, [], LITE0), ("gauss", 0.0, 16, [4, 8, 16], LITE0), ("rd", 0.0, 16, [], LITE0),
+          ("gauss", 0.0, 16, [4, 8, 16], LITE2)]  # (method, prune ratio, Gaussian stride, its stages, teacher)
+DEPLOYED = [MODELS[0], MODELS[-1]]  # the two models calibrate's default recipe deploys (its rd and gauss candidates)
 CALIB_METHOD = "percentile"
 INT8_VARIANTS = (("trt", True), ("cpu", True), ("cpu", False))  # (quantization mode, teacher kept in float)
 
 
-def build_models(work: Path, calib_n: int, smoke_data: Path | None = None) -> list[dict]:
+def build_models(work: Path, calib_n: int, smoke_data: Path | None = None, models: list | None = None) -> list[dict]:
     """rd and dual (random student weights are fine for timing), exported FP32 + INT8, plus the reference.
 
     `smoke_data`: the smoke run's demo part; only the first model, at the smoke size, minmax INT8, no reference."""
@@ -117,9 +120,10 @@ def build_models(work: Path, calib_n: int, smoke_data: Path | None = None) -> li
     data_root = smoke_data or DATA_ROOT / "bottle"
     sizes = common.SMOKE_CONFIG if smoke_data else {}
     calib_method = "minmax" if smoke_data else CALIB_METHOD  # histogram calibration takes minutes even on tiny models
-    for method, ratio, gauss, stages in MODELS[:1] if smoke_data else MODELS:
+    for method, ratio, gauss, stages, teacher in MODELS[:1] if smoke_data else (models or MODELS):
         cfg = load_config(None, {**sizes, "model.method": method, "data.root": str(data_root), "prune.ratio": ratio,
-                                 "prune.steps": 1, "model.gaussian_stride": gauss, "model.gaussian_stages": stages})
+                                 "prune.steps": 1, "model.gaussian_stride": gauss, "model.gaussian_stages": stages,
+                                 "model.teacher": teacher})
         hw = tuple(cfg.data.input_size)
         torch.manual_seed(0)
         model = ADModel(cfg.model).eval()
@@ -128,6 +132,8 @@ def build_models(work: Path, calib_n: int, smoke_data: Path | None = None) -> li
             model.gaussian.fit(torch.randn(64, model.gaussian.mean.shape[0], h, w))
             method = method if method == "gauss" else f"{method}+gauss"
             method += " stages " + "+".join(map(str, stages)) if stages else ""
+        if teacher != LITE0:
+            method += f" ({teacher.replace('efficientnet_', '')})"
         if ratio:  # structure only (timing does not depend on the weights): edge_ad prune also fine-tunes
             from edge_ad.training.prune import effective_round_to, make_pruners
 
@@ -173,6 +179,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calib-images", type=int, default=64)
+    ap.add_argument("--deployed", action="store_true",
+                    help="only the graphs calibrate deploys (rd, gauss on Lite2) and the reference; "
+                         "writes results/speed_deployed.{json,md}")
     ap.add_argument("--worker", nargs=3, metavar=("MODEL", "BACKEND", "N"), help=argparse.SUPPRESS)
     common.add_smoke_args(ap)
     args = ap.parse_args()
@@ -184,7 +193,7 @@ def main() -> None:
         smoke_data = common.smoke_folder(args.out) / "data" / common.SMOKE_DATASET
         args.frames, args.threads, args.calib_images = common.SMOKE_FRAMES, 1, common.SMOKE_DEMO["n_train"]
     with tempfile.TemporaryDirectory(prefix="edge_ad_speed.") as tmp:
-        specs = build_models(Path(tmp), args.calib_images, smoke_data)
+        specs = build_models(Path(tmp), args.calib_images, smoke_data, DEPLOYED if args.deployed else None)
         rows = []
         for s in specs:
             out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--worker", str(s["path"]),
@@ -196,7 +205,7 @@ def main() -> None:
     ref = next((r for r in rows if r["model"].startswith("reference")), None)
     for r in rows if ref else []:
         r["speedup_vs_reference"] = ref["ms_median"] / r["ms_median"]
-    write_results("speed", rows, COLUMNS, NOTES.format(frames=args.frames, threads=args.threads))
+    write_results("speed_deployed" if args.deployed else "speed", rows, COLUMNS, NOTES.format(frames=args.frames, threads=args.threads))
 
 
 NOTES = ("Batch 1, 256x256, {threads} threads, median and p99 over {frames} frames after 20 warm-up frames; "
