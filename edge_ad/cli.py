@@ -9,11 +9,13 @@ import os
 import sys
 from pathlib import Path
 
+from edge_ad import config_cli
 from edge_ad.calibrate import cli as calibrate_cli
 from edge_ad.fleet import cli as fleet_cli
 from edge_ad.config import IMPORTANCES, parse_overrides
 from edge_ad.deploy.engine import PRECISIONS
-from edge_ad.deploy.pipeline import FORMATS
+from edge_ad.configdoc import add_options, options_from_args
+from edge_ad.deploy.pipeline import FORMATS, ExportOptions
 from edge_ad.errors import EdgeAdError
 from edge_ad.methods import method_names
 from edge_ad.runtime.detector import BACKENDS
@@ -139,27 +141,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from edge_ad.deploy.pipeline import ExportOptions, export
+    from edge_ad.deploy.pipeline import UnsupportedOps, export
 
-    opts = ExportOptions(format=args.format, out=Path(args.out) if args.out else None, fused=args.fused,
-                         int8=args.int8, calib=args.calib, calib_images=args.calib_images, mode=args.mode,
-                         calib_method=args.calib_method, exclude=args.exclude or [], int8_teacher=args.int8_teacher,
-                         sensitivity=args.sensitivity, precision=args.precision or "", workspace_mb=args.workspace_mb)
-    export(args.model, opts)
+    try:
+        export(args.model, options_from_args(ExportOptions, args))
+    except UnsupportedOps as e:  # --check-only: a check that found something, not a usage error
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     """`quantize X.onnx` is `export X.onnx --int8`, kept so existing scripts keep working."""
-    from edge_ad.deploy.pipeline import ExportOptions, export
+    from edge_ad.deploy.pipeline import export
 
     if not str(args.model).endswith(".onnx"):
         raise EdgeAdError(f"quantize takes an exported .onnx (got {args.model}); from a model.pt use "
                           "`edge_ad export MODEL.pt --int8`")
-    export(args.model, ExportOptions(int8=True, int8_out=Path(args.out) if args.out else None, calib=args.calib,
-                                     calib_images=args.calib_images, mode=args.mode, calib_method=args.calib_method,
-                                     exclude=args.exclude or [], int8_teacher=args.int8_teacher,
-                                     sensitivity=args.sensitivity))
+    opts = options_from_args(ExportOptions, args, QUANT_FLAGS)
+    opts.int8, opts.int8_out = True, Path(args.out) if args.out else None
+    export(args.model, opts)
     return 0
 
 
@@ -171,21 +172,16 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+QUANT_FLAGS = ["calib", "calib_images", "mode", "calib_method", "exclude", "int8_teacher", "sensitivity"]
+ENGINE_FLAGS = ["precision", "workspace_mb", "dla", "calib_cache", "engine_dir", "force", "trt_log", "check_only",
+                "trt_version"]
+
+
 def _add_quant_flags(p: argparse.ArgumentParser) -> None:
     from edge_ad.deploy.quantize import CALIB_METHODS, QUANT_MODES
 
-    p.add_argument("--calib", help="folder of good images (or MVTec-layout folder; default: the training data)")
-    p.add_argument("--calib-images", type=int, default=128, help="how many calibration images, chosen evenly")
-    p.add_argument("--mode", default="trt", choices=list(QUANT_MODES),
-                   help="trt: symmetric int8 QDQ for TensorRT; cpu: uint8 activations, fastest in onnxruntime on x86")
-    p.add_argument("--calib-method", default="percentile", choices=list(CALIB_METHODS),
-                   help="how activation ranges are found from the calibration images")
-    p.add_argument("--exclude", nargs="*", metavar="NODE", help="node names to keep in float (see --sensitivity)")
-    p.add_argument("--int8-teacher", action="store_true",
-                   help="quantize the teacher too (faster; by default it stays float because its INT8 noise "
-                        "dominates the 1-cos maps)")
-    p.add_argument("--sensitivity", action="store_true",
-                   help="after quantizing, report per-layer and per-output INT8 error against FP32 (worst layers first)")
+    add_options(p, ExportOptions, QUANT_FLAGS, mode={"choices": QUANT_MODES}, calib_method={"choices": CALIB_METHODS},
+                exclude={"metavar": "NODE"}, calib={"metavar": "DIR"})
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -300,18 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "TensorRT engine on this device (needs TensorRT: a Jetson or an NVIDIA GPU).",
                        epilog="examples:\n  edge_ad export runs/model/model.pt\n"
                               "  edge_ad export runs/model --int8 --calib data/part/train/good\n"
-                              "  edge_ad export runs/model --int8 --format engine     # on the Jetson",
+                              "  edge_ad export runs/model --int8 --format engine     # on the Jetson\n"
+                              "  edge_ad export model.onnx --format engine --dla 0   # Orin AGX / NX: on a DLA core\n"
+                              "  edge_ad export model.onnx --check-only              # TensorRT imports every op? "
+                              "(no TensorRT needed)",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="model.pt (or its folder), or an exported .onnx to quantize / build from")
-    p.add_argument("--format", default="onnx", choices=FORMATS,
-                   help="onnx: ONNX graph(s) for onnxruntime; engine: also a TensorRT engine built here")
-    p.add_argument("--out", help="output .onnx path of the FP32 export (default: model.onnx beside the model)")
-    p.add_argument("--fused", action="store_true", help="upsample, fuse and blur inside the graph")
-    p.add_argument("--int8", action="store_true", help="also quantize to INT8 from calibration images")
-    p.add_argument("--precision", choices=PRECISIONS,
-                   help="TensorRT engine precision (default: int8 with --int8, else fp16)")
-    p.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT builder workspace (MiB)")
+    add_options(p, ExportOptions, ["format", "out", "fused", "int8"], format={"choices": FORMATS})
     _add_quant_flags(p)
+    add_options(p, ExportOptions, ENGINE_FLAGS, precision={"choices": PRECISIONS}, dla={"metavar": "N"},
+                engine_dir={"metavar": "DIR"}, trt_version={"metavar": "X.Y"})
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("quantize", help="INT8 from calibration images for an exported ONNX (= export X.onnx --int8)",
@@ -365,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_doctor)
 
     fleet_cli.register(sub, parts=calibrate_cli.register(sub))
+    config_cli.register(sub)
     return ap
 
 

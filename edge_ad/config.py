@@ -78,12 +78,12 @@ class AugmentConfig:
 
     probability: float = 0.5  # chance that each image in a batch is augmented at all
     color_jitter: float = 0.2  # max relative brightness/contrast/saturation change; 0 disables
-    blur: bool = True
+    blur: bool = True  # random Gaussian blur
     noise_std: float = 0.03  # gaussian pixel noise std on [0,1] images; 0 disables
     cutpaste: bool = True  # paste a patch of the same image elsewhere
     noise_blobs: bool = True  # paste blobs of random texture
     scratches: bool = True  # draw thin random lines
-    max_defects: int = 3
+    max_defects: int = 3  # synthetic defects per augmented image, at most
 
     def validate(self) -> None:
         check(0.0 <= self.probability <= 1.0, "probability", "must be in [0, 1]")
@@ -95,7 +95,7 @@ class AugmentConfig:
 @dataclass
 class ModelConfig:
     method: str = "rd"  # a name in edge_ad.methods: rd | rd_aug | dual | gauss
-    teacher: str = "efficientnet_lite0"
+    teacher: str = "efficientnet_lite0"  # frozen ImageNet teacher: efficientnet_lite0 | 1 | 2 (bigger: slower, finer)
     strides: list[int] = field(default_factory=lambda: [4, 8, 16])  # teacher taps for rd / rd_aug
     shallow_strides: list[int] = field(default_factory=lambda: [2, 4])  # dual: texture pair
     deep_strides: list[int] = field(default_factory=lambda: [8, 16])  # dual: semantic pair
@@ -132,13 +132,13 @@ class TrainConfig:
     epochs: int = 20  # passes over the training images (benchmarks/results/accuracy.md for the measured choice)
     min_steps: int = 0  # at least this many optimizer steps: more epochs when there are few images (0: off)
     max_minutes: float = 0.0  # stop after the epoch that passes this much training time (0: no limit)
-    batch_size: int = 16
-    lr: float = 0.005
-    weight_decay: float = 0.0
-    seed: int = 0
+    batch_size: int = 16  # images per optimizer step
+    lr: float = 0.005  # Adam learning rate
+    weight_decay: float = 0.0  # Adam weight decay
+    seed: int = 0  # same images + same seed = same model (on the same machine)
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 = library default
-    out_dir: str = "runs/model"
+    out_dir: str = "runs/model"  # folder for model.pt, checkpoint.pt, config.yaml and history.json
 
     def validate(self) -> None:
         check(self.epochs >= 1, "epochs", "must be >= 1")

@@ -192,7 +192,7 @@ main() {
     say "done. Next:"
     echo "    edit $CONF_DIR/station.yaml (part bundle, camera, alarms)"
     echo "    sudo -u $SERVICE_USER $VENV/bin/edge_ad doctor"
-    echo "    sudo -u $SERVICE_USER $VENV/bin/python $REPO_DIR/tools/build_engine.py MODEL.onnx --precision int8"
+    echo "    sudo -u $SERVICE_USER $VENV/bin/edge_ad export MODEL_int8_trt.onnx --format engine"
     echo "    journalctl -u $SERVICE_NAME -f"
     echo "    web view (off by default): in $CONF_DIR/station.yaml set web.enabled: true and"
     echo "      web.token_file: $WEB_TOKEN_FILE, restart, open http://127.0.0.1:$WEB_PORT/ on the station"

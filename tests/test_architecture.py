@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "edge_ad"
-ENTRY = {"edge_ad.cli", "edge_ad.__main__", "edge_ad.demo", "edge_ad.calibrate.cli"}  # commands: may import anything
+ENTRY = {"edge_ad.cli", "edge_ad.__main__", "edge_ad.demo", "edge_ad.calibrate.cli", "edge_ad.config_cli"}  # commands: may import anything
 # Which layers each layer may import (besides itself and the core: the top-level modules). Transitive, pointing down:
 # station -> runtime; calibrate -> training, deploy, runtime, models, station's camera and its config;
 # deploy -> models, runtime; training -> models.

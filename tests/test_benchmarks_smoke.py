@@ -21,6 +21,7 @@ NOT_SMOKED = {  # scripts without a smoke mode yet, and why
     "reliability": "its trials start brokers, stations and full disks; tests/test_station_faults.py and "
                    "tests/test_fail_closed.py run the same cases fast",
 }
+NEEDS_TENSORRT = ["engine"]  # smoke runs that build and time a TensorRT engine: they skip where TensorRT is absent
 SMOKE_TIMEOUT_S = 240  # each run takes 5-20 s on 2 busy cores; a hang fails instead of stalling CI
 
 
@@ -36,10 +37,17 @@ def smoke_dir(tmp_path_factory) -> Path:
 
 def test_every_benchmark_script_has_a_smoke_run_or_a_reason():
     scripts = {p.stem for p in BENCH.glob("*.py") if 'if __name__ == "__main__"' in p.read_text()}
-    assert scripts == set(SMOKED) | set(NOT_SMOKED)
+    assert scripts == set(SMOKED) | set(NEEDS_TENSORRT) | set(NOT_SMOKED)
 
 
-@pytest.mark.parametrize("name", SMOKED)
+def _tensorrt_param(name: str):
+    from edge_ad.runtime.tensorrt import tensorrt_version
+
+    reason = "TensorRT not installed: needs a Jetson or NVIDIA GPU"
+    return pytest.param(name, marks=pytest.mark.skipif(tensorrt_version() is None, reason=reason))
+
+
+@pytest.mark.parametrize("name", SMOKED + [_tensorrt_param(n) for n in NEEDS_TENSORRT])
 def test_benchmark_smoke_run(name, smoke_dir):
     before = committed_results(name)
     run = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--smoke", "--out", str(smoke_dir)],

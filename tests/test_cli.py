@@ -6,7 +6,7 @@ import pytest
 
 from edge_ad.cli import main
 
-SUBCOMMANDS = ["demo", "train", "eval", "predict", "export", "quantize", "prune", "calibrate", "parts", "run", "doctor"]
+SUBCOMMANDS = ["demo", "train", "eval", "predict", "export", "quantize", "prune", "calibrate", "parts", "run", "doctor", "config"]
 
 
 def run_cli(*args):

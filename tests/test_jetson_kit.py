@@ -130,5 +130,5 @@ def test_udev_rule_lines_are_well_formed():
 
 def test_power_notes_cover_the_tools():
     text = (JETSON / "POWER.md").read_text()
-    for word in ("nvpmodel -q", "nvpmodel -m", "jetson_clocks", "tegrastats", "bench_engine.py", "DLA"):
+    for word in ("nvpmodel -q", "nvpmodel -m", "jetson_clocks", "tegrastats", "benchmarks/engine.py", "--dla", "DLA"):
         assert word in text

@@ -4,6 +4,7 @@ tensorrt); engine build and inference only where TensorRT and a GPU exist."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from edge_ad.deploy import engine as trt_build
 from edge_ad.deploy import trt_cache as calib_cache
 from edge_ad.deploy.engine import build_engine, engine_cache_key, engine_file_name, network_flags
 from edge_ad.deploy.trt_ops import check_onnx_ops, has_qdq, supported_ops
+from edge_ad.cli import main as cli_main
 from edge_ad.errors import EdgeAdError
 from edge_ad.runtime import tensorrt as trt_backend
 from edge_ad.runtime.tensorrt import (
@@ -217,7 +219,7 @@ def test_legacy_record_beside_a_key_named_engine(tmp_path, caplog):
         assert find_build_record(engine) == LEGACY
     (line,) = _legacy_lines(caplog)
     assert "rd.fp16.ab12.engine" in line and "rd.fp16.ab12.json" in line
-    assert "rd.fp16.ab12.build.json" in line and "build_engine.py" in line
+    assert "rd.fp16.ab12.build.json" in line and "edge_ad export MODEL.onnx --format engine" in line
 
 
 def test_legacy_record_merged_into_the_bundle_manifest(tmp_path, caplog):
@@ -664,33 +666,30 @@ def test_missing_tensorrt_names_the_package(tmp_path, float_onnx):
 
 
 @pytest.mark.skipif(trt_backend.tensorrt_version() is not None, reason="TensorRT is installed here")
-def test_tools_exit_2_without_tensorrt(tmp_path, float_onnx):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for tool, arg in (("build_engine.py", float_onnx), ("bench_engine.py", tmp_path / "x.engine")):
-        proc = subprocess.run([sys.executable, str(ROOT / "tools" / tool), str(arg)],
-                              capture_output=True, text=True, env=env, timeout=60)
-        assert proc.returncode == 2, proc.stderr
-        assert "TensorRT not installed" in proc.stderr
+def test_engine_verb_and_benchmark_exit_2_without_tensorrt(tmp_path, float_onnx, capsys):
+    assert cli_main(["export", str(float_onnx), "--format", "engine", "--engine-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "TensorRT not installed" in err and "--check-only" in err and not list(tmp_path.iterdir())
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "engine.py"), str(tmp_path / "x.engine")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "TensorRT not installed" in proc.stderr, proc.stderr
 
 
-def test_build_tool_check_only_works_without_tensorrt(float_onnx, tmp_path):
+def test_export_check_only_works_without_tensorrt(float_onnx, tmp_path, capsys):
     path = tmp_path / "cubic.onnx"
     onnx.save(distance_map_model(resize_mode="cubic"), str(path))
-    tool = str(ROOT / "tools" / "build_engine.py")
-    ok = subprocess.run([sys.executable, tool, str(float_onnx), "--check-only", "--trt-version", "8.6"],
-                        capture_output=True, text=True, timeout=60)
-    assert ok.returncode == 0 and "supported by TensorRT 8.6" in ok.stdout
-    bad = subprocess.run([sys.executable, tool, str(path), "--check-only", "--trt-version", "10.3"],
-                         capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 1 and "Resize(mode=cubic)" in bad.stderr
+    assert cli_main(["export", str(float_onnx), "--check-only", "--trt-version", "8.6"]) == 0
+    assert "supported by TensorRT 8.6" in capsys.readouterr().out
+    assert cli_main(["export", str(path), "--check-only", "--trt-version", "10.3"]) == 1
+    assert "Resize(mode=cubic)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cubic.onnx"]  # a check writes nothing
 
 
 def test_bench_summary():
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        from bench_engine import summarize
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
+    spec = importlib.util.spec_from_file_location("bench_engine", ROOT / "benchmarks" / "engine.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    summarize = bench.summarize
     stats = summarize([2.0] * 98 + [10.0, 12.0])
     assert stats["ms_median"] == 2.0 and stats["fps"] == 500.0
     assert 9.9 < stats["ms_p99"] <= 12.0 and stats["ms_max"] == 12.0

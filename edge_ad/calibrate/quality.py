@@ -33,7 +33,7 @@ class QualityConfig:
     empty_std: float = 1.0  # absolute: grey standard deviation below this = an empty, uniform frame
     blur_min_variance: float = 0.0  # absolute floor of the Laplacian variance (0: off; blur is judged relative)
     mean_min: float = 0.0  # absolute mean-grey limits (off by default: exposure is judged relative to the set)
-    mean_max: float = 255.0
+    mean_max: float = 255.0  # upper absolute mean-grey limit (255: off)
     relative_z: float = 6.0  # a frame whose exposure or sharpness lies beyond this many robust sigmas is an outlier
     exposure_mad_floor: float = 0.05  # log-brightness spread assumed at least (5 %): a very uniform set stays tolerant
     sharpness_mad_floor: float = 0.1  # log-sharpness spread assumed at least

@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 QUANT_MODES = ("trt", "cpu")
 CALIB_METHODS = ("minmax", "percentile", "entropy")
 QUANT_OPS = ["Conv", "ConvTranspose"]
-DEFAULT_CALIB_IMAGES = 128
+DEFAULT_CALIB_IMAGES = 128  # `edge_ad export --int8` (calibrate's recipe sets its own: quantize.calib_images)
+DEFAULT_MODE = "trt"
+DEFAULT_CALIB_METHOD = "percentile"
 MIN_CALIB_IMAGES = 8
 HISTOGRAM_BINS = 2048  # activation histogram for entropy/percentile calibration (TensorRT's entropy uses 2048)
 QUANTIZED_BINS = 128  # int8 levels on one side of zero
@@ -77,8 +79,8 @@ class _Reader:
         return iter(self.get_next, None)
 
 
-def quantize(onnx_path: str | Path, out_path: str | Path, calib: np.ndarray, mode: str = "trt",
-             method: str = "percentile", exclude: list[str] | None = None, trt_cache: str | Path | None = None,
+def quantize(onnx_path: str | Path, out_path: str | Path, calib: np.ndarray, mode: str = DEFAULT_MODE,
+             method: str = DEFAULT_CALIB_METHOD, exclude: list[str] | None = None, trt_cache: str | Path | None = None,
              float_teacher: bool = True) -> Path:
     """Write an INT8 QDQ model (and its manifest); optionally the TensorRT calibration cache.
 

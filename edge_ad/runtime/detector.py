@@ -137,7 +137,7 @@ def open_detector(path: str | Path, backend: str = "auto", threads: int = 0,
         return AnomalyDetector(session, session.info, threshold)
     manifest = manifest_path(p)
     if kind == "tensorrt" and not manifest.is_file():
-        manifest = p.parent / "model.json"  # a tools/build_engine name like model.fp16.<key>.engine
+        manifest = p.parent / "model.json"  # an `export --format engine` name like model.fp16.<key>.engine
     info = ModelInfo.load(manifest)
     if kind == "onnxruntime":
         from edge_ad.runtime.onnx import OrtSession

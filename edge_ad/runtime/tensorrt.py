@@ -29,7 +29,7 @@ BUILD_RECORD_SUFFIX = ".build.json"  # model.engine -> model.build.json
 LEGACY_RECORD_SUFFIX = ".json"  # edge_ad before the split wrote model.engine -> model.json (the manifest's name)
 LEGACY_BUNDLE_MANIFEST = "model.json"  # ... and the calibrate stage merged the record into the bundle's manifest
 LEGACY_RECORD_KEY = "trt_version"  # a legacy .json is a build record only when it has this key
-BUILD_HINT = "rebuild it: python tools/build_engine.py MODEL.onnx --precision fp16|int8"
+BUILD_HINT = "rebuild it: edge_ad export MODEL.onnx --format engine --precision fp16|int8"
 
 TRT_MISSING = (
     "TensorRT not installed: on a Jetson install JetPack's TensorRT Python bindings "
