@@ -306,7 +306,8 @@ class OpcuaConfig:
     username: str = _opt("", "a user name to log in with; set with password_env or password_file")
     password_env: str = _opt("", "environment variable holding that user's password")
     password_file: str = _opt("", "or a file holding it (first line); never logged")
-    allow_anonymous: bool = _opt(True, "anonymous sessions (read and call) when no user or certificate is set")
+    allow_anonymous: bool = _opt(True, "anonymous sessions (read and call methods) while no username or client_certs "
+                                       "is set; with one, a log-in is the only way in")
 
     def validate(self) -> None:
         check_choice(self.security, "security", OPCUA_SECURITY)
@@ -320,9 +321,10 @@ class OpcuaConfig:
         check(not self.client_certs or self.security != "none", "client_certs",
               "certificate log-in needs opcua.security sign or sign_encrypt")
         secured = bool(self.username or self.client_certs)
-        check(self.host in LOOPBACK_HOSTS or (secured and not self.allow_anonymous), "host",
-              f"{self.host} is reachable from the network: set opcua.username or opcua.client_certs and "
-              "allow_anonymous: false (or bind 127.0.0.1)")
+        check(self.host in LOOPBACK_HOSTS or secured, "host", f"{self.host} is reachable from the network: set "
+              "opcua.username or opcua.client_certs (or bind 127.0.0.1)")
+        check(secured or self.allow_anonymous, "allow_anonymous", "false without opcua.username or "
+              "opcua.client_certs leaves no way to log in")
 
 
 @dataclass

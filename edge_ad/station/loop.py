@@ -23,10 +23,12 @@ from edge_ad.station.config import StationConfig
 from edge_ad.station.evidence import EvidenceStore
 from edge_ad.station.faults import Faults
 from edge_ad.station.framelog import FrameLog
+from edge_ad.station.line import Line, answer_left, camera_args, inspect_part, open_line
 from edge_ad.station.model import ModelSlot
 from edge_ad.station.reload import reread
 from edge_ad.station.service import Notifier, StopFlag
 from edge_ad.station.status import AlarmRecord, StationStatus
+from edge_ad.station.opcua import start_opcua
 from edge_ad.station.web import start_web
 
 log = logging.getLogger(__name__)
@@ -71,41 +73,63 @@ class Station:
     model: ModelSlot
     store: EvidenceStore
     frame_log: FrameLog
+    line: Line | None = None  # triggered mode's triggers, encoder and rejector (None: continuous mode)
 
 
 def open_station(cfg: StationConfig, status: StationStatus | None = None) -> Station:
     """Build every piece; config and hardware errors raise here (EdgeAdError), before anything runs."""
     status = status or StationStatus(station=cfg.station, part=cfg.part)
     notifier = Notifier(status_interval_s=cfg.service.status_interval_s)
-    camera = Camera(cfg.camera.source, cfg.camera)
+    camera = Camera(cfg.camera.source, cfg.camera, **camera_args(cfg))
     alarms = build_alarms(cfg)
+    try:
+        line = open_line(cfg, alarms) if cfg.trigger.enabled else None
+    except BaseException:
+        alarms.close()
+        raise
+    status.update(mode="triggered" if line is not None else "continuous")
     faults = Faults(status, alarms, notifier)
     model = ModelSlot(faults, status, cfg.fault.retry_s, cfg.fault.frame_errors)
     return Station(cfg, status, notifier, camera, alarms, faults, model, EvidenceStore(cfg.evidence),
-                   FrameLog(cfg.frame_log, cfg.frame_log_max_mb))
+                   FrameLog(cfg.frame_log, cfg.frame_log_max_mb), line)
 
 
 def run_station(cfg: StationConfig, stop: StopFlag | None = None, max_frames: int | None = None,
                 load_config: Callable[[], StationConfig] | None = None,
-                status: StationStatus | None = None) -> LoopStats:
-    """Run until the source ends, `stop` is set (SIGTERM/SIGINT) or max_frames; SIGHUP reloads the bundle (and
-    re-reads the station config through `load_config`)."""
+                status: StationStatus | None = None, opened: Callable[[Station], None] | None = None) -> LoopStats:
+    """Run until the source ends, `stop` is set (SIGTERM/SIGINT) or max_frames (triggered mode: results); SIGHUP
+    reloads the bundle (and re-reads the station config through `load_config`). `opened(station)` is called once
+    every piece is built (tests reach the fake GPIO lines through it)."""
     stop = stop if stop is not None else StopFlag()  # StopFlag is falsy until set
     st = open_station(cfg, status)
     st.model.load(st.cfg)  # a bundle that does not load is a fault here, not an exit
     try:
         st.camera.start()  # a file source that cannot be opened is a config error: one line, exit 2
+        start_opcua(st, stop)  # off unless opcua.enabled; then a sink like MQTT (faults, results)
     except BaseException:
+        st.camera.stop()
+        if st.line is not None:
+            st.line.close()
         st.alarms.close()
         raise
     st.faults.publish()
     st.notifier.ready(f"inspecting {cfg.part or st.status.version}" if st.model.ready else st.faults.summary())
-    web = start_web(cfg, st.status, stop)  # off unless web.enabled; never stops the loop
+    web = start_web(cfg, st.status, stop, st.line.queue if st.line else None)  # off unless web.enabled
+    if opened is not None:
+        opened(st)
     try:
-        while not stop and (max_frames is None or st.status.frames < max_frames):
+        while not stop and (max_frames is None or _progress(st) < max_frames):
             if stop.reload_requested():
                 reload(st, load_config)
             st.model.retry(st.cfg)
+            if st.line is not None:  # triggered mode: one result per trigger, in trigger order
+                trig = st.line.queue.next(READ_TIMEOUT_S)
+                watch(st)
+                if trig is not None:
+                    inspect_part(st, trig)
+                elif st.camera.finished:
+                    break
+                continue
             frame = st.camera.read(timeout=READ_TIMEOUT_S) if st.model.ready else _idle(stop)
             watch(st)
             if frame is None:
@@ -116,6 +140,9 @@ def run_station(cfg: StationConfig, stop: StopFlag | None = None, max_frames: in
             if st.cfg.preview and result is not None:
                 st.cfg.preview = show_preview(frame.image, result)
     finally:
+        if st.line is not None:
+            answer_left(st, "the station stopped before inspecting it")
+            st.line.close()
         web.close()
         st.notifier.stopping()
         st.camera.stop()
@@ -128,6 +155,12 @@ def run_station(cfg: StationConfig, stop: StopFlag | None = None, max_frames: in
     log.info("stopped after %d frames (%d alarms, %d dropped, %d errors)", stats.frames, stats.alarms, stats.dropped,
              stats.errors)
     return stats
+
+
+def _progress(st: Station) -> int:
+    """What max_frames counts: inspected frames, or in triggered mode results (ok, nok and error)."""
+    s = st.status
+    return s.frames if st.line is None else s.parts_ok + s.parts_nok + s.parts_error
 
 
 def _idle(stop: StopFlag) -> None:

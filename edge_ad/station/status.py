@@ -24,6 +24,8 @@ FPS_WINDOW = 50  # frames averaged for fps
 LATENCY_BUCKETS_MS = (5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
 
 STATES = ("starting", "running", "fault", "stopped")
+VERDICTS = ("ok", "nok", "error")  # a triggered part's result: exactly one of these per trigger
+RECENT_RESULTS = 50  # triggered parts listed in the web view
 
 
 @dataclass
@@ -79,6 +81,12 @@ class StationStatus:
     queue_depth: int = 0
     last_score: float | None = None
     last_frame_time: float = 0.0  # time.time() of the newest inspected frame
+    mode: str = "continuous"  # continuous | triggered
+    triggers: int = 0  # triggers received (triggered mode)
+    parts_ok: int = 0
+    parts_nok: int = 0
+    parts_error: int = 0
+    last_result: dict | None = None  # the newest part's result (triggered mode)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW), repr=False)
     _frame_times: deque = field(default_factory=lambda: deque(maxlen=FPS_WINDOW), repr=False)
@@ -86,6 +94,10 @@ class StationStatus:
     _alarms: deque = field(default_factory=lambda: deque(maxlen=RECENT_ALARMS), repr=False)
     _latency_counts: list = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1), repr=False)
     _latency_sum_ms: float = field(default=0.0, repr=False)
+    _results: deque = field(default_factory=lambda: deque(maxlen=RECENT_RESULTS), repr=False)
+    _part_latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW), repr=False)
+    _part_counts: list = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1), repr=False)
+    _part_sum_ms: float = field(default=0.0, repr=False)
     live: LiveView = field(default_factory=LiveView, repr=False)
 
     # --- writers (the loop) ------------------------------------------------------------------
@@ -113,6 +125,37 @@ class StationStatus:
             self._frame_times.append(now)
             self._scores.append((when, float(score)))
             self.live = LiveView(self.live.seq + 1, image, anomaly_map, float(score), float(threshold), bool(anomaly), when)
+
+    def record_result(self, result: dict) -> None:
+        """One triggered part's result (verdict ok | nok | error, latency_ms trigger -> result): counters, the recent
+        list and the trigger-to-result latency windows."""
+        latency = float(result.get("latency_ms") or 0.0)
+        with self._lock:
+            key = f"parts_{result['verdict']}"
+            setattr(self, key, getattr(self, key) + 1)
+            self.last_result = dict(result)
+            self._results.append(self.last_result)
+            self._part_latencies.append(latency)
+            self._part_counts[bisect.bisect_left(LATENCY_BUCKETS_MS, latency)] += 1
+            self._part_sum_ms += latency
+
+    def recent_results(self) -> list[dict]:
+        """Triggered parts, newest first."""
+        with self._lock:
+            return list(reversed(self._results))
+
+    def part_latency_ms(self, q: float) -> float | None:
+        """Quantile q (0..100) of the recent trigger->result latencies."""
+        with self._lock:
+            lat = list(self._part_latencies)
+        return float(np.percentile(lat, q)) if lat else None
+
+    def part_latency_histogram(self) -> tuple[list[tuple[float, int]], float]:
+        """Every part's trigger->result latency since start as cumulative (upper bound ms, count) buckets, and the sum."""
+        with self._lock:
+            counts, total = list(self._part_counts), self._part_sum_ms
+        cumulative = [sum(counts[:i + 1]) for i in range(len(counts))]
+        return list(zip((*LATENCY_BUCKETS_MS, float("inf")), cumulative)), total
 
     def record_alarm(self, alarm: AlarmRecord) -> None:
         with self._lock:
@@ -162,10 +205,13 @@ class StationStatus:
         """Plain JSON-ready copy of the state and counters (no frames)."""
         with self._lock:
             doc = {k: getattr(self, k) for k in self.__dataclass_fields__ if not k.startswith("_") and k != "live"}
-        doc.update(fps=self.fps(), latency_ms_p50=self.latency_ms(50), latency_ms_p99=self.latency_ms(99))
+        doc.update(fps=self.fps(), latency_ms_p50=self.latency_ms(50), latency_ms_p99=self.latency_ms(99),
+                   part_latency_ms_p50=self.part_latency_ms(50), part_latency_ms_p99=self.part_latency_ms(99))
         return doc
 
     def healthy(self, max_age_s: float) -> bool:
         """Frames are flowing and a detector is loaded: the newest frame is younger than max_age_s."""
         with self._lock:
+            if self.mode == "triggered":  # frames are inspected per trigger: healthy while the camera delivers
+                return self.state == "running" and self.camera == "ok"
             return self.state == "running" and self.last_frame_time > 0 and time.time() - self.last_frame_time <= max_age_s

@@ -52,7 +52,8 @@ class Sink(Protocol):
         """Flush, drive outputs inactive, release resources."""
 
     # Optional: set_fault(reason: str) shows that the station cannot inspect ("" when it can again);
-    # health() -> dict adds fields to the station status (broker state, queue depth).
+    # health() -> dict adds fields to the station status (broker state, queue depth);
+    # on_result(result) reports one triggered part's result (edge_ad.station.line.PartResult).
 
 
 class Alarms:
@@ -73,6 +74,10 @@ class Alarms:
     def fire(self, event: AlarmEvent) -> None:
         self.events_fired += 1
         self._each("on_event", event)
+
+    def result(self, result: Any) -> None:
+        """Triggered mode: one part's result to every sink that reports results (MQTT, OPC UA)."""
+        self._each("on_result", result)
 
     def set_fault(self, reason: str) -> None:
         """The station cannot inspect (`reason`), or can again (""): every sink that shows faults shows it."""

@@ -17,7 +17,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edge_ad import __version__
 from edge_ad.station.alarms.base import AlarmEvent
@@ -72,6 +72,8 @@ class MqttSink:
         self.station = station
         self.part = part
         self.event_topic, self.status_topic = topics(cfg, station, part)
+        self.base_topic = self.event_topic.rsplit("/", 1)[0]
+        self._subscriptions: dict[str, Callable[[bytes], None]] = {}  # topic -> handler (triggered mode's commands)
         self.queue = queue if queue is not None else DiskQueue(cfg.queue_dir, cfg.queue_max, cfg.queue_fsync)
         self.delivered = 0
         self.connected = threading.Event()
@@ -104,6 +106,7 @@ class MqttSink:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
 
         self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
         self._client.loop_start()
@@ -116,6 +119,30 @@ class MqttSink:
         self.queue.push({"topic": self.event_topic, "payload": event.to_dict()})
         with self._cond:
             self._cond.notify_all()
+
+    def on_result(self, result: Any) -> None:
+        """Triggered mode: one message per part on <prefix>/<station>/<part>/result, through the same disk queue."""
+        self.queue.push({"topic": f"{self.base_topic}/result", "payload": result.to_dict()})
+        with self._cond:
+            self._cond.notify_all()
+
+    def subscribe(self, name: str, handler: Callable[[bytes], None]) -> str:
+        """Call handler(payload) for messages on <prefix>/<station>/<part>/<name> (subscribed again on every
+        connect, QoS 1); returns the topic. Handlers run in paho's network thread and must return quickly."""
+        topic = f"{self.base_topic}/{name}"
+        self._subscriptions[topic] = handler
+        if self.connected.is_set():
+            self._client.subscribe(topic, qos=1)
+        return topic
+
+    def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
+        handler = self._subscriptions.get(msg.topic)
+        if handler is None:
+            return
+        try:
+            handler(msg.payload)
+        except Exception:  # noqa: BLE001 - a bad command must not kill paho's network thread
+            log.exception("mqtt: handling a message on %s failed", msg.topic)
 
     def set_active(self, active: bool) -> None:
         pass  # events carry the alarm; the level is for GPIO
@@ -180,6 +207,8 @@ class MqttSink:
                  f" after {self._failures} failed attempt(s)" if self._failures else "")
         self._failures = 0
         client.publish(self.status_topic, self._status_payload(), qos=1, retain=True)
+        for topic in list(self._subscriptions):
+            client.subscribe(topic, qos=1)
         with self._cond:
             self._down_since = None
             self.connected.set()

@@ -8,7 +8,7 @@ a web view that cannot start is logged and left off, never a reason to stop insp
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 from edge_ad.errors import EdgeAdError
 from edge_ad.station.config import StationConfig
@@ -33,14 +33,15 @@ class _Off:
         pass
 
 
-def start_web(cfg: StationConfig, status: StationStatus, stop: StopFlag) -> WebHandle:
-    """Serve the web view in background threads when `web.enabled`; call close() on the result when stopping."""
+def start_web(cfg: StationConfig, status: StationStatus, stop: StopFlag, triggers: Any = None) -> WebHandle:
+    """Serve the web view in background threads when `web.enabled`; call close() on the result when stopping.
+    `triggers` (triggered mode's TriggerQueue) takes POST /api/trigger."""
     if not cfg.web.enabled:
         return _Off()
     try:
         from edge_ad.station.web.server import WebServer
 
-        return WebServer(cfg, status, stop).start()
+        return WebServer(cfg, status, stop, triggers).start()
     except ImportError as e:
         log.error("web view off: %s is not installed (pip install 'edge_ad[web]')", e.name or e)
     except (EdgeAdError, OSError) as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edge_ad.station.config import StationConfig
 from edge_ad.station.service import StopFlag
@@ -22,12 +23,14 @@ class WebContext:
     live: LiveEncoder
     closing: threading.Event = field(default_factory=threading.Event)
     viewers: threading.BoundedSemaphore | None = None
+    triggers: Any = None  # triggered mode's TriggerQueue (POST /api/trigger); None in continuous mode
 
     @classmethod
-    def create(cls, cfg: StationConfig, status: StationStatus, stop: StopFlag) -> WebContext:
+    def create(cls, cfg: StationConfig, status: StationStatus, stop: StopFlag, triggers: Any = None) -> WebContext:
         web = cfg.web
         live = LiveEncoder(status, web.live_fps, web.live_width, web.jpeg_quality)
-        return cls(cfg, status, stop, load_token(web), live, viewers=threading.BoundedSemaphore(web.live_clients))
+        return cls(cfg, status, stop, load_token(web), live, viewers=threading.BoundedSemaphore(web.live_clients),
+                   triggers=triggers)
 
     def bundle(self) -> Path:
         """The bundle the loop runs (as it reported it), else the one the config names."""

@@ -8,7 +8,7 @@ from typing import Iterator
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from edge_ad.station.status import STATES, StationStatus
+from edge_ad.station.status import STATES, VERDICTS, StationStatus
 
 COUNTERS = (  # (StationStatus field, metric name without _total, help)
     ("frames", "edge_ad_frames", "Frames inspected."),
@@ -42,6 +42,16 @@ class StatusCollector:
             yield c
         buckets, total_ms = self.status.latency_histogram()
         h = HistogramMetricFamily("edge_ad_latency_seconds", "Capture to verdict latency per frame.", labels=names)
+        h.add_metric(values, [(_le(ms), n) for ms, n in buckets], total_ms / 1e3)
+        yield h
+        parts = CounterMetricFamily("edge_ad_parts", "Triggered parts by result (exactly one per trigger).",
+                                    labels=[*names, "verdict"])
+        for verdict in VERDICTS:
+            parts.add_metric([*values, verdict], s[f"parts_{verdict}"])
+        yield parts
+        buckets, total_ms = self.status.part_latency_histogram()
+        h = HistogramMetricFamily("edge_ad_trigger_to_result_seconds", "Trigger to result latency per triggered part.",
+                                  labels=names)
         h.add_metric(values, [(_le(ms), n) for ms, n in buckets], total_ms / 1e3)
         yield h
         yield gauge("edge_ad_mqtt_queue_depth", "MQTT events waiting in the on-disk queue.", s["queue_depth"])

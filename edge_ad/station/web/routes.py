@@ -231,6 +231,35 @@ def rollback():
     return jsonify(version=version, reload="requested")
 
 
+@blueprint.post("/api/trigger")
+@needs_token
+def trigger():
+    """Triggered mode: one part to inspect now (optional part_id); its result comes on MQTT, OPC UA, /api/results."""
+    from edge_ad.station.trigger import clean_part_id
+
+    c = ctx()
+    if c.triggers is None:
+        return fail("triggered mode is off on this station (trigger.enabled)", 409)
+    if not c.cfg.trigger.http:
+        return fail("HTTP triggers are off on this station (trigger.http)", 403)
+    try:
+        part_id = clean_part_id(_arg("part_id"))
+    except ValueError as e:
+        return fail(str(e), 400)
+    trig = c.triggers.fire("http", part_id)
+    return jsonify(seq=trig.seq, part_id=trig.part_id, time=trig.time, queued=not trig.error, error=trig.error)
+
+
+@blueprint.get("/api/results")
+def results():
+    """Triggered mode: counters, trigger-to-result latency and the newest part results, newest first."""
+    c = ctx()
+    s = c.status.snapshot()
+    return jsonify(mode=s["mode"], triggers=s.get("triggers", 0), ok=s["parts_ok"], nok=s["parts_nok"],
+                   error=s["parts_error"], latency_ms_p50=s["part_latency_ms_p50"],
+                   latency_ms_p99=s["part_latency_ms_p99"], rows=c.status.recent_results())
+
+
 # ----------------------------------------------------------------------------------------------- evidence
 
 

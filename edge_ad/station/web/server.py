@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
@@ -77,8 +78,8 @@ def _servers(app, web, sock_map: dict) -> list[BoundedServer]:
 class WebServer:
     """Owns the listening sockets and their thread; close() ends live streams first so the threads can exit."""
 
-    def __init__(self, cfg: StationConfig, status: StationStatus, stop: StopFlag) -> None:
-        self.ctx = WebContext.create(cfg, status, stop)
+    def __init__(self, cfg: StationConfig, status: StationStatus, stop: StopFlag, triggers: Any = None) -> None:
+        self.ctx = WebContext.create(cfg, status, stop, triggers)
         web = cfg.web
         self._map: dict = {}
         self.servers = _servers(create_app(self.ctx), web, self._map)
