@@ -19,6 +19,7 @@ REQUIRED_PARTS = [
     ("chromium", re.compile(r"\bchromium\b", re.I)),
     ("playwright", re.compile(r"\bplaywright\b")),
     ("the web extra (flask, waitress, prometheus-client)", re.compile(r"web extra|\bflask\b|\bwaitress\b")),
+    ("the opcua extra (asyncua)", re.compile(r"\basyncua\b")),
     ("../shared/data", re.compile(r"shared/data")),
     ("shellcheck", re.compile(r"shellcheck not installed")),
     ("systemd-analyze", re.compile(r"systemd-analyze not installed")),

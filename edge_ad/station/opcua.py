@@ -103,11 +103,12 @@ class _Users:
                  certificate: Any = None) -> Any:
         from asyncua.crypto.permission_rules import User, UserRole
 
-        if certificate is not None:
+        if certificate:  # asyncua passes b'' for sessions without a certificate
             return User(role=UserRole.User, name="certificate") if bytes(certificate) in self.certs else None
         if username is not None:
+            given = password if isinstance(password, bytes) else str(password or "").encode()
             ok = username == self.cfg.username and self.password is not None and \
-                hmac.compare_digest(str(password or "").encode(), self.password.encode())
+                hmac.compare_digest(given, self.password.encode())
             if not ok:
                 log.warning("opcua: refused log-in as %r (wrong user or password)", username[:64])
             return User(role=UserRole.User, name=username) if ok else None

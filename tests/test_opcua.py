@@ -1,0 +1,117 @@
+"""The station's OPC UA server with a real asyncua client: log-in rules, the result nodes, the StartSingleJob trigger
+method and its result, the ActivateRecipe part-version switch (a real bundle reload)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+
+from edge_ad import bundle as B
+from edge_ad.station.config import station_config_from_dict
+from edge_ad.station.loop import run_station
+from edge_ad.station.service import StopFlag
+from edge_ad.station.status import StationStatus
+from helpers import wait_until
+
+asyncua = pytest.importorskip("asyncua", reason="asyncua is not installed (pip install 'edge_ad[opcua]')")
+from asyncua import Client, ua  # noqa: E402
+
+from edge_ad.station.opcua import node_id  # noqa: E402
+
+PASSWORD = "plc-password-for-the-test"
+
+
+def nid(server, name: str) -> str:
+    return f"ns={server.ns};s={node_id(name)}"
+
+
+async def read(client, server, *names):
+    return [await client.get_node(nid(server, n)).read_value() for n in names]
+
+
+async def until(client, server, name, predicate, timeout=30.0):
+    """Poll a node until predicate(value) (a PLC polls the same way); returns the value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = (await read(client, server, name))[0]
+        if predicate(value) or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.02)
+
+
+def test_plc_reads_results_triggers_and_switches_the_part_version(tiny_onnx, tmp_path, monkeypatch, demo_root):
+    monkeypatch.setenv("EDGE_AD_OPCUA_PASSWORD", PASSWORD)
+    parts = tmp_path / "parts"
+    files = {n: tiny_onnx.parent / n for n in ("model.onnx", "model.json")}
+    B.write_bundle(parts, "demo", files, {})
+    B.write_bundle(parts, "demo", files, {})
+    B.switch_current(parts, "demo", 1)
+    cfg = station_config_from_dict({
+        "station": "s1", "part": "demo", "parts_dir": str(parts), "frame_log": str(tmp_path / "frames.jsonl"),
+        "camera": {"source": str(demo_root / "train" / "good"), "live": True, "fps": 50.0},
+        "evidence": {"dir": str(tmp_path / "ev")},
+        "trigger": {"enabled": True, "frame_timeout_s": 2.0},
+        "opcua": {"enabled": True, "port": 0, "username": "plc", "password_env": "EDGE_AD_OPCUA_PASSWORD"}})
+    stop, status, box = StopFlag(), StationStatus(station="s1", part="demo"), {}
+    thread = threading.Thread(target=lambda: run_station(cfg, stop, status=status, opened=lambda s: box.update(st=s)),
+                              daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: "st" in box, timeout=60)
+        server = next(s for s in box["st"].alarms.sinks if s.name == "opcua")
+        assert server.url.startswith("opc.tcp://127.0.0.1:")
+        asyncio.run(plc(server, status))
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not thread.is_alive()
+    rows = [json.loads(x) for x in (tmp_path / "frames.jsonl").read_text().splitlines()]
+    assert [r["part_id"] for r in rows if r.get("kind") == "part"] == ["P-7", "2"]
+
+
+async def plc(server, status) -> None:
+    for user, password in ((None, None), ("plc", "wrong-password")):  # anonymous is off once a user is set
+        client = Client(server.url, timeout=10)
+        if user:
+            client.set_user(user)
+            client.set_password(password)
+        with pytest.raises(Exception) as e:
+            async with client:
+                pass
+        assert "BadIdentityTokenRejected" in repr(e.value) or "BadUserAccessDenied" in repr(e.value), repr(e.value)
+    client = Client(server.url, timeout=10)
+    client.set_user("plc")
+    client.set_password(PASSWORD)
+    async with client:
+        assert await until(client, server, "VisionStateMachine.CurrentState", lambda v: v == "Operational") \
+            == "Operational"
+        assert await read(client, server, "Mode", "RecipeManagement.ProductId", "RecipeManagement.ActiveRecipeId",
+                          "FaultReason") == ["triggered", "demo", "v1", ""]
+        auto = client.get_node(nid(server, "VisionStateMachine.AutomaticModeStateMachine"))
+        job = await auto.call_method(ua.QualifiedName("StartSingleJob", server.ns), "P-7")
+        assert job == "1"
+        assert await until(client, server, "ResultManagement.LastResult.ResultId", lambda v: v == "1") == "1"
+        pid, state, verdict, score, thr, model, lat, created = await read(
+            client, server, *("ResultManagement.LastResult." + n for n in (
+                "PartId", "ResultState", "Verdict", "Score", "Threshold", "InternalRecipeId", "TriggerToResultMs",
+                "CreationTime")))
+        assert pid == "P-7" and verdict in ("ok", "nok") and state == {"ok": 1, "nok": -1}[verdict]
+        assert score > 0 and thr > 0 and (score >= thr) == (verdict == "nok") and model == "v1" and lat > 0
+        assert created is not None
+        ok, nok, err = await read(client, server, "ResultManagement.OkCount", "ResultManagement.NokCount",
+                                  "ResultManagement.ErrorCount")
+        assert (ok + nok, err) == (1, 0)
+        recipes = client.get_node(nid(server, "RecipeManagement"))
+        error, message = await recipes.call_method(ua.QualifiedName("ActivateRecipe", server.ns), "v9")
+        assert error == 1 and "v9" in message
+        error, message = await recipes.call_method(ua.QualifiedName("ActivateRecipe", server.ns), "v2")
+        assert error == 0 and "v2" in message
+        assert await until(client, server, "RecipeManagement.ActiveRecipeId", lambda v: v == "v2") == "v2"
+        assert await auto.call_method(ua.QualifiedName("StartSingleJob", server.ns), "") == "2"  # the counter
+        assert await until(client, server, "ResultManagement.LastResult.InternalRecipeId", lambda v: v == "v2") == "v2"
+        assert (await read(client, server, "ResultManagement.LastResult.PartId"))[0] == "2"
+    assert status.parts_ok + status.parts_nok == 2
