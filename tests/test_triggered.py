@@ -130,7 +130,7 @@ def test_gpio_light_barrier_and_rejector_in_part_order(tiny_onnx, video, thresho
     errors: fail-safe) reject.delay_s after their trigger, in order, with several parts on the conveyor."""
     delay = 0.6
     cfg = station(tmp_path, tiny_onnx.parent, video, threshold,
-                  {"gpio_pin": 11, "gpio_debounce_s": 0.01},
+                  {"gpio_pin": 11, "gpio_debounce_s": 0.01, "frame_timeout_s": 0.3},
                   camera={"source": str(video), "live": True, "fps": 50.0},
                   gpio={"backend": "fake"}, reject={"enabled": True, "pin": 13, "delay_s": delay, "pulse_s": 0.03})
     stop, status, st, thread, _ = run_threaded(cfg)
@@ -266,6 +266,8 @@ def test_best_of_n_takes_the_sharpest_frame():
     ({"opcua": {"security": "sign"}}, "opcua.security: sign needs opcua.cert_file"),
     ({"opcua": {"username": "plc"}}, "opcua.username: needs opcua.password_env"),
     ({"trigger": {"timer": 1}}, "trigger.timer: unknown key"),
+    ({"trigger": {"enabled": True, "frame_timeout_s": 1.0}, "reject": {"enabled": True, "pin": 3, "delay_s": 0.8}},
+     "reject.delay_s: must be > trigger.delay_s + trigger.frame_timeout_s"),
 ])
 def test_bad_settings_name_the_key(section, message):
     with pytest.raises(EdgeAdError) as e:

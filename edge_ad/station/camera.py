@@ -301,7 +301,7 @@ class Camera:
                     return got, ""
                 remaining = deadline - time.monotonic()
                 if self._ended or self._stop.is_set() or remaining <= 0:
-                    why = "the camera source ended" if self._ended else f"no frame within {timeout:g} s"
+                    why = "the camera source ended" if self._ended else "no frame captured in time"
                     return got, "" if got else why
                 self._cond.wait(remaining)
 

@@ -246,7 +246,7 @@ class TriggerConfig:
     enabled: bool = _opt(False, "inspect one part per trigger instead of every frame")
     delay_s: float = _opt(0.0, "inspect the first frame captured at or after the trigger time plus this")
     frames: int = _opt(1, "best of N: the sharpest of the first N frames from that time is inspected")
-    frame_timeout_s: float = _opt(1.0, "a frame not captured this long after trigger + delay makes the result `error`")
+    frame_timeout_s: float = _opt(0.25, "a frame not captured this long after trigger + delay makes the result `error`")
     history: int = _opt(64, "frames the camera keeps with their capture time (covers the triggers waiting)")
     queue_max: int = _opt(256, "triggers waiting for inspection at most; one more is answered `error` at once")
     part_id_prefix: str = _opt("", "parts without an id from the trigger are named <prefix><counter>")
@@ -392,6 +392,11 @@ class StationConfig:
             check(len(self.roi) == 4 and self.roi[2] > 0 and self.roi[3] > 0 and min(self.roi[:2]) >= 0, "roi",
                   f"must be [x, y, width, height] with x, y >= 0 and width, height > 0, got {self.roi!r}")
         _positive(self, "frame_log_max_mb")
+        t = self.trigger
+        check(not (t.enabled and self.reject.enabled and self.reject.encoder_pin < 0)
+              or t.delay_s + t.frame_timeout_s < self.reject.delay_s, "reject.delay_s",
+              f"must be > trigger.delay_s + trigger.frame_timeout_s ({t.delay_s + t.frame_timeout_s:g}): a part without "
+              f"a frame would reach the rejector before its result, got {self.reject.delay_s!r}")
         if self.threshold is not None:
             check(math.isfinite(self.threshold) and self.threshold > 0, "threshold",
                   f"must be a finite number > 0 (or null: the bundle's), got {self.threshold!r}")

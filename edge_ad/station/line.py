@@ -161,7 +161,8 @@ def _judge(st: Station, trig: Trigger, res: PartResult) -> None:
     frames, why = st.camera.frames_from(since, t.frames, max(0.0, since + t.frame_timeout_s - t0))
     res.timings["wait_frame_ms"] = round((time.time() - t0) * 1e3, 3)
     if not frames:
-        res.reason = f"no frame for the part: {why}"
+        res.reason = f"no frame for the part: {why} (trigger.frame_timeout_s {t.frame_timeout_s:g} after trigger + " \
+                     f"delay_s {t.delay_s:g}; camera {st.camera.state})"
         return
     frame = sharpest(frames)
     res.frame_time, res.frame_index = frame.time, frame.index
