@@ -12,13 +12,14 @@ from pathlib import Path
 from edge_ad import config_cli
 from edge_ad.calibrate import cli as calibrate_cli
 from edge_ad.fleet import cli as fleet_cli
-from edge_ad.config import IMPORTANCES, parse_overrides
+from edge_ad.config import IMPORTANCES, ModelConfig, parse_overrides
 from edge_ad.deploy.engine import PRECISIONS
 from edge_ad.configdoc import add_options, options_from_args
 from edge_ad.deploy.pipeline import FORMATS, ExportOptions
 from edge_ad.errors import EdgeAdError
 from edge_ad.methods import method_names
 from edge_ad.runtime.detector import BACKENDS
+from edge_ad.station.doctor import DEFAULT_DISK_PATH, DEFAULT_MQTT_HOST, DEFAULT_MQTT_PORT
 
 log = logging.getLogger("edge_ad")
 
@@ -261,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="make procedural demo data, train, evaluate, show results (no data needed)")
     p.add_argument("--out", default="demo_run", help="working folder for data, model and heatmaps")
-    p.add_argument("--method", default="rd", choices=list(method_names()))
+    p.add_argument("--method", default=ModelConfig.method, choices=list(method_names()))
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default from the demo config)")
     p.set_defaults(func=cmd_demo)
 
@@ -353,9 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("doctor", help="check this machine: Python, JetPack, TensorRT, CUDA, cameras, GPIO, broker, disk")
-    p.add_argument("--mqtt-host", default="127.0.0.1")
-    p.add_argument("--mqtt-port", type=int, default=1883)
-    p.add_argument("--disk-path", default=".")
+    p.add_argument("--mqtt-host", default=DEFAULT_MQTT_HOST, help=f"broker to check (default: {DEFAULT_MQTT_HOST})")
+    p.add_argument("--mqtt-port", type=int, default=DEFAULT_MQTT_PORT, help=f"its port (default: {DEFAULT_MQTT_PORT})")
+    p.add_argument("--disk-path", default=DEFAULT_DISK_PATH, help="folder whose free space is checked")
     p.set_defaults(func=cmd_doctor)
 
     fleet_cli.register(sub, parts=calibrate_cli.register(sub))

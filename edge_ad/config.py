@@ -1,41 +1,28 @@
 """Model/training configuration: dataclasses are the single source of defaults, YAML overrides them.
 
-One validation style for every config in edge_ad (model, recipe, station): `from_dict` checks keys and
-types against the dataclass, then `validate_tree` runs each section's `validate()`, whose `check*` calls
-name the key relative to the section; the tree walk adds the section path and the loader the file name.
+Validated in edge_ad.schema's one style (the same for recipes, station configs and model.json), re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
 from edge_ad.errors import ConfigError
 from edge_ad.methods import get_method, method_names
-from edge_ad.scoring import FUSIONS, IMAGE_SCORES
+from edge_ad.schema import build, check, check_choice, from_dict, validate_tree
+from edge_ad.scoring import FUSIONS, IMAGE_SCORES, ScoringSpec
 
 TEACHERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 IMPORTANCES = ("magnitude", "taylor")
 STRIDES = (2, 4, 8, 16)
 
-__all__ = ["ConfigError", "Config", "check", "check_choice", "from_dict", "load_config", "validate_tree"]
-
-
-def check(cond: bool, key: str, msg: str) -> None:
-    """Raise ConfigError('key: msg') unless cond."""
-    if not cond:
-        raise ConfigError(f"{key}: {msg}")
-
-
-def check_choice(value: Any, key: str, choices: tuple) -> None:
-    check(value in choices, key, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+__all__ = ["ConfigError", "Config", "build", "check", "check_choice", "from_dict", "load_config", "validate_tree"]
 
 
 RESIZE_MODES = ("stretch", "letterbox")
@@ -99,7 +86,7 @@ class ModelConfig:
     strides: list[int] = field(default_factory=lambda: [4, 8, 16])  # teacher taps for rd / rd_aug
     shallow_strides: list[int] = field(default_factory=lambda: [2, 4])  # dual: texture pair
     deep_strides: list[int] = field(default_factory=lambda: [8, 16])  # dual: semantic pair
-    fusion: str = "sum"  # dual: sum | product of the normalised pair maps
+    fusion: str = ScoringSpec.fusion  # dual: sum | product of the normalised pair maps
     width: int = 64  # student base width (shallowest decoder stage; deeper stages double, capped at 4x)
     bottleneck_blocks: int = 1  # residual blocks in the one-class bottleneck
     gaussian_stride: int = 0  # 0: off; 4/8/16: add a per-location Gaussian map of the teacher's features at that stride
@@ -152,9 +139,9 @@ class TrainConfig:
 
 @dataclass
 class ScoringConfig:
-    blur_sigma: float = 4.0  # Gaussian blur of the anomaly map, in input pixels; 0 disables
-    image_score: str = "max"  # max | topk_mean
-    topk_fraction: float = 0.01  # fraction of map pixels averaged for topk_mean
+    blur_sigma: float = ScoringSpec.blur_sigma  # Gaussian blur of the anomaly map, in input pixels; 0 disables
+    image_score: str = ScoringSpec.image_score  # max | topk_mean
+    topk_fraction: float = ScoringSpec.topk_fraction  # fraction of map pixels averaged for topk_mean
     threshold_quantile: float = 0.99  # quantile of good validation scores used as threshold
     threshold_margin: float = 0.1  # threshold = quantile * (1 + margin)
     region: str = "auto"  # auto: learn where the part is from the good images and weight the map by it | off
@@ -210,73 +197,6 @@ class Config:
             return 0
         per_epoch = max(1, math.ceil(n_images / self.train.batch_size))
         return max(self.train.epochs, math.ceil(self.train.min_steps / per_epoch))
-
-
-def _type_ok(value: Any, tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return True
-    if origin in (Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
-    if origin is dict:
-        key_tp, value_tp = typing.get_args(tp)
-        return isinstance(value, dict) and all(_type_ok(k, key_tp) and _type_ok(v, value_tp) for k, v in value.items())
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, tp)
-
-
-def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
-    """Build dataclass `cls` from a nested dict, rejecting unknown keys and wrong types (an empty section = defaults)."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            raise ConfigError(f"{prefix}{key}: unknown key (allowed: {', '.join(sorted(names))})")
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = from_dict(tp, value, f"{prefix}{key}.")
-            continue
-        if not _type_ok(value, tp):
-            shown = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-            raise ConfigError(f"{prefix}{key}: expected {shown}, got {value!r}")
-        kwargs[key] = float(value) if tp is float else value
-    return cls(**kwargs)
-
-
-def validate_tree(obj: Any, prefix: str = "") -> Any:
-    """Run `validate()` of every nested config section (children first); errors get the section path."""
-    for f in dataclasses.fields(obj):
-        child = getattr(obj, f.name)
-        if dataclasses.is_dataclass(child):
-            validate_tree(child, f"{prefix}{f.name}.")
-    validate = getattr(obj, "validate", None)
-    if validate is not None:
-        try:
-            validate()
-        except ConfigError as e:
-            raise ConfigError(f"{prefix}{e}") from None
-    return obj
-
-
-def build(cls: type, raw: Any, where: str = "") -> Any:
-    """from_dict + validate_tree with every message prefixed by where the values came from."""
-    try:
-        return validate_tree(from_dict(cls, raw))
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
 
 
 def to_dict(cfg: Any) -> dict:

@@ -14,6 +14,7 @@ import inspect
 import io
 import textwrap
 import tokenize
+import types
 import typing
 from dataclasses import dataclass
 from functools import lru_cache
@@ -182,7 +183,8 @@ def add_options(parser: Any, cls: type, names: list[str], **extra: dict) -> None
         text = f.metadata.get("help") or helps.get(name, "")
         kw: dict[str, Any] = {"dest": name, "default": default, **extra.get(name, {})}
         tp = hints[name]
-        base = next((a for a in typing.get_args(tp) if a is not type(None)), tp)  # X | None -> X
+        union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+        base = next(a for a in typing.get_args(tp) if a is not type(None)) if union else tp  # X | None -> X
         if tp is bool:
             kw["action"] = "store_true"
         elif typing.get_origin(base) is list:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from edge_ad.config import load_config
+from edge_ad.config import ModelConfig, load_config
 from edge_ad.methods import get_method
 
 DEMO_CONFIG = Path(__file__).parent / "training" / "configs" / "demo.yaml"
 DEMO_GAUSSIAN_STRIDE = 16  # a Gaussian-only method on the demo part: the deepest stage, as in the textured recipe
 
 
-def run_demo(out: Path, method: str = "rd", epochs: int | None = None) -> dict:
+def run_demo(out: Path, method: str = ModelConfig.method, epochs: int | None = None) -> dict:
     """Make demo data (once), train, evaluate; print a small table and where the heatmaps are."""
     from edge_ad.training.demo_data import make_demo_data
     from edge_ad.runtime.evaluate import evaluate

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import math
 
 import cv2
 import numpy as np
 
-from edge_ad.errors import EdgeAdError
+from edge_ad.schema import build, check, check_choice
 
 BLUR_TRUNCATE = 4.0  # Gaussian kernel half-width in sigmas (as scipy.ndimage.gaussian_filter)
 FUSIONS = ("sum", "product")
@@ -26,7 +25,7 @@ MAX_REGION_GRID = 128
 class ScoringSpec:
     """How a model's per-scale maps are combined; saved with every model and bundle."""
 
-    out_size: tuple[int, int]  # (h, w) of the network input
+    out_size: tuple[int, int]  # (h, w) of the network input (required)
     groups: list[list[int]] = field(default_factory=lambda: [[0, 1, 2]])  # scale indices per pair
     group_scales: list[float] = field(default_factory=lambda: [1.0])  # good-image normalisers per pair
     fusion: str = "sum"  # sum | product of normalised pair maps
@@ -42,57 +41,31 @@ class ScoringSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ScoringSpec":
-        """A checked spec: inconsistent fields are an EdgeAdError naming the field, never a later IndexError."""
-        if not isinstance(d, dict):
-            raise EdgeAdError(f"scoring: expected an object, got {type(d).__name__}")
-        names = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(d) - names)
-        if unknown or "out_size" not in d:
-            raise EdgeAdError(f"scoring.{unknown[0]}: unknown key" if unknown else "scoring.out_size: missing")
-        d = dict(d)
-        size = d["out_size"]
-        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)):
-            raise EdgeAdError(f"scoring.out_size: expected [height, width] of positive integers, got {size!r}")
-        d["out_size"] = tuple(size)
-        spec = cls(**d)
-        spec.validate()
-        return spec
+        """A checked spec (edge_ad.schema's style): a wrong key, type or inconsistent field is one ConfigError
+        naming scoring.<field>, never a later IndexError."""
+        return build(cls, d, prefix="scoring.")
 
     def validate(self) -> None:
         groups, scales = self.groups, self.group_scales
-        if not (isinstance(groups, list) and groups and all(isinstance(g, list) and g and all(_is_int(i) and i >= 0
-                                                                                                 for i in g) for g in groups)):
-            raise EdgeAdError(f"scoring.groups: expected non-empty lists of output indices, got {groups!r}")
-        if not (isinstance(scales, list) and len(scales) == len(groups)
-                and all(_is_number(s) and s > 0 for s in scales)):
-            raise EdgeAdError(f"scoring.group_scales: expected {len(groups)} positive numbers (one per group), got {scales!r}")
-        if self.fusion not in FUSIONS:
-            raise EdgeAdError(f"scoring.fusion: must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
-        if self.image_score not in IMAGE_SCORES:
-            raise EdgeAdError(f"scoring.image_score: must be one of {', '.join(IMAGE_SCORES)}, got {self.image_score!r}")
-        if not (_is_number(self.blur_sigma) and 0 <= self.blur_sigma <= MAX_BLUR_SIGMA):
-            raise EdgeAdError(f"scoring.blur_sigma: must be in [0, {MAX_BLUR_SIGMA:g}], got {self.blur_sigma!r}")
-        if not (_is_number(self.topk_fraction) and 0 < self.topk_fraction <= 1):
-            raise EdgeAdError(f"scoring.topk_fraction: must be in (0, 1], got {self.topk_fraction!r}")
+        check(all(s > 0 for s in self.out_size), "out_size", f"expected [height, width] > 0, got {list(self.out_size)}")
+        check(bool(groups) and all(g and all(i >= 0 for i in g) for g in groups), "groups",
+              f"expected non-empty lists of output indices, got {groups!r}")
+        check(len(scales) == len(groups) and all(s > 0 for s in scales), "group_scales",
+              f"expected {len(groups)} positive numbers (one per group), got {scales!r}")
+        check_choice(self.fusion, "fusion", FUSIONS)
+        check_choice(self.image_score, "image_score", IMAGE_SCORES)
+        check(0 <= self.blur_sigma <= MAX_BLUR_SIGMA, "blur_sigma", f"must be in [0, {MAX_BLUR_SIGMA:g}], got {self.blur_sigma!r}")
+        check(0 < self.topk_fraction <= 1, "topk_fraction", f"must be in (0, 1], got {self.topk_fraction!r}")
         r = self.region
-        if r is not None and not (isinstance(r, list) and 2 <= len(r) <= MAX_REGION_GRID and all(
-                isinstance(row, list) and len(row) == len(r[0]) and 2 <= len(row) <= MAX_REGION_GRID
-                and all(_is_number(v) and 0 <= v <= 1 for v in row) for row in r) and max(max(row) for row in r) > 0):
-            raise EdgeAdError(f"scoring.region: expected a grid (rows of equal length, 2..{MAX_REGION_GRID}) of weights "
-                              "in [0, 1], not all zero, or null")
+        check(r is None or (2 <= len(r) <= MAX_REGION_GRID and all(len(row) == len(r[0]) for row in r)
+                            and 2 <= len(r[0]) <= MAX_REGION_GRID and all(0 <= v <= 1 for row in r for v in row)
+                            and max(max(row) for row in r) > 0), "region",
+              f"expected a grid (rows of equal length, 2..{MAX_REGION_GRID}) of weights in [0, 1], not all zero, or null")
 
     @property
     def n_outputs(self) -> int:
         """How many per-scale maps the graph must produce for these groups."""
         return 1 + max(i for g in self.groups for i in g)
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def cosine_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-8) -> np.ndarray:

@@ -122,12 +122,13 @@ def test_station_config_values_a_station_cannot_run_with(bad, message):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda d: d["scoring"].__setitem__("out_size", [100]), "scoring.out_size: expected [height, width]"),  # 3d
+    (lambda d: d["scoring"].__setitem__("out_size", [100]), "scoring.out_size: expected tuple[int, int]"),  # 3d
     (lambda d: d["scoring"].__setitem__("image_score", "median"), "scoring.image_score: must be one of"),  # 3f
     (lambda d: d["data"].__setitem__("image_size", "big"), "data.image_size: expected list"),
     (lambda d: d["scoring"].__setitem__("group_scales", [1.0, 2.0]), "scoring.group_scales: expected 1"),
-    (lambda d: d.__setitem__("threshold", "high"), "threshold: expected a finite number"),
-    (lambda d: d.pop("scoring"), "missing scoring"),
+    (lambda d: d.__setitem__("threshold", "high"), "threshold: expected float, got 'high'"),
+    (lambda d: d.pop("scoring"), "scoring: missing (required)"),
+    (lambda d: d.__setitem__("scoring", {**d["scoring"], "blur": 2}), "scoring.blur: unknown key"),
 ])
 def test_an_inconsistent_model_json_is_one_line_naming_the_file(edit, message, tiny_onnx, tmp_path, capsys):
     doc = json.loads(tiny_onnx.with_suffix(".json").read_text())

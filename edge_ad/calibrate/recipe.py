@@ -17,7 +17,8 @@ from typing import Any
 
 from edge_ad.calibrate.quality import QualityConfig
 from edge_ad.config import Config, ConfigError, build, check, check_choice, read_yaml, to_dict
-from edge_ad.deploy.quantize import CALIB_METHODS, QUANT_MODES
+from edge_ad.deploy.engine import DEFAULT_WORKSPACE_MB
+from edge_ad.deploy.quantize import CALIB_METHODS, DEFAULT_CALIB_METHOD, DEFAULT_MODE, QUANT_MODES
 
 ENGINE_BUILD = ("auto", "always", "never")
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -125,8 +126,8 @@ VARIANTS = ("fp32", "int8_trt", "int8_cpu")
 
 @dataclass
 class QuantizeConfig:
-    mode: str = "trt"  # INT8 mode when `variants` is empty: trt (symmetric, TensorRT and onnxruntime) | cpu (uint8 activations)
-    method: str = "percentile"  # calibration: minmax | percentile | entropy
+    mode: str = DEFAULT_MODE  # INT8 mode when `variants` is empty: trt (symmetric, TensorRT and onnxruntime) | cpu (uint8 activations)
+    method: str = DEFAULT_CALIB_METHOD  # calibration: minmax | percentile | entropy
     calib_images: int = 64  # calibration images, chosen evenly from the training split
     exclude: list[str] = field(default_factory=list)  # ONNX node names kept in float
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))  # graphs timed on this machine; the fastest
@@ -147,7 +148,7 @@ class QuantizeConfig:
 @dataclass
 class EngineConfig:
     build: str = "auto"  # auto: build when TensorRT is importable, else skip | always | never
-    workspace_mb: int = 1024  # TensorRT builder workspace
+    workspace_mb: int = DEFAULT_WORKSPACE_MB  # TensorRT builder workspace (MiB)
 
     def validate(self) -> None:
         check_choice(self.build, "build", ENGINE_BUILD)

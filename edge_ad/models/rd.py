@@ -38,7 +38,7 @@ def stage_widths(n: int, width: int) -> list[int]:
 class Student(nn.Module):
     """OCBE + reversed decoder reproducing teacher features at `strides` (sorted shallow to deep)."""
 
-    def __init__(self, channels: list[int], strides: list[int], width: int = 64, bottleneck_blocks: int = 1):
+    def __init__(self, channels: list[int], strides: list[int], width: int, bottleneck_blocks: int):
         super().__init__()
         self.channels, self.strides = list(channels), list(strides)
         widths = stage_widths(len(strides), width)

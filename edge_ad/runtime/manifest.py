@@ -7,16 +7,17 @@ The TensorRT build record is a separate file (see edge_ad.deploy.engine); this o
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_ad.config import DataConfig, from_dict, to_dict, validate_tree
+from edge_ad.config import DataConfig, to_dict
+from edge_ad.schema import build, check
 from edge_ad.errors import EdgeAdError
 from edge_ad.fileio import atomic_write_json
 from edge_ad.scoring import ScoringSpec
 
 MANIFEST_SUFFIX = ".json"  # model.onnx -> model.json
+LEGACY_ENGINE_KEYS = ("trt_version", "gpu_name", "engine")  # what calibrate merged into model.json before the split
 
 
 def manifest_path(model_path: str | Path) -> Path:
@@ -31,7 +32,7 @@ class ModelInfo:
     data: DataConfig
     scoring: ScoringSpec
     threshold: float
-    meta: dict
+    meta: dict = field(default_factory=dict)  # provenance: data root, method, training time, versions
 
     def to_dict(self) -> dict:
         return {"data": to_dict(self.data), "scoring": self.scoring.to_dict(), "threshold": self.threshold,
@@ -39,23 +40,14 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelInfo":
-        """Checked: a wrong key, type or inconsistent scoring field is an EdgeAdError, never a later IndexError."""
-        if not isinstance(d, dict):
-            raise EdgeAdError(f"expected a JSON object, got {type(d).__name__}")
-        missing = [k for k in ("data", "scoring", "threshold") if k not in d]
-        if missing:
-            raise EdgeAdError(f"missing {', '.join(missing)}")
-        data = validate_tree(from_dict(DataConfig, d["data"], "data."), "data.")
-        threshold = d["threshold"]
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-            raise EdgeAdError(f"threshold: expected a finite number, got {threshold!r}")
-        meta = d.get("meta", {})
-        if not isinstance(meta, dict):
-            raise EdgeAdError(f"meta: expected an object, got {type(meta).__name__}")
-        spec = ScoringSpec.from_dict(d["scoring"])
-        if tuple(spec.out_size) != tuple(data.input_size):
-            raise EdgeAdError(f"scoring.out_size {list(spec.out_size)} differs from the input size {list(data.input_size)}")
-        return cls(data, spec, float(threshold), meta)
+        """Checked in edge_ad.schema's style (one ConfigError naming the key), never a later IndexError."""
+        if isinstance(d, dict):  # a bundle from before the build-record split carries engine facts here: not ours
+            d = {k: v for k, v in d.items() if k not in LEGACY_ENGINE_KEYS}
+        return build(cls, d)
+
+    def validate(self) -> None:
+        check(tuple(self.scoring.out_size) == tuple(self.data.input_size), "scoring.out_size",
+              f"{list(self.scoring.out_size)} differs from the input size {list(self.data.input_size)}")
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelInfo":

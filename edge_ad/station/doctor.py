@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_ad.station.config import MqttConfig
+
 MIN_PYTHON = (3, 10)
 L4T_RELEASE_FILE = Path("/etc/nv_tegra_release")
 SUPPORTED_L4T_MAJOR = 36  # JetPack 6
@@ -24,8 +26,8 @@ JETPACK_BY_L4T = {36: "6", 35: "5", 34: "5 (developer preview)", 32: "4"}
 CAMERA_GLOB = "/dev/video*"
 GPIO_GLOB = "/dev/gpiochip*"
 CUDART_GLOBS = ("/usr/local/cuda*/lib64/libcudart.so*", "/usr/lib/aarch64-linux-gnu/libcudart.so*")
-DEFAULT_MQTT_HOST = "127.0.0.1"
-DEFAULT_MQTT_PORT = 1883
+DEFAULT_MQTT_HOST = "127.0.0.1"  # the doctor checks a broker on this machine unless told another
+DEFAULT_MQTT_PORT = MqttConfig.port
 DEFAULT_DISK_PATH = "."
 MIN_FREE_MB = 1024  # engines, recordings and bundle updates need room
 CONNECT_TIMEOUT_S = 1.0

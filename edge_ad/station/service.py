@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Callable, Mapping
 
+from edge_ad.station.config import ServiceConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -29,7 +31,7 @@ class Notifier:
     def __init__(
         self,
         env: Mapping[str, str] | None = None,
-        status_interval_s: float = 5.0,
+        status_interval_s: float = ServiceConfig.status_interval_s,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         env = os.environ if env is None else env

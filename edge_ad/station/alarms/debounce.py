@@ -7,6 +7,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
+from edge_ad.station.config import DebounceConfig
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -23,9 +25,9 @@ class Debouncer:
 
     def __init__(
         self,
-        window: int = 5,
-        min_anomalous: int = 3,
-        hold_s: float = 2.0,
+        window: int = DebounceConfig.window,
+        min_anomalous: int = DebounceConfig.min_anomalous,
+        hold_s: float = DebounceConfig.hold_s,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 1 <= min_anomalous <= window:

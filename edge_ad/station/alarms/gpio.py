@@ -69,7 +69,7 @@ class FakeBackend:
 class JetsonBackend:
     """Jetson.GPIO (pip install Jetson.GPIO; the user needs the `gpio` group)."""
 
-    def __init__(self, pin: int, numbering: str = "BOARD") -> None:
+    def __init__(self, pin: int, numbering: str = GpioConfig.numbering) -> None:
         try:
             import Jetson.GPIO as GPIO  # noqa: N814 - the library's documented name
         except ImportError:
