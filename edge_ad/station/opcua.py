@@ -136,6 +136,7 @@ class OpcuaServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue | None = None
         self._nodes: dict[str, Any] = {}
+        self._server: Any = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="edge_ad-opcua", daemon=True)
@@ -224,6 +225,7 @@ class OpcuaServer:
             await server.load_certificate(self.cfg.cert_file)
             await server.load_private_key(self.cfg.key_file)
         self.ns = await server.register_namespace(self.cfg.namespace)
+        self._server = server
         await self._build(server)
         await server.start()
         port = server.bserver.port if server.bserver is not None else self.cfg.port
@@ -261,10 +263,11 @@ class OpcuaServer:
                 "ResultManagement.NokCount": s["parts_nok"], "ResultManagement.ErrorCount": s["parts_error"]}
 
     async def _write(self, values: dict[str, Any]) -> None:
+        """Straight into the address space (no per-write service call): subscribed clients see every change."""
         ua = self._ua.ua
         for name, value in values.items():
             node, vtype = self._nodes[name]
-            await node.write_value(ua.Variant(value, vtype))
+            await self._server.write_attribute_value(node.nodeid, ua.DataValue(ua.Variant(value, vtype)))
 
     async def _build(self, server: Any) -> None:
         """Objects/VisionSystem with its variables and the two methods (string node ids in our namespace)."""
