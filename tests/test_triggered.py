@@ -273,3 +273,50 @@ def test_bad_settings_name_the_key(section, message):
     with pytest.raises(EdgeAdError) as e:
         station_config_from_dict(section, "station.yaml")
     assert message in str(e.value) and "station.yaml" in str(e.value)
+
+
+def test_http_trigger_with_the_token_results_and_metrics(tiny_onnx, video, threshold, tmp_path, monkeypatch):
+    """POST /api/trigger on the real web server (the token as for the other changes); /api/results and /metrics
+    count the parts and the trigger-to-result latency."""
+    pytest.importorskip("waitress", reason="the web extra is not installed (pip install 'edge_ad[web]')")
+    import urllib.error
+    import urllib.request
+
+    token = "a-token-long-enough-for-the-web-view"
+    monkeypatch.setenv("EDGE_AD_WEB_TOKEN", token)
+    cfg = station(tmp_path, tiny_onnx.parent, video, threshold, camera={"source": str(video), "live": True,
+                                                                        "fps": 50.0},
+                  web={"enabled": True, "port": 0, "token_env": "EDGE_AD_WEB_TOKEN"})
+    stop, status, st, thread, _ = run_threaded(cfg)
+    try:
+        assert wait_until(lambda: st.camera.stats.grabbed > 3, timeout=30)
+        url = st.web_url
+        assert url.startswith("http://127.0.0.1:")
+
+        def post(body: dict, headers: dict) -> tuple[int, dict]:
+            req = urllib.request.Request(url + "api/trigger", json.dumps(body).encode(),
+                                         {"Content-Type": "application/json", **headers}, method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        assert post({"part_id": "W-1"}, {})[0] == 401  # no token: no trigger
+        assert post({"part_id": "W-1"}, {"X-Edge-Ad-Token": "wrong" + token})[0] == 403
+        code, doc = post({"part_id": "W-1"}, {"X-Edge-Ad-Token": token})
+        assert code == 200 and doc["part_id"] == "W-1" and doc["seq"] == 1 and doc["queued"]
+        assert post({"part_id": "x" * 200}, {"X-Edge-Ad-Token": token})[0] == 400
+        assert wait_until(lambda: status.parts_ok + status.parts_nok == 1, timeout=30)
+        with urllib.request.urlopen(url + "api/results", timeout=10) as r:
+            res = json.loads(r.read())
+        assert res["mode"] == "triggered" and res["ok"] + res["nok"] == 1 and res["rows"][0]["part_id"] == "W-1"
+        assert res["latency_ms_p50"] > 0
+        with urllib.request.urlopen(url + "metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        assert 'edge_ad_parts_total{part="demo",station="s1",verdict="error"} 0.0' in metrics
+        assert "edge_ad_trigger_to_result_seconds_count" in metrics
+    finally:
+        stop.set()
+        thread.join(30)
+    assert status.triggers == 1

@@ -74,6 +74,7 @@ class Station:
     store: EvidenceStore
     frame_log: FrameLog
     line: Line | None = None  # triggered mode's triggers, encoder and rejector (None: continuous mode)
+    web_url: str = ""  # the web view's address once it serves ("" when off)
 
 
 def open_station(cfg: StationConfig, status: StationStatus | None = None) -> Station:
@@ -115,6 +116,7 @@ def run_station(cfg: StationConfig, stop: StopFlag | None = None, max_frames: in
     st.faults.publish()
     st.notifier.ready(f"inspecting {cfg.part or st.status.version}" if st.model.ready else st.faults.summary())
     web = start_web(cfg, st.status, stop, st.line.queue if st.line else None)  # off unless web.enabled
+    st.web_url = web.url
     if opened is not None:
         opened(st)
     try:

@@ -2,7 +2,7 @@
 // Plain browser JavaScript, no build step.
 "use strict";
 
-const STATUS_MS = 1000, SCORES_MS = 2000, ALARMS_MS = 2000, PARTS_MS = 5000, MIN_PLOT_S = 30;
+const STATUS_MS = 1000, SCORES_MS = 2000, ALARMS_MS = 2000, PARTS_MS = 5000, RESULTS_MS = 1000, MIN_PLOT_S = 30;
 const $ = (sel) => document.querySelector(sel);
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -105,6 +105,40 @@ async function refreshScores() {
   svg.appendChild(svgEl("text", { x: 6, y: 16, class: "label" }, fmt(top, 3)));
   svg.appendChild(svgEl("text", { x: 6, y: H - 8, class: "label" }, span >= 120 ? `−${fmt(span / 60, 2)} min` : `−${Math.round(span)} s`));
   svg.appendChild(svgEl("text", { x: W - 6, y: H - 8, class: "label end" }, "now"));
+}
+
+// ------------------------------------------------------------------------------------------ triggered parts
+let resultsKey = "";
+
+async function refreshResults() {
+  const d = await getJSON("/api/results");
+  $("#parts-panel").hidden = d.mode !== "triggered";
+  if (d.mode !== "triggered") return;
+  $("#parts-ok").textContent = d.ok;
+  $("#parts-nok").textContent = d.nok;
+  $("#parts-error").textContent = d.error;
+  $("#parts-p50").textContent = fmt(d.latency_ms_p50, 3);
+  $("#parts-p99").textContent = fmt(d.latency_ms_p99, 3);
+  const key = d.rows.map((r) => r.seq).join(",");
+  if (key === resultsKey) return;
+  resultsKey = key;
+  const body = $("#results tbody");
+  body.replaceChildren();
+  if (!d.rows.length) {
+    cell(body.insertRow(), "no parts yet").colSpan = 8;
+    return;
+  }
+  for (const r of d.rows) {
+    const row = body.insertRow();
+    cell(row, clock(r.time));
+    cell(row, r.part_id);
+    cell(row, r.verdict.toUpperCase(), r.verdict === "ok" ? "ok" : "bad");
+    cell(row, fmt(r.score));
+    cell(row, r.regions);
+    cell(row, r.source);
+    cell(row, fmt(r.latency_ms, 3));
+    cell(row, r.reason || (r.evidence ? r.evidence.split("/").pop() : ""));
+  }
 }
 
 // ------------------------------------------------------------------------------------------ alarms
@@ -245,4 +279,5 @@ window.addEventListener("load", () => { live.src = live.dataset.src; });
 every(STATUS_MS, refreshStatus);
 every(SCORES_MS, refreshScores);
 every(ALARMS_MS, refreshAlarms);
+every(RESULTS_MS, refreshResults);
 every(PARTS_MS, refreshParts);
