@@ -228,6 +228,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from edge_ad.versions import format_versions, software_versions
 
     checks = run_doctor(mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port, disk_path=args.disk_path)
+    if args.config:  # the station's own needs: the trigger input and the OPC UA endpoint
+        from edge_ad.station.config import load_station_config
+        from edge_ad.station.doctor import station_checks
+
+        checks += station_checks(load_station_config(args.config))
     print(format_report(checks))
     print(format_versions(software_versions()))
     return 0 if doctor_ok(checks) else 1
@@ -357,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt-host", default=DEFAULT_MQTT_HOST, help=f"broker to check (default: {DEFAULT_MQTT_HOST})")
     p.add_argument("--mqtt-port", type=int, default=DEFAULT_MQTT_PORT, help=f"its port (default: {DEFAULT_MQTT_PORT})")
     p.add_argument("--disk-path", default=DEFAULT_DISK_PATH, help="folder whose free space is checked")
+    p.add_argument("--config", help="station.yaml: also check its trigger input and OPC UA endpoint (a running "
+                   "station serves it)")
     p.set_defaults(func=cmd_doctor)
 
     fleet_cli.register(sub, parts=calibrate_cli.register(sub))

@@ -107,3 +107,22 @@ def test_doctor_reports_installed_versions(tmp_path, capsys):
     for package in ("numpy", "onnxruntime", "tqdm", "pyyaml"):
         assert f"{package} {metadata.version(package)}" in line
     assert f"python {sys.version.split()[0]}" in line
+
+
+def test_trigger_input_check_from_the_station_config(tmp_path):
+    """`edge_ad doctor --config station.yaml`: triggered mode needs a source, and a GPIO trigger a real input line."""
+    from edge_ad.station.config import station_config_from_dict
+    from edge_ad.station.doctor import check_opcua, check_trigger
+
+    assert check_trigger(station_config_from_dict({})).ok  # continuous mode: nothing to check
+    none = check_trigger(station_config_from_dict({"trigger": {"enabled": True, "mqtt": False, "http": False}}))
+    assert not none.ok and "no trigger source" in none.detail and "gpio_pin" in none.fix
+    fake = check_trigger(station_config_from_dict({"trigger": {"enabled": True, "gpio_pin": 7},
+                                                   "gpio": {"backend": "fake"}}))
+    assert not fake.ok and "is not read" in fake.detail
+    chip = check_trigger(station_config_from_dict({"trigger": {"enabled": True, "gpio_pin": 7},
+                                                   "gpio": {"backend": "gpiod", "chip": str(tmp_path / "nochip")}}))
+    assert not chip.ok and "does not open" in chip.detail and chip.fix
+    timer = check_trigger(station_config_from_dict({"trigger": {"enabled": True, "timer_s": 1.0}}))
+    assert timer.ok and "timer" in timer.detail
+    assert check_opcua(station_config_from_dict({})).ok  # off

@@ -20,6 +20,7 @@ from helpers import wait_until
 asyncua = pytest.importorskip("asyncua", reason="asyncua is not installed (pip install 'edge_ad[opcua]')")
 from asyncua import Client, ua  # noqa: E402
 
+from edge_ad.station.doctor import check_opcua  # noqa: E402
 from edge_ad.station.opcua import node_id  # noqa: E402
 
 PASSWORD = "plc-password-for-the-test"
@@ -65,10 +66,14 @@ def test_plc_reads_results_triggers_and_switches_the_part_version(tiny_onnx, tmp
         server = next(s for s in box["st"].alarms.sinks if s.name == "opcua")
         assert server.url.startswith("opc.tcp://127.0.0.1:")
         asyncio.run(plc(server, status))
+        running = check_opcua(cfg)
+        assert running.ok and "answers: VisionSystem state Operational" in running.detail, running
     finally:
         stop.set()
         thread.join(60)
     assert not thread.is_alive()
+    stopped = check_opcua(cfg)  # `edge_ad doctor --config`: no station, no endpoint, and what to do about it
+    assert not stopped.ok and "does not answer" in stopped.detail and "start the station" in stopped.fix
     rows = [json.loads(x) for x in (tmp_path / "frames.jsonl").read_text().splitlines()]
     assert [r["part_id"] for r in rows if r.get("kind") == "part"] == ["P-7", "2"]
 

@@ -16,6 +16,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge_ad.station.config import StationConfig
 
 from edge_ad.station.config import MqttConfig
 
@@ -253,3 +257,64 @@ def check_disk(path: str | Path = DEFAULT_DISK_PATH, min_free_mb: int = MIN_FREE
     detail = f"{free_mb} MiB free of {usage.total // (1 << 20)} MiB at {probe}"
     fix = "" if ok else f"free at least {min_free_mb} MiB there (old recordings, engines, bundles)"
     return Check("disk", ok, detail, fix)
+
+
+# ----------------------------------------------------------------------------- triggered line (with --config)
+
+
+def station_checks(cfg: StationConfig, timeout_s: float = CONNECT_TIMEOUT_S) -> list[Check]:
+    """What a station.yaml asks of this machine beyond the basics: the trigger input and the OPC UA endpoint."""
+    return [check_trigger(cfg), check_opcua(cfg, timeout_s)]
+
+
+def check_trigger(cfg: StationConfig) -> Check:
+    """Triggered mode has a trigger source, and its GPIO input line opens (read only: nothing is driven)."""
+    t = cfg.trigger
+    if not t.enabled:
+        return Check("trigger", True, "continuous mode (trigger.enabled: false)", optional=True)
+    sources = [name for name, on in (("gpio", t.gpio_pin >= 0), ("mqtt", t.mqtt and cfg.mqtt.enabled),
+                                     ("http", t.http and cfg.web.enabled), ("timer", t.timer_s > 0)) if on]
+    if not sources:
+        return Check("trigger", False, "trigger.enabled but no trigger source",
+                     "set trigger.gpio_pin (a light barrier), or enable mqtt or web for MQTT / HTTP triggers")
+    detail = f"sources: {', '.join(sources)}"
+    if t.gpio_pin < 0:
+        return Check("trigger", True, detail)
+    if cfg.gpio.backend in ("none", "fake"):
+        return Check("trigger", False, f"{detail}; gpio.backend {cfg.gpio.backend}: the trigger line "
+                     f"{t.gpio_pin} is not read", "set gpio.backend: jetson or gpiod")
+    from edge_ad.errors import EdgeAdError
+    from edge_ad.station.gpio_input import make_input
+
+    try:
+        line = make_input(cfg.gpio, t.gpio_pin)
+        line.start(lambda level, when: None)
+        line.close()
+    except (EdgeAdError, OSError, RuntimeError, ValueError) as exc:
+        return Check("trigger", False, f"{detail}; input line {t.gpio_pin} ({cfg.gpio.backend}) does not open: {exc}",
+                     "check the pin number, the wiring and the gpio group (jetson/install.sh)")
+    return Check("trigger", True, f"{detail}; input line {t.gpio_pin} ({cfg.gpio.backend}, {t.gpio_edge} edge) opens")
+
+
+def check_opcua(cfg: StationConfig, timeout_s: float = CONNECT_TIMEOUT_S) -> Check:
+    """The station's OPC UA endpoint answers (a running station serves it): log in as configured, read the state."""
+    o = cfg.opcua
+    if not o.enabled:
+        return Check("opcua", True, "off (opcua.enabled: false)", optional=True)
+    try:
+        import asyncio
+
+        from asyncua import Client
+    except ImportError:
+        return Check("opcua", False, "opcua.enabled but asyncua is not installed", "pip install 'edge_ad[opcua]'")
+    from edge_ad.station.opcua import endpoint, read_state
+
+    url = endpoint(o.host, o.port)
+    try:
+        state = asyncio.run(read_state(Client, cfg, timeout_s))
+    except Exception as exc:  # noqa: BLE001 - any failure to connect or read is the finding
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        return Check("opcua", False, f"{url} does not answer: {reason}",
+                     "start the station (systemctl start edge_ad): the endpoint is served by the station process; "
+                     "check opcua.host/port and the log-in (opcua.username, password)")
+    return Check("opcua", True, f"{url} answers: VisionSystem state {state}")

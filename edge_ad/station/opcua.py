@@ -211,8 +211,7 @@ class OpcuaServer:
         ua = self._ua.ua
         server = self._ua.Server(user_manager=_Users(self.cfg, self._password, self._certs))
         await server.init()
-        host = f"[{self.cfg.host}]" if ":" in self.cfg.host else self.cfg.host
-        server.set_endpoint(f"opc.tcp://{host}:{self.cfg.port}/edge_ad/")
+        server.set_endpoint(endpoint(self.cfg.host, self.cfg.port))
         server.set_server_name(f"edge_ad {self.st.cfg.station}")
         policy = {"none": ua.SecurityPolicyType.NoSecurity, "sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
                   "sign_encrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt}[self.cfg.security]
@@ -229,7 +228,7 @@ class OpcuaServer:
         await self._build(server)
         await server.start()
         port = server.bserver.port if server.bserver is not None else self.cfg.port
-        self.url = f"opc.tcp://{host}:{port}/edge_ad/"
+        self.url = endpoint(self.cfg.host, port)
         self._loop, self._queue = asyncio.get_running_loop(), asyncio.Queue()
         self._ready.set()
         try:
@@ -330,6 +329,23 @@ class OpcuaServer:
             message, error = str(exc), 1
             log.warning("opcua: ActivateRecipe(%r) refused: %s", str(wanted)[:64], exc)
         return [ua.Variant(error, ua.VariantType.Int32), ua.Variant(message, ua.VariantType.String)]
+
+
+def endpoint(host: str, port: int) -> str:
+    """The server's endpoint URL."""
+    return f"opc.tcp://{'[' + host + ']' if ':' in host else host}:{port}/edge_ad/"
+
+
+async def read_state(client_cls: Any, cfg: Any, timeout_s: float) -> str:
+    """`edge_ad doctor`: log in to a running station's endpoint as its config says, read VisionStateMachine state."""
+    o = cfg.opcua
+    client = client_cls(endpoint(o.host, o.port), timeout=timeout_s)
+    if o.username:
+        client.set_user(o.username)
+        client.set_password(resolve_password(o) or "")
+    async with client:
+        ns = await client.get_namespace_index(o.namespace)
+        return str(await client.get_node(f"ns={ns};s={node_id('VisionStateMachine.CurrentState')}").read_value())
 
 
 def _read_cert(path: str) -> bytes:
