@@ -50,6 +50,36 @@ def false_alarms_at(val: list[float], threshold: float) -> dict[str, Any]:
             "confidence": CONFIDENCE, "threshold": threshold}
 
 
+def detection_counts(defect_scores: list[float], sizes: list[str], threshold: float) -> dict[str, tuple[int, int]]:
+    """Synthetic defects at or above the threshold per size class: (caught, of)."""
+    bad, z = np.asarray(defect_scores, np.float64), np.asarray(sizes)
+    return {s: (int(np.sum(bad[z == s] >= threshold)), int(np.sum(z == s))) for s in dict.fromkeys(sizes)}
+
+
+def threshold_problems(fa: dict, image_auroc: float | None, counts: dict[str, tuple[int, int]],
+                       rules: dict) -> list[str]:
+    """The readiness rules that depend on the threshold, one table for calibrate's verdict and a re-judged one.
+
+    Large defects fail only when even the top of their 95 % interval is under the floor: synthetic detection at
+    the threshold under-predicts real detection (benchmarks/results/calibrate.md), so the floor catches a threshold
+    that misses nearly everything, and a rate from a few dozen defects within its own noise of it does not decide;
+    none caught always fails."""
+    problems = []
+    if fa["rate"] > rules.get("max_false_alarm_rate", 0.0):
+        problems.append(f"estimated false alarms {fa['rate']:.1%} > {rules['max_false_alarm_rate']:.0%} on held-out "
+                        "goods")
+    if isinstance(image_auroc, (int, float)) and image_auroc < rules.get("min_image_auroc", 0.0):
+        problems.append(f"held-out goods and synthetic defects are not separated (image AUROC {image_auroc:.3f} < "
+                        f"{rules['min_image_auroc']:g})")
+    caught, of = counts.get("large", (0, 0))
+    floor = rules.get("min_detection_large", 0.0)
+    top = M.clopper_pearson(caught, of)[1] if of else 1.0
+    if of and floor > 0 and (caught == 0 or top < floor):
+        problems.append(f"only {caught / of:.0%} of large synthetic defects reach the threshold ({caught} of {of}; "
+                        f"95 % interval up to {top:.0%}, floor {floor:.0%})")
+    return problems
+
+
 def readiness_at(old: dict | None, scores_doc: dict | None, threshold: float) -> dict[str, Any]:
     """Readiness re-judged at `threshold` with calibrate's rules, from stored validation and synthetic scores; a
     bundle without them (or without rules) is "not judged at this threshold" (ready None). A bundle that was not
@@ -67,17 +97,9 @@ def readiness_at(old: dict | None, scores_doc: dict | None, threshold: float) ->
                     "reason": f"not ready at calibration ({old.get('reason', 'no reason given')}); {unjudged}"}
         return {**base, "ready": None, "judged": False, "reason": unjudged}
     fa = false_alarms_at(val, threshold)
-    bad, sizes = np.asarray(syn["defect"], np.float64), list(syn["sizes"])
-    detect = {s: float(np.mean(bad[[z == s for z in sizes]] >= threshold)) for s in dict.fromkeys(sizes)}
-    auroc = (old.get("synthetic") or {}).get("image_auroc")
-    problems = []
-    if fa["rate"] > rules.get("max_false_alarm_rate", 0.0):
-        problems.append(f"false alarms {fa['rate']:.1%} > {rules['max_false_alarm_rate']:.0%} on held-out goods")
-    if isinstance(auroc, (int, float)) and auroc < rules.get("min_image_auroc", 0.0):
-        problems.append(f"held-out goods and synthetic defects are not separated (image AUROC {auroc:.3f})")
-    if detect.get("large", 1.0) < rules.get("min_detection_large", 0.0):
-        problems.append(f"only {detect['large']:.0%} of large synthetic defects reach the threshold "
-                        f"(< {rules['min_detection_large']:.0%})")
+    counts = detection_counts(syn["defect"], list(syn["sizes"]), threshold)
+    detect = {s: k / max(n, 1) for s, (k, n) in counts.items()}
+    problems = threshold_problems(fa, (old.get("synthetic") or {}).get("image_auroc"), counts, rules)
     if old.get("ready") is False:
         problems.append(f"not ready at calibration ({old.get('reason', 'no reason given')})")
     reason = "; ".join(problems) if problems else (

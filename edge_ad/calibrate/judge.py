@@ -131,5 +131,7 @@ def false_alarm_estimate(good: list[float], threshold_of: Callable[[np.ndarray],
 
 def detection_rates(j: Judgement, threshold: float) -> dict[str, float]:
     """Share of synthetic defects at or above the threshold, per size class."""
-    bad = np.asarray(j.defect_scores)
-    return {s: float(np.mean(bad[[z == s for z in j.defect_sizes]] >= threshold)) for s in SIZES if s in j.defect_sizes}
+    from edge_ad.rejudge import detection_counts
+
+    counts = detection_counts(j.defect_scores, j.defect_sizes, threshold)
+    return {s: counts[s][0] / counts[s][1] for s in SIZES if s in counts}

@@ -106,10 +106,11 @@ class ReadinessConfig:
     max_false_alarm_rate: float = 0.05  # leave-one-out estimate on the validation goods
     min_image_auroc: float = 0.8  # held-out goods vs synthetic defects of all sizes (on the part, down to low
     # contrast: benchmarks/results/calibrate_agreement.md has where the real test splits put this floor)
-    min_detection_large: float = 0.4  # share of large synthetic defects at or above the threshold (a floor: the
-    # share depends on how visible the synthetic kinds are on the part; separation is judged by min_image_auroc)
+    min_detection_large: float = 0.4  # share of large synthetic defects at or above the threshold: fails when the
+    # top of its 95 % interval is under it (synthetic detection under-predicts real; separation is min_image_auroc)
     min_pixel_auroc: float = 0.9  # synthetic defects on the part: pixel AUROC of the maps (localisation)
-    min_aupro: float = 0.6  # ... and their AUPRO (each defect found as a region, not only its brightest pixel)
+    min_aupro: float = 0.73  # ... and their AUPRO (each defect found as a region; calibrate_agreement.md: the real
+    # splits with pixel AUROC >= 95 scored 0.76 and up, the one at 83 scored 0.70)
     max_peak_off_part: float = 0.5  # share of held-out good images whose map peaks off the part (on the ground)
 
     def validate(self) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 from edge_ad.calibrate.job import Job, State
 from edge_ad.calibrate.stages.common import chosen_config, deployed_detector, judged_set
 from edge_ad.region import MIN_POSE_OVERLAP
+from edge_ad.rejudge import detection_counts, threshold_problems
 
 MEAN_MAP_FILE = "mean_good_map.npy"
 
@@ -32,19 +33,12 @@ class Verdict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "synthetic_scores"}
 
 
-def problems_of(j, fa: dict, detect: dict[str, float], r, state: State, job: Job) -> list[str]:
+def problems_of(j, fa: dict, threshold: float, r, state: State, job: Job) -> list[str]:
     """Every reason the bundle is not ready, each with what a person can do about it."""
     from edge_ad.calibrate.select import per_location
 
-    problems = []
-    if fa["rate"] > r.max_false_alarm_rate:
-        problems.append(f"estimated false alarms {fa['rate']:.1%} > {r.max_false_alarm_rate:.0%} on held-out goods")
-    if j.image_auroc < r.min_image_auroc:
-        problems.append(f"held-out goods and synthetic defects are not separated (image AUROC {j.image_auroc:.3f} < "
-                        f"{r.min_image_auroc:g})")
-    if detect.get("large", 1.0) < r.min_detection_large:
-        problems.append(f"only {detect['large']:.0%} of large synthetic defects reach the threshold "
-                        f"(< {r.min_detection_large:.0%})")
+    counts = detection_counts(j.defect_scores, j.defect_sizes, threshold)
+    problems = threshold_problems(fa, j.image_auroc, counts, dataclasses.asdict(r))
     if j.peak_off_part is not None and j.peak_off_part > r.max_peak_off_part:
         problems.append(f"the anomaly maps of {j.peak_off_part:.0%} of held-out good images peak on the ground, not on "
                         f"the part (> {r.max_peak_off_part:.0%}): the model watches the background (sensor noise or a "
@@ -73,7 +67,7 @@ def assess_readiness(job: Job, state: State, onnx: str, threshold: float, val: l
     j = judge(deployed_detector(onnx, job, threshold), val_rgb, defects, localisation=True)
     fa = false_alarm_estimate(val, rule)
     detect = detection_rates(j, threshold)
-    problems = problems_of(j, fa, detect, r, state, job)
+    problems = problems_of(j, fa, threshold, r, state, job)
     interval = f"95 % interval {fa['ci_low']:.1%}..{fa['ci_high']:.1%} from {fa['goods']} held-out goods"
     if problems:
         reason = "; ".join(problems) + f" (estimated false alarms {fa['rate']:.1%}, {interval})"
