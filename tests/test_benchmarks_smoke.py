@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-SMOKED = ["accuracy", "int8", "loop", "pruning", "speed", "calibrate"]  # in dependency order
+SMOKED = ["accuracy", "int8", "loop", "pruning", "speed", "calibrate", "trigger"]  # in dependency order
 NOT_SMOKED = {  # scripts without a smoke mode yet, and why
     "reliability": "its trials start brokers, stations and full disks; tests/test_station_faults.py and "
                    "tests/test_fail_closed.py run the same cases fast",
