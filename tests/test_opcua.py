@@ -120,3 +120,67 @@ async def plc(server, status) -> None:
         assert await until(client, server, "ResultManagement.LastResult.InternalRecipeId", lambda v: v == "v2") == "v2"
         assert (await read(client, server, "ResultManagement.LastResult.PartId"))[0] == "2"
     assert status.parts_ok + status.parts_nok == 2
+
+
+def test_certificate_log_in_and_a_fault_the_plc_can_read(tmp_path):
+    """security sign_encrypt (Basic256Sha256) with an X509 log-in: a trusted client certificate gets in, another
+    one does not; a station without its bundle shows `Error` and the reason, and a trigger gets an `error` result."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+
+    async def make(name: str, use) -> tuple:
+        key, cert = tmp_path / f"{name}.pem", tmp_path / f"{name}.der"
+        await setup_self_signed_certificate(key, cert, f"urn:edge-ad:test:{name}", "localhost", [use],
+                                            {"organizationName": "edge_ad test"})
+        return cert, key
+
+    async def certs():
+        return (await make("server", ExtendedKeyUsageOID.SERVER_AUTH), await make("plc", ExtendedKeyUsageOID.CLIENT_AUTH),
+                await make("stranger", ExtendedKeyUsageOID.CLIENT_AUTH))
+
+    (server_cert, server_key), (plc_cert, plc_key), (other_cert, other_key) = asyncio.run(certs())
+    cfg = station_config_from_dict({
+        "station": "s1", "part": "demo", "parts_dir": str(tmp_path / "parts"),  # no bundle: a fault
+        "frame_log": str(tmp_path / "frames.jsonl"), "evidence": {"dir": str(tmp_path / "ev")},
+        "camera": {"source": str(tmp_path), "live": True}, "fault": {"retry_s": 0.2},
+        "trigger": {"enabled": True},
+        "opcua": {"enabled": True, "port": 0, "security": "sign_encrypt", "cert_file": str(server_cert),
+                  "key_file": str(server_key), "client_certs": [str(plc_cert)]}})
+    stop, status, box = StopFlag(), StationStatus(station="s1", part="demo"), {}
+    thread = threading.Thread(target=lambda: run_station(cfg, stop, status=status, opened=lambda s: box.update(st=s)),
+                              daemon=True)
+    thread.start()
+
+    async def client(cert, key):
+        c = Client(box["server"].url, timeout=10)
+        await c.set_security_string(f"Basic256Sha256,SignAndEncrypt,{cert},{key},{server_cert}")
+        await c.load_client_certificate(str(cert))  # the X509 log-in: the certificate and its key
+        await c.load_private_key(str(key))
+        return c
+
+    async def plc():
+        with pytest.raises(Exception) as e:
+            async with await client(other_cert, other_key):
+                pass
+        assert "BadUserAccessDenied" in repr(e.value) or "BadIdentityToken" in repr(e.value), repr(e.value)
+        async with await client(plc_cert, plc_key) as c:
+            server = box["server"]
+            assert await until(c, server, "VisionStateMachine.CurrentState", lambda v: v == "Error") == "Error"
+            assert "part bundle not found" in (await read(c, server, "FaultReason"))[0]
+            auto = c.get_node(nid(server, "VisionStateMachine.AutomaticModeStateMachine"))
+            assert await auto.call_method(ua.QualifiedName("StartSingleJob", server.ns), "F-1") == "1"
+            assert await until(c, server, "ResultManagement.LastResult.ResultId", lambda v: v == "1") == "1"
+            verdict, state, reason = await read(c, server, *("ResultManagement.LastResult." + n for n in (
+                "Verdict", "ResultState", "Reason")))
+            assert (verdict, state) == ("error", 0) and "part bundle not found" in reason
+            assert (await read(c, server, "ResultManagement.ErrorCount"))[0] == 1
+
+    try:
+        assert wait_until(lambda: "st" in box, timeout=60)
+        box["server"] = next(s for s in box["st"].alarms.sinks if s.name == "opcua")
+        asyncio.run(plc())
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not thread.is_alive()

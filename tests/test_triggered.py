@@ -266,6 +266,8 @@ def test_best_of_n_takes_the_sharpest_frame():
     ({"opcua": {"security": "sign"}}, "opcua.security: sign needs opcua.cert_file"),
     ({"opcua": {"username": "plc"}}, "opcua.username: needs opcua.password_env"),
     ({"trigger": {"timer": 1}}, "trigger.timer: unknown key"),
+    ({"gpio": {"enabled": True, "pin": 7}, "trigger": {"enabled": True, "gpio_pin": 7}},
+     "trigger.gpio_pin: line 7 is already gpio.pin"),
     ({"trigger": {"enabled": True, "frame_timeout_s": 1.0}, "reject": {"enabled": True, "pin": 3, "delay_s": 0.8}},
      "reject.delay_s: must be > trigger.delay_s + trigger.frame_timeout_s"),
 ])

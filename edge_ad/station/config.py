@@ -393,6 +393,13 @@ class StationConfig:
                   f"must be [x, y, width, height] with x, y >= 0 and width, height > 0, got {self.roi!r}")
         _positive(self, "frame_log_max_mb")
         t = self.trigger
+        lines = [(k, v) for k, v, on in (
+            ("gpio.pin", self.gpio.pin, self.gpio.enabled), ("gpio.fault_pin", self.gpio.fault_pin, self.gpio.enabled),
+            ("trigger.gpio_pin", t.gpio_pin, t.enabled), ("reject.pin", self.reject.pin, self.reject.enabled),
+            ("reject.encoder_pin", self.reject.encoder_pin, self.reject.enabled)) if on and v >= 0]
+        for i, (key, pin) in enumerate(lines):
+            other = next((k for k, v in lines[:i] if v == pin), None)
+            check(other is None, key, f"line {pin} is already {other}")
         check(not (t.enabled and self.reject.enabled and self.reject.encoder_pin < 0)
               or t.delay_s + t.frame_timeout_s < self.reject.delay_s, "reject.delay_s",
               f"must be > trigger.delay_s + trigger.frame_timeout_s ({t.delay_s + t.frame_timeout_s:g}): a part without "
