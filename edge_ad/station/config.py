@@ -339,11 +339,12 @@ class FleetConfig:
     cache_dir: str = "/var/lib/edge_ad/fleet"  # verified metadata (what was seen: no rollback) and downloads
     group: str = ""  # the rollout group this station belongs to (e.g. canary); empty: the last, default group
     poll_s: float = 300.0  # look at the repository this often; an MQTT notify looks at once
+    retry_s: float = 30.0  # after a look that failed or was refused (store unreachable, expired metadata), this soon
     report_s: float = 10.0  # publish the retained fleet status (state, version, fps, counts) this often
     switch_timeout_s: float = 60.0  # a new version must be running this long after the switch, else it goes back
 
     def validate(self) -> None:
-        _positive(self, "poll_s", "report_s", "switch_timeout_s")
+        _positive(self, "poll_s", "retry_s", "report_s", "switch_timeout_s")
         check(not self.enabled or bool(self.repository), "repository", "must be set when fleet.enabled")
         check("/" not in self.group and not any(c in self.group for c in "+#"), "group",
               f"must be a name without '/', '+' or '#', got {self.group!r}")
