@@ -32,6 +32,8 @@ REGION_MODES = ("auto", "off")
 
 @dataclass
 class DataConfig:
+    """How images become the network input: size, resizing, normalisation, gain (the one preprocessing)."""
+
     root: str = ""  # MVTec-layout category folder (train/good, test/<type>, ground_truth/<type>)
     image_size: list[int] = field(default_factory=lambda: [256, 256])  # [height, width]
     resize: str = "stretch"  # stretch | letterbox (keep aspect ratio, pad)
@@ -81,6 +83,8 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
+    """The network: method, frozen teacher and its taps, student size, the optional Gaussian map."""
+
     method: str = "rd"  # a name in edge_ad.methods: rd | rd_aug | dual | gauss
     teacher: str = "efficientnet_lite0"  # frozen ImageNet teacher: efficientnet_lite0 | 1 | 2 (bigger: slower, finer)
     strides: list[int] = field(default_factory=lambda: [4, 8, 16])  # teacher taps for rd / rd_aug
@@ -116,6 +120,8 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    """The distillation schedule and where the model is written."""
+
     epochs: int = 20  # passes over the training images (benchmarks/results/accuracy.md for the measured choice)
     min_steps: int = 0  # at least this many optimizer steps: more epochs when there are few images (0: off)
     max_minutes: float = 0.0  # stop after the epoch that passes this much training time (0: no limit)
@@ -139,6 +145,8 @@ class TrainConfig:
 
 @dataclass
 class ScoringConfig:
+    """From maps to a score and an alarm threshold."""
+
     blur_sigma: float = ScoringSpec.blur_sigma  # Gaussian blur of the anomaly map, in input pixels; 0 disables
     image_score: str = ScoringSpec.image_score  # max | topk_mean
     topk_fraction: float = ScoringSpec.topk_fraction  # fraction of map pixels averaged for topk_mean

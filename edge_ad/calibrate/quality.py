@@ -25,6 +25,8 @@ OLD_DUPLICATE_UNIT = 0.1  # duplicate_max_diff above this is the grey-level unit
 
 @dataclass
 class QualityConfig:
+    """Frames that would teach the model that blur or glare is normal are rejected."""
+
     enabled: bool = True  # false: keep every readable frame
     analysis_size: int = 256  # longer side (px) frames are shrunk to before measuring, so thresholds ignore resolution
     dark_level: int = 5  # grey level (0-255) at or below which a pixel counts as clipped black

@@ -27,6 +27,8 @@ DEFAULT_RECIPE = "default"
 
 @dataclass
 class CaptureConfig:
+    """How many good images to keep, from a folder or a camera."""
+
     n: int = 0  # good images to keep; 0 = every image of a folder (up to max_images), camera_n from a camera
     max_images: int = 1000  # n = 0 with a folder: at most this many
     camera_n: int = 300  # n = 0 with a camera or video: frames to keep
@@ -48,6 +50,8 @@ class CaptureConfig:
 
 @dataclass
 class SplitConfig:
+    """Which kept images train the model and which judge it and set the threshold."""
+
     val_fraction: float = 0.2  # share of the kept images held out to choose the model and set the threshold
     min_val: int = 30  # wanted validation images (with 0 false alarms in 30, the 95 % interval of the false-alarm
     #                    rate still reaches 12 %); a small set holds out up to max_val_fraction to get them
@@ -127,6 +131,8 @@ VARIANTS = ("fp32", "int8_trt", "int8_cpu")
 
 @dataclass
 class QuantizeConfig:
+    """INT8 graphs: how they are calibrated, and which one is deployed."""
+
     mode: str = DEFAULT_MODE  # INT8 mode when `variants` is empty: trt (symmetric, TensorRT and onnxruntime) | cpu (uint8 activations)
     method: str = DEFAULT_CALIB_METHOD  # calibration: minmax | percentile | entropy
     calib_images: int = 64  # calibration images, chosen evenly from the training split
@@ -148,6 +154,8 @@ class QuantizeConfig:
 
 @dataclass
 class EngineConfig:
+    """The TensorRT engine, built on the device that runs it."""
+
     build: str = "auto"  # auto: build when TensorRT is importable, else skip | always | never
     workspace_mb: int = DEFAULT_WORKSPACE_MB  # TensorRT builder workspace (MiB)
 
@@ -158,6 +166,8 @@ class EngineConfig:
 
 @dataclass
 class ReportConfig:
+    """What the calibration report shows."""
+
     heatmaps: int = 4  # sample heatmaps in the report: highest-scoring validation goods (and defects)
     histogram_bins: int = 30  # bins of the score histogram
 
