@@ -12,7 +12,7 @@ from pathlib import Path
 from edge_ad import config_cli
 from edge_ad.calibrate import cli as calibrate_cli
 from edge_ad.fleet import cli as fleet_cli
-from edge_ad.config import IMPORTANCES, ModelConfig, parse_overrides
+from edge_ad.config import GAUSSIAN_STRIDES, IMPORTANCES, ModelConfig, parse_overrides
 from edge_ad.deploy.engine import PRECISIONS
 from edge_ad.configdoc import add_options, options_from_args
 from edge_ad.deploy.pipeline import FORMATS, ExportOptions
@@ -243,7 +243,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="MVTec-layout category folder (sets data.root)")
     p.add_argument("--method", choices=list(method_names()), help="sets model.method (gauss: the Gaussian map alone, "
                    "needs model.gaussian_stride)")
-    p.add_argument("--gaussian", type=int, choices=[0, 4, 8, 16], metavar="STRIDE",
+    p.add_argument("--gaussian", type=int, choices=GAUSSIAN_STRIDES, metavar="STRIDE",
                    help="sets model.gaussian_stride: add a per-location Gaussian map of the teacher's features at this "
                         "stride (catches slow brightness/texture changes that 1-cos misses); 0 = off. Stack finer "
                         "stages into it with --set 'model.gaussian_stages=[4, 8, 16]'")

@@ -21,6 +21,7 @@ from edge_ad.scoring import FUSIONS, IMAGE_SCORES, ScoringSpec
 TEACHERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 IMPORTANCES = ("magnitude", "taylor")
 STRIDES = (2, 4, 8, 16)
+GAUSSIAN_STRIDES = (0, 4, 8, 16)  # model.gaussian_stride: 0 is off
 
 __all__ = ["ConfigError", "Config", "build", "check", "check_choice", "from_dict", "load_config", "validate_tree"]
 
@@ -108,7 +109,7 @@ class ModelConfig:
         check_choice(self.fusion, "fusion", FUSIONS)
         check(8 <= self.width <= 1024, "width", "must be in [8, 1024]")
         check(0 <= self.bottleneck_blocks <= 8, "bottleneck_blocks", "must be in [0, 8]")
-        check(self.gaussian_stride in (0, 4, 8, 16), "gaussian_stride", "must be 0 (off), 4, 8 or 16")
+        check(self.gaussian_stride in GAUSSIAN_STRIDES, "gaussian_stride", "must be 0 (off), 4, 8 or 16")
         stages = self.gaussian_stages
         check(stages == sorted(set(stages)) and all(s in STRIDES and s <= self.gaussian_stride for s in stages),
               "gaussian_stages", f"must be increasing strides from {', '.join(map(str, STRIDES))}, none above "
