@@ -92,7 +92,8 @@ class Agent:
             if now >= next_check or self._wake.is_set():
                 self._wake.clear()
                 self.check()
-                next_check = self._clock() + self.fc.poll_s
+                failed = self.update["state"] in ("error", "refused")
+                next_check = self._clock() + (self.fc.retry_s if failed else self.fc.poll_s)
                 next_report = 0.0
             if self._clock() >= next_report:
                 self.report()

@@ -150,6 +150,7 @@ class Rollout:
                 D.set_version(self.doc, self.part, self.version, group=g["name"])
             self._publish(doc)
             verdict = self._watch(g, names)
+            g["finished"] = time.time()
             if verdict.failed:
                 g["state"], g["reason"] = "failed", verdict.reason
                 self.progress.update(state="stopped", reason=f"group {g['name']}: {verdict.reason}")

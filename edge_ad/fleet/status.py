@@ -21,7 +21,8 @@ class FleetView:
     """The newest retained status of every station and every rollout (a live subscription to the broker)."""
 
     def __init__(self, broker: MqttConfig, client_id: str = "", wait_s: float = SYNC_WAIT_S) -> None:
-        self.prefix = broker.topic_prefix
+        self.prefix, self.wait_s = broker.topic_prefix, wait_s
+        self._mark = 0
         self._lock = threading.Lock()
         self._stations: dict[str, dict] = {}
         self._rollouts: dict[str, dict] = {}
@@ -59,11 +60,24 @@ class FleetView:
             return {k: dict(v) for k, v in self._rollouts.items()}
 
     def publish_rollout(self, part: str, doc: dict) -> None:
-        self.client.publish(P.rollout_topic(self.prefix, part), json.dumps(doc), qos=1, retain=True)
+        """The rollout's retained record, back from the broker before this returns (this view subscribes to it), so
+        a command that ends next does not take its last word with it."""
+        self._mark += 1
+        mark = f"{id(self)}-{self._mark}"
+        self.client.publish(P.rollout_topic(self.prefix, part), json.dumps({**doc, "mark": mark}), qos=1, retain=True)
+        deadline = time.monotonic() + self.wait_s
+        while time.monotonic() < deadline and self.rollouts().get(part, {}).get("mark") != mark:
+            time.sleep(0.01)
 
     def notify(self, doc: dict | None = None) -> None:
         """Tell every station to look at the repository now (they also poll)."""
-        self.client.publish(P.notify_topic(self.prefix), json.dumps(doc or {"time": time.time()}), qos=1)
+        self._sent(self.client.publish(P.notify_topic(self.prefix), json.dumps(doc or {"time": time.time()}), qos=1))
+
+    def _sent(self, info) -> None:
+        try:
+            info.wait_for_publish(timeout=self.wait_s)
+        except (RuntimeError, ValueError):  # not connected: paho sends it on reconnect
+            pass
 
     def close(self) -> None:
         M.close(self.client)
