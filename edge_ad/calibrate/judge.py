@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from edge_ad import metrics as M
-from edge_ad.calibrate.synthetic import SIZES, Defect, defect_set
+from edge_ad.calibrate.synthetic import SIZES, Defect, defect_set, part_masks
 from edge_ad.runtime.base import Detector
 
 JUDGE_BATCH = 8  # prepared images per detect_batch call
@@ -58,10 +58,21 @@ def judge_images(val_rgb: list[np.ndarray], limit: int) -> list[np.ndarray]:
     return [val_rgb[int(i)] for i in np.linspace(0, len(val_rgb) - 1, limit).round()]
 
 
-def synthetic_defects(val_rgb: list[np.ndarray], seed: int, per_size: int = 0) -> list[tuple[int, Defect]]:
+@dataclass
+class JudgedSet:
+    """Held-out good images, their synthetic defects and where the part is in each (segmented once)."""
+
+    images: list[np.ndarray]
+    defects: list[tuple[int, Defect]]
+    parts: list[np.ndarray | None]
+
+
+def synthetic_defects(val_rgb: list[np.ndarray], seed: int, per_size: int = 0) -> JudgedSet:
     """The synthetic defect set of a calibration: defects of each size on every held-out good image, several per
     image on a small set so that each size has about `per_size` (a rate from 24 defects moves by 4 pt per defect)."""
-    return defect_set(val_rgb, seed, per_image=max(1, -(-per_size // max(len(val_rgb), 1))))
+    parts = part_masks(val_rgb)
+    per_image = max(1, -(-per_size // max(len(val_rgb), 1)))
+    return JudgedSet(val_rgb, defect_set(val_rgb, seed, per_image=per_image, where=parts), parts)
 
 
 def score_prepared(det: Detector, images: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
@@ -74,11 +85,11 @@ def score_prepared(det: Detector, images: list[np.ndarray]) -> tuple[list[np.nda
     return maps, scores
 
 
-def judge(det: Detector, val_rgb: list[np.ndarray], defects: list[tuple[int, Defect]],
-          localisation: bool = False) -> Judgement:
+def judge(det: Detector, js: JudgedSet, localisation: bool = False) -> Judgement:
     """Score held-out goods and their defective copies with one model; AUROCs overall and per size, and with
     `localisation` how well the maps find the defects (AUPRO) and whether good maps peak on the ground."""
-    good_maps, good = score_prepared(det, val_rgb)
+    defects = js.defects
+    good_maps, good = score_prepared(det, js.images)
     maps, bad = score_prepared(det, [d.image for _, d in defects])
     sizes = [d.size for _, d in defects]
     good_a, bad_a = np.asarray(good, np.float64), np.asarray(bad, np.float64)
@@ -92,19 +103,16 @@ def judge(det: Detector, val_rgb: list[np.ndarray], defects: list[tuple[int, Def
     j = Judgement(float(img), float(pix), by_size, [float(v) for v in good], [float(v) for v in bad], sizes)
     if localisation:
         j.aupro = float(M.aupro([d.mask for _, d in defects], maps))
-        j.peak_off_part = peak_off_part(val_rgb, good_maps)
+        j.peak_off_part = peak_off_part(js.parts, good_maps)
         j.mean_good_map = np.mean(np.stack([np.asarray(m, np.float32) for m in good_maps]), axis=0)
     return j
 
 
-def peak_off_part(images: list[np.ndarray], maps: list[np.ndarray]) -> float | None:
+def peak_off_part(parts: list[np.ndarray | None], maps: list[np.ndarray]) -> float | None:
     """Share of good images whose anomaly map is highest off the part (on its ground): such a model watches the
     background, not the part. None when the set has no part on a plain ground (a full-frame texture)."""
     import cv2
 
-    from edge_ad.calibrate.synthetic import part_masks
-
-    parts = part_masks(images)
     off, n = 0, 0
     for part, m in zip(parts, maps):
         if part is None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from edge_ad import data as D
 from edge_ad.calibrate.job import CalibrationError, Job, State, say
-from edge_ad.calibrate.judge import judge, judge_images, synthetic_defects
+from edge_ad.calibrate.judge import JudgedSet, judge, judge_images, synthetic_defects
 from edge_ad.config import Config, build, read_yaml, to_dict
 from edge_ad.errors import EdgeAdError
 from edge_ad.fileio import atomic_write_json
@@ -53,7 +53,7 @@ def prepared(paths: list[Path], cfg: Config) -> list[np.ndarray]:
     return images
 
 
-def train_and_judge(name: str, cfg: Config, val_rgb: list[np.ndarray], defects: list) -> dict:
+def train_and_judge(name: str, cfg: Config, js: JudgedSet) -> dict:
     """Train (or resume) one candidate and judge it; the result is saved beside its model."""
     from edge_ad.runtime.detector import open_detector
     from edge_ad.training.train import train
@@ -68,7 +68,7 @@ def train_and_judge(name: str, cfg: Config, val_rgb: list[np.ndarray], defects: 
     path = train(cfg, resume=True)
     seconds = time.perf_counter() - t0
     det = open_detector(path, "torch", cfg.train.threads)
-    j = judge(det, val_rgb, defects)
+    j = judge(det, js)
     meta = det.info.meta
     doc = {"name": name, "model": str(path), "method": cfg.model.method, "teacher": cfg.model.teacher,
            "epochs": int(meta.get("epochs", 0)), "steps": int(meta.get("steps", 0)), "train_seconds": round(seconds, 1),
@@ -84,7 +84,7 @@ def select_model(job: Job, state: State, base: Config, val_paths: list[Path]) ->
     val_rgb = judge_images(prepared(val_paths, base), sel.max_images)
     if not val_rgb:
         raise CalibrationError("no readable validation image to judge the models on")
-    defects = synthetic_defects(val_rgb, sel.seed, sel.max_images)
+    js = synthetic_defects(val_rgb, sel.seed, sel.max_images)
     overlap = pose_overlap(val_rgb)
     moving = overlap is not None and overlap < MIN_POSE_OVERLAP
     cfgs = {}
@@ -106,7 +106,7 @@ def select_model(job: Job, state: State, base: Config, val_paths: list[Path]) ->
             say(f"train: skipped candidate {skipped[-1]}")
             continue
         say(f"train: candidate {name} ({cfg.model.method}, {cfg.model.teacher})")
-        rows.append(train_and_judge(name, cfg, val_rgb, defects))
+        rows.append(train_and_judge(name, cfg, js))
         j = rows[-1]["judgement"]
         say(f"train: {name}: held-out goods vs synthetic defects: image AUROC {j['image_auroc']:.3f}, "
             f"pixel AUROC {j['pixel_auroc']:.3f}")
@@ -114,7 +114,7 @@ def select_model(job: Job, state: State, base: Config, val_paths: list[Path]) ->
     for row in rows[1:]:  # a later candidate must be better by min_gain: ties keep the earlier (preferred) one
         if row["judgement"]["score"] > best["judgement"]["score"] + sel.min_gain:
             best = row
-    why = (f"{best['name']} separates {len(val_rgb)} held-out good images from {len(defects)} synthetic defects best "
+    why = (f"{best['name']} separates {len(val_rgb)} held-out good images from {len(js.defects)} synthetic defects best "
            f"(synthetic-defect pixel AUROC {best['judgement']['score']:.3f}"
            + "".join(f"; {r['name']} {r['judgement']['score']:.3f}" for r in rows if r is not best) + ")")
     if len(rows) == 1:
@@ -124,7 +124,7 @@ def select_model(job: Job, state: State, base: Config, val_paths: list[Path]) ->
         why += "; skipped: " + ", ".join(skipped)
     say(f"train: picked {best['name']}: {why}")
     table = [{k: r[k] for k in ("name", "method", "teacher", "epochs", "steps", "train_seconds", "judgement")} for r in rows]
-    return {"best": best, "candidates": table, "why": why, "val_images": len(val_rgb), "synthetic_defects": len(defects),
+    return {"best": best, "candidates": table, "why": why, "val_images": len(val_rgb), "synthetic_defects": len(js.defects),
             "config": copy.deepcopy(best["config"]), "pose_overlap": overlap, "skipped": skipped}
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from edge_ad import data as D
 from edge_ad.calibrate.job import CAPTURED, Job, State
+from edge_ad.calibrate.judge import JudgedSet
 from edge_ad.config import Config, read_yaml, to_dict
 
 
@@ -42,15 +41,25 @@ def chosen_config(job: Job, state: State) -> Config:
     return build(Config, picked, "the chosen model") if picked else model_config(job, state)
 
 
-def judged_set(job: Job, state: State) -> tuple[list[np.ndarray], list]:
+_JUDGED: dict[str, JudgedSet] = {}  # one judged set per calibration and chosen input, shared by quantize and readiness
+
+
+def judged_set(job: Job, state: State) -> JudgedSet:
     """The held-out images (at most select.max_images) and their synthetic defects, prepared for the chosen model:
-    what the quantize variants and the readiness verdict are judged on."""
+    what the quantize variants and the readiness verdict are judged on (made once per process)."""
+    import json
+
     from edge_ad.calibrate.judge import judge_images, synthetic_defects
     from edge_ad.calibrate.select import prepared
 
-    sel = job.recipe.calib.select
-    val_rgb = judge_images(prepared(val_paths(job, state), chosen_config(job, state)), sel.max_images)
-    return val_rgb, synthetic_defects(val_rgb, sel.seed, sel.max_images)
+    sel, cfg = job.recipe.calib.select, chosen_config(job, state)
+    paths = val_paths(job, state)
+    key = json.dumps([str(job.dir), to_dict(cfg.data), sel.seed, sel.max_images, [str(p) for p in paths]])
+    if key not in _JUDGED:
+        _JUDGED.clear()
+        val_rgb = judge_images(prepared(paths, cfg), sel.max_images)
+        _JUDGED[key] = synthetic_defects(val_rgb, sel.seed, sel.max_images)
+    return _JUDGED[key]
 
 
 def deployed_detector(path: str | Path, job: Job, threshold: float | None = None):

@@ -49,13 +49,13 @@ def stage_quantize(job: Job, state: State, hook: Hook | None) -> QuantizeResult:
             mode = v.removeprefix("int8_")
             graphs[v] = quantize(fp32, out_dir / f"model_{v}.onnx", calib, mode, q.method, q.exclude,
                                  cache if mode == "trt" else None)
-    val_rgb, defects = judged_set(job, state)
+    js = judged_set(job, state)
     judged, sessions = {}, {}
     for v, path in graphs.items():
         det = deployed_detector(path, job)
-        judged[v] = judge(det, val_rgb, defects)
+        judged[v] = judge(det, js)
         sessions[v] = det.session
-    ref = judged["fp32"] if "fp32" in judged else judge(deployed_detector(fp32, job), val_rgb, defects)
+    ref = judged["fp32"] if "fp32" in judged else judge(deployed_detector(fp32, job), js)
     ms = time_sessions(sessions, calib[:1], q.timing_runs)
     table = {}
     for v in graphs:

@@ -63,8 +63,7 @@ def assess_readiness(job: Job, state: State, onnx: str, threshold: float, val: l
     from edge_ad.calibrate.judge import detection_rates, false_alarm_estimate, judge
 
     r = job.recipe.calib.readiness
-    val_rgb, defects = judged_set(job, state)
-    j = judge(deployed_detector(onnx, job, threshold), val_rgb, defects, localisation=True)
+    j = judge(deployed_detector(onnx, job, threshold), judged_set(job, state), localisation=True)
     fa = false_alarm_estimate(val, rule)
     detect = detection_rates(j, threshold)
     problems = problems_of(j, fa, threshold, r, state, job)
