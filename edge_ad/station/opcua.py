@@ -143,6 +143,13 @@ class OpcuaServer:
 
     # --- the station side (loop thread) ---------------------------------------------------------------
     def start(self) -> OpcuaServer:
+        """Serve (the address space takes a few seconds to build); EdgeAdError in one line when it cannot."""
+        ua_log = logging.getLogger("asyncua")
+        if ua_log.level == logging.NOTSET:  # asyncua logs every session at INFO: the station's log keeps its own lines
+            ua_log.setLevel(logging.WARNING)
+        if self.cfg.username and self.cfg.security == "none":
+            log.warning("opcua: the password of user %s goes over the network in plain text (opcua.security none); "
+                        "use sign_encrypt beyond this machine", self.cfg.username)
         self._thread.start()
         if not self._ready.wait(START_TIMEOUT_S) or self._error is not None:
             self.close()
@@ -226,7 +233,13 @@ class OpcuaServer:
         self.ns = await server.register_namespace(self.cfg.namespace)
         self._server = server
         await self._build(server)
-        await server.start()
+        starting = logging.getLogger("asyncua.server.server")  # it logs a traceback before raising: start() says it
+        level = starting.level
+        starting.setLevel(logging.CRITICAL)
+        try:
+            await server.start()
+        finally:
+            starting.setLevel(level)
         port = server.bserver.port if server.bserver is not None else self.cfg.port
         self.url = endpoint(self.cfg.host, port)
         self._loop, self._queue = asyncio.get_running_loop(), asyncio.Queue()
