@@ -35,7 +35,7 @@ def test_timed_rejects_in_part_order_at_the_delay():
     rej.close()
     assert [p.seq for p in rej.pulses] == [1, 3, 4] and rej.passed == 2 and rej.late == 0
     for p, t in zip(highs(out), [trigs[0], trigs[2], trigs[3]]):
-        assert p - (t.mono + 0.15) == pytest.approx(0.0, abs=0.02)  # the fake's own clock: fired at the delay
+        assert 0.0 <= p - (t.mono + 0.15) < 0.08  # the fake's own clock: at the delay, never early (2 busy cores)
     assert out.levels[0] == 0 and out.levels[-1] == 0 and out.closed
 
 

@@ -159,7 +159,7 @@ def test_gpio_light_barrier_and_rejector_in_part_order(tiny_onnx, video, thresho
     pulses = list(st.line.rejector.pulses)
     assert [p.seq for p in pulses] == [r["seq"] for r in rejected]  # in part order, nok and error
     for p in pulses:
-        assert not p.late and abs(p.fired - p.due) < 0.05  # at the set delay (loose on a shared 2-core CPU)
+        assert not p.late and 0.0 <= p.fired - p.due < 0.1  # at the set delay, never early (loose: 2 busy cores)
     by_seq = {i + 1: t for i, t in enumerate(times)}
     for p in pulses[:-1]:
         assert p.due == pytest.approx(by_seq[p.seq] + delay)
