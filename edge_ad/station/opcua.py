@@ -167,8 +167,7 @@ class OpcuaServer:
     def on_result(self, result: Any) -> None:
         s = self.st.status
         t = result.timings
-        self._put({
-            "ResultManagement.LastResult.ResultId": str(result.seq),
+        self._put({  # ResultId last: a PLC that sees it change reads the rest of this result (one task writes all)
             "ResultManagement.LastResult.PartId": result.part_id,
             "ResultManagement.LastResult.ResultState": RESULT_STATES[result.verdict],
             "ResultManagement.LastResult.Verdict": result.verdict,
@@ -186,6 +185,7 @@ class OpcuaServer:
             "ResultManagement.OkCount": s.parts_ok + (result.verdict == "ok"),
             "ResultManagement.NokCount": s.parts_nok + (result.verdict == "nok"),
             "ResultManagement.ErrorCount": s.parts_error + (result.verdict == "error"),
+            "ResultManagement.LastResult.ResultId": str(result.seq),
         })
 
     def set_fault(self, reason: str) -> None:
