@@ -4,6 +4,7 @@ method and its result, the ActivateRecipe part-version switch (a real bundle rel
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -66,13 +67,15 @@ def test_plc_reads_results_triggers_and_switches_the_part_version(tiny_onnx, tmp
         server = next(s for s in box["st"].alarms.sinks if s.name == "opcua")
         assert server.url.startswith("opc.tcp://127.0.0.1:")
         asyncio.run(plc(server, status))
-        running = check_opcua(cfg)
+        port = int(server.url.rsplit(":", 1)[1].split("/")[0])  # opcua.port 0: the free port it took
+        probe = dataclasses.replace(cfg, opcua=dataclasses.replace(cfg.opcua, port=port))
+        running = check_opcua(probe)  # `edge_ad doctor --config`: logs in as configured, reads the state
         assert running.ok and "answers: VisionSystem state Operational" in running.detail, running
     finally:
         stop.set()
         thread.join(60)
     assert not thread.is_alive()
-    stopped = check_opcua(cfg)  # `edge_ad doctor --config`: no station, no endpoint, and what to do about it
+    stopped = check_opcua(probe)  # no station, no endpoint, and what to do about it
     assert not stopped.ok and "does not answer" in stopped.detail and "start the station" in stopped.fix
     rows = [json.loads(x) for x in (tmp_path / "frames.jsonl").read_text().splitlines()]
     assert [r["part_id"] for r in rows if r.get("kind") == "part"] == ["P-7", "2"]
