@@ -6,7 +6,8 @@ import pytest
 
 from edge_ad.cli import main
 
-SUBCOMMANDS = ["demo", "train", "eval", "predict", "export", "quantize", "prune", "calibrate", "parts", "run", "doctor", "config"]
+SUBCOMMANDS = ["demo", "train", "eval", "predict", "export", "quantize", "prune", "calibrate", "parts", "run", "doctor",
+               "config", "fleet"]
 
 
 def run_cli(*args):
