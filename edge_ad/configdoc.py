@@ -2,8 +2,7 @@
 
 A setting is declared once: a dataclass field with its help, either as field metadata (`opt(default, help)`) or as
 the trailing comment on its line (comment-only lines right below continue it); a section's help is its class
-docstring. Everything a user reads about defaults is rendered from
-that declaration, so no hand-kept copy can drift.
+docstring. Everything a user reads about defaults is rendered from that declaration, so no hand-kept copy can drift.
 """
 
 from __future__ import annotations
