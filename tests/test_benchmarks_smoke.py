@@ -1,8 +1,9 @@
 """Every benchmark script still runs: its --smoke mode (the demo part, a few frames, seconds) into a temp folder.
 
 A benchmark is only run by hand, so an API change elsewhere breaks it silently (speed.py stopped at an ImportError
-for weeks). The smoke runs share one folder in the order the real ones do: accuracy.py trains the model int8.py,
-loop.py and pruning.py start from.
+for weeks). The smoke runs of one process share one folder in the order the real ones do: accuracy.py trains the
+model int8.py, loop.py and pruning.py start from (each trains it itself when run alone). Each is its own pytest-xdist
+group, so the runs spread over the workers.
 """
 
 from __future__ import annotations
@@ -40,14 +41,18 @@ def test_every_benchmark_script_has_a_smoke_run_or_a_reason():
     assert scripts == set(SMOKED) | set(NEEDS_TENSORRT) | set(NOT_SMOKED)
 
 
-def _tensorrt_param(name: str):
+def _param(name: str):
+    """One smoke run, in its own xdist group (independent of the others); a TensorRT one skips without TensorRT."""
     from edge_ad.runtime.tensorrt import tensorrt_version
 
-    reason = "TensorRT not installed: needs a Jetson or NVIDIA GPU"
-    return pytest.param(name, marks=pytest.mark.skipif(tensorrt_version() is None, reason=reason))
+    marks = [pytest.mark.xdist_group(f"benchmark_smoke_{name}")]
+    if name in NEEDS_TENSORRT:
+        marks.append(pytest.mark.skipif(tensorrt_version() is None,
+                                        reason="TensorRT not installed: needs a Jetson or NVIDIA GPU"))
+    return pytest.param(name, marks=marks)
 
 
-@pytest.mark.parametrize("name", SMOKED + [_tensorrt_param(n) for n in NEEDS_TENSORRT])
+@pytest.mark.parametrize("name", [_param(n) for n in SMOKED + NEEDS_TENSORRT])
 def test_benchmark_smoke_run(name, smoke_dir):
     before = committed_results(name)
     run = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--smoke", "--out", str(smoke_dir)],
