@@ -23,6 +23,16 @@ STATION = ("station", "station-secret-4567")  # the stations' key, on a read-onl
 CONTROLLER = "fleet-controller"  # the ACL's user for rollout, status and the fleet page
 
 
+def die_with_parent() -> None:
+    """Popen preexec_fn: the child gets SIGTERM when the process that started it dies (a killed test or benchmark
+    leaves no station, store or simulator behind)."""
+    import ctypes
+    import signal as _signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, _signal.SIGTERM)
+
+
 def rclone_binary() -> str | None:
     return shutil.which("rclone")
 
@@ -68,7 +78,8 @@ class S3Server:
         for port, key, extra in ((self.rw_port, PUBLISHER, []), (self.ro_port, STATION, ["--read-only", *NO_DIR_CACHE])):
             log = open(root.parent / f"rclone-{port}.log", "w")
             proc = subprocess.Popen([rclone_binary(), "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key",
-                                     ",".join(key), *extra, str(root)], stdout=log, stderr=subprocess.STDOUT)
+                                     ",".join(key), *extra, str(root)], stdout=log, stderr=subprocess.STDOUT,
+                                    preexec_fn=die_with_parent)
             self.procs.append(proc)
             wait_port(port, proc)
 
@@ -91,7 +102,8 @@ class HttpServer:
     def __init__(self, root: Path) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen([sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1",
-                                      "--directory", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                      "--directory", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=die_with_parent)
         wait_port(self.port, self.proc)
         self.url = f"http://127.0.0.1:{self.port}"
 

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-SMOKED = ["accuracy", "int8", "loop", "pruning", "speed", "calibrate", "trigger"]  # in dependency order
+SMOKED = ["accuracy", "int8", "loop", "pruning", "speed", "calibrate", "trigger", "fleet"]  # in dependency order
 NOT_SMOKED = {  # scripts without a smoke mode yet, and why
     "reliability": "its trials start brokers, stations and full disks; tests/test_station_faults.py and "
                    "tests/test_fail_closed.py run the same cases fast",
+    "fleet_sim": "the light stations benchmarks/fleet.py starts (its smoke run starts them too)",
 }
 NEEDS_TENSORRT = ["engine"]  # smoke runs that build and time a TensorRT engine: they skip where TensorRT is absent
 SMOKE_TIMEOUT_S = 240  # each run takes 5-20 s on 2 busy cores; a hang fails instead of stalling CI
