@@ -49,7 +49,7 @@ class Agent:
         self.update: dict[str, Any] = {"state": "idle", "version": None, "reason": "", "time": time.time()}
         self.desired: int | None = None
         self.bytes_fetched = 0
-        self._refused: dict[int, str] = {}  # version -> signed manifest hash refused (a re-publish is tried again)
+        self._refused: dict[int, tuple[str, str]] = {}  # version -> (signed manifest hash, why): a re-publish is tried
         self._clock = clock
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -135,8 +135,9 @@ class Agent:
         signed = client.target_hash(f"{part}/v{want}/{B.MANIFEST}")
         if signed is None:
             raise Refused(f"{part} v{want} is not in the signed targets (revoked, or never published)")
-        if self._refused.get(want) == signed:
-            return  # refused before, unchanged since: the status still says why
+        if self._refused.get(want, ("", ""))[0] == signed:
+            self._set("refused", want, self._refused[want][1])  # refused before, unchanged since: not fetched again
+            return
         self._stage(client, want, signed)
         self._switch(want, signed)
 
@@ -154,8 +155,8 @@ class Agent:
         try:
             client.fetch_bundle(part, want, tmp)
             return B.install_version(root, part, want, tmp)
-        except Refused:
-            self._refused[want] = signed
+        except Refused as e:
+            self._refused[want] = (signed, str(e))
             raise
         finally:
             self.bytes_fetched += client.fetcher.bytes - before
@@ -172,7 +173,7 @@ class Agent:
             self._set("ok", want, "")
             return
         why = self.status.snapshot().get("fault") or f"v{want} not running after {self.fc.switch_timeout_s:g} s"
-        self._refused[want] = signed
+        self._refused[want] = (signed, f"v{want} did not load: {why}")
         if old is not None:
             B.switch_current(root, part, old)
             self._reload_to(f"v{old}")
