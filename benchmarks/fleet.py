@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import common  # noqa: E402
 from common import write_results  # noqa: E402
 from mosquitto_fixture import Broker  # noqa: E402
-from plant_kit import (CONTROLLER, PUBLISHER, STATION, S3Server, TcpProxy, add_users, central_broker,  # noqa: E402
+from plant_kit import (CONTROLLER, PUBLISHER, STATION, S3Server, TcpProxy, central_broker,  # noqa: E402
                        die_with_parent, make_certs, station_broker, stop_process)
 
 from edge_ad import bundle as B  # noqa: E402

@@ -342,7 +342,7 @@ def test_a_version_that_does_not_load_is_switched_back(plant):
 def test_rollback_by_hand_uses_what_is_on_disk_and_a_tampered_store_cannot_force_it(plant, capsys):
     from edge_ad.cli import main
 
-    view, work = plant["view"], plant["work"]
+    view = plant["view"]
     assert wait_until(lambda: running(view, "v2"), timeout=WAIT_S)
     before = {n: view.stations()[n]["bytes_fetched"] for n in GROUPS}
     assert main(["fleet", "rollback", "demo", "--version", "1", "--plant", str(plant["plant_yaml"])]) == 0

@@ -6,8 +6,8 @@ plain HTTP server."""
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -174,10 +174,7 @@ def test_s3_repository_read_only_for_stations_and_a_plain_http_server(s3_server,
     assert (c.fetch_bundle("flange", 1, tmp_path / "dl") / "model.onnx").read_bytes() == b"one" * 100
     with pytest.raises(EdgeAdError, match="s3 write of"):
         ro.put("metadata/timestamp.json", b"{}")  # a station's key cannot change the repository
-    # the same repository as a folder behind a plain web server
-    www = Path(http_server.url.split(":")[-1])  # noqa: F841 - the server's folder is tmp_path/www
-    import shutil
-
+    # the same repository as a folder behind a plain web server (it serves tmp_path/www)
     shutil.copytree(s3_server.root / "bundles" / "plant1", tmp_path / "www" / "repo")
     web = open_store(f"{http_server.url}/repo")
     c = Client(web, tmp_path / "station_http", plant.trusted_root)
