@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -186,3 +187,23 @@ def test_s3_repository_read_only_for_stations_and_a_plain_http_server(s3_server,
 def test_a_folder_store_refuses_paths_out_of_the_repository(tmp_path):
     with pytest.raises(EdgeAdError, match="not a plain relative path"):
         FolderStore(tmp_path).get("../etc/passwd")
+
+
+def test_fleet_settings_are_checked_with_the_key_named(tmp_path):
+    from edge_ad.errors import ConfigError
+    from edge_ad.fleet.config import load_plant_config
+    from edge_ad.station.config import station_config_from_dict
+
+    with pytest.raises(ConfigError, match="fleet.enabled: needs `part` set and `bundle` empty"):
+        station_config_from_dict({"fleet": {"enabled": True, "repository": "s3://b/p"}})
+    with pytest.raises(ConfigError, match="repository: must be set when fleet.enabled"):
+        station_config_from_dict({"part": "p", "fleet": {"enabled": True}})
+    bad = tmp_path / "plant.yaml"
+    bad.write_text("rollout: {alarm_factor: 0.5}\n")
+    with pytest.raises(ConfigError, match=r"plant.yaml: .*alarm_factor: must be >= 1"):
+        load_plant_config(bad)
+    bad.write_text("rolout: {}\n")
+    with pytest.raises(ConfigError, match="rolout"):
+        load_plant_config(bad)
+    example = load_plant_config(Path(__file__).resolve().parents[1] / "plant" / "plant.example.yaml")
+    assert example.rollout.groups == ["canary"] and example.broker.tls
