@@ -58,7 +58,9 @@ NOTES = ("`edge_ad calibrate --part P --source DATA/train/good` with no recipe (
          "detections: share of test good / defect images at or above the calibrated threshold; estimated false alarms: "
          "calibrate's leave-one-out estimate. Target: within 1.5 pt (image and pixel) AUROC of the best row "
          "for the data set in accuracy.md; for bottle_lowlight within 2.0 pt of this table's bottle row. Stage times are "
-         "wall-clock seconds on the machine above.")
+         "wall-clock seconds on the machine above. After a `--rejudge` run a row keeps its bundle's model, threshold, "
+         "real-split figures and times from the run that made it; only its verdict (readiness, estimated false alarms) "
+         "was judged again with the later judge and rules (the row's `rejudged` field in the JSON says when).")
 CAND_NOTES = ("Every candidate calibrate trained, judged on held-out goods + synthetic defects (what calibrate sees) "
               "and, for this table only, evaluated on the real test split with torch (what calibrate cannot see).")
 
@@ -175,6 +177,40 @@ def agreement(rows: list[dict], cand_rows: list[dict]) -> list[dict]:
     return out
 
 
+def rejudge_row(row: dict, work: Path, overrides: dict) -> dict:
+    """The readiness of a finished calibration's own bundle judged again with this code's judge and rules (same
+    model, threshold and real-split figures): what a change of the judge alone does, free of training noise."""
+    import edge_ad
+    from edge_ad.calibrate.job import STATE_FILE, State
+    from edge_ad.calibrate.stages.common import chosen_config
+    from edge_ad.calibrate.stages.readiness import assess_readiness
+    from edge_ad.rejudge import val_scores
+    from edge_ad.scoring import threshold_from_good
+
+    name = row["dataset"]
+    job = Job(part=name, recipe=load_recipe(None, overrides), source="", parts_root=work / "parts", work=work / "work")
+    state = State(job.dir / STATE_FILE, "")
+    if not state.loaded or not state.done("threshold"):
+        sys.exit(f"{name}: no finished calibration in {job.dir}")
+    t = state.get("threshold")
+    val = val_scores(json.loads(Path(t.scores).read_text()))
+    sc = chosen_config(job, state).scoring
+    verdict = assess_readiness(job, state, state.get("quantize").onnx, t.threshold, val,
+                               lambda g: threshold_from_good(g, sc.threshold_quantile, sc.threshold_margin)).record()
+    out = dict(row)
+    out["ready"] = "ready" if verdict["ready"] else f"NOT READY: {verdict['reason']}"
+    out["est_false_alarm_rate"] = verdict["false_alarms"]["rate"]
+    out["rejudged"] = f"verdict re-judged by {edge_ad.__name__} at {_commit()} on the bundle in {work}"
+    return out
+
+
+def _commit() -> str:
+    import subprocess
+
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    return r.stdout.strip() or "?"
+
+
 def judge_targets(rows: list[dict]) -> None:
     """Fill target / met from accuracy.md's best rows (a low-light proxy: against this table's row of its original)."""
     best = best_rows()
@@ -203,9 +239,24 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override (recorded in the command)")
     ap.add_argument("--agreement-only", action="store_true",
                     help="recompute targets (from accuracy.json) and calibrate_agreement.* from the stored rows, run nothing")
+    ap.add_argument("--rejudge", type=Path, metavar="WORK",
+                    help="judge the stored rows' bundles again (WORK/<data set>, from an earlier --work) with this "
+                         "code's judge and readiness rules; trains nothing")
     common.add_smoke_args(ap)
     args = ap.parse_args()
     name = "calibrate"
+    if args.rejudge:
+        rows = load_rows(name)
+        keep = [r for r in rows if r["dataset"] not in args.datasets]
+        for r in rows:
+            if r["dataset"] in args.datasets:
+                keep.append(rejudge_row(r, args.rejudge / r["dataset"], parse_overrides(args.set)))
+                print(r["dataset"], keep[-1]["ready"], flush=True)
+        rows = sorted(keep, key=lambda x: x["dataset"])
+        judge_targets(rows)
+        write_results(name, rows, COLUMNS, NOTES)
+        write_results(f"{name}_agreement", agreement(rows, load_rows(f"{name}_candidates")), AGREE_COLUMNS, AGREE_NOTES)
+        return
     if args.agreement_only:
         rows = load_rows(name)
         judge_targets(rows)
