@@ -171,7 +171,7 @@ def plant(demo_root, tiny_onnx, tmp_path_factory):
             "root_key": str(work / "offline" / "root.pem"), "parts_dir": str(parts),
             "broker": {"host": "127.0.0.1", "port": central.port, "tls": True, "ca_file": str(certs / "ca.crt"),
                        "username": CONTROLLER, "password_env": "EDGE_AD_CTL_PASSWORD"},
-            "rollout": {"groups": ["canary", "line1"], "soak_s": 1.0, "min_frames": 20, "alarm_factor": 2.0,
+            "rollout": {"groups": ["canary", "line1"], "soak_s": 0.5, "min_frames": 10, "alarm_factor": 2.0,
                         "alarm_rate_floor": 0.05, "station_timeout_s": 40.0, "poll_s": 0.2}}))
         from edge_ad.cli import main
 
