@@ -270,7 +270,8 @@ def main() -> None:
         onnx = pt.with_suffix(".onnx")  # int8.py --smoke exports it; a loop smoke run alone exports it here
         args.model = str(onnx if onnx.is_file() else export_onnx(pt, onnx))
         VIDEO_SOURCE, VIDEO_KINDS = root / "data" / common.SMOKE_DATASET / "test", SMOKE_VIDEO_KINDS
-        args.frames, args.threads, args.web_reps, args.web_seconds = 30, 1, 1, 6.0
+        # 12 s of video: the replay client connects after a few seconds when the cores are shared (parallel tests)
+        args.frames, args.threads, args.web_reps, args.web_seconds = 30, 1, 1, 12.0
         variants, min_frames, warmup_s = [v for v in WEB_VARIANTS if v[1] in (None, "replay")], 1, 0.5
     model = Path(args.model)
     if not model.is_file():
