@@ -181,7 +181,8 @@ def station_broker(workdir: Path, station: str, password: str, uplink_port: int,
 
 class TcpProxy:
     """A TCP relay between a station broker's bridge and the central broker; `cut()` is the uplink going down
-    (every connection dropped, new ones refused at once), `restore()` brings it back."""
+    (every connection dropped; new ones are accepted and closed at once, as a middlebox whose far side is gone),
+    `restore()` relays again. (Closing the port instead lost events with mosquitto 2.0.11's bridges here.)"""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -197,10 +198,12 @@ class TcpProxy:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port,
-                                                                          backlog=512))
+        self._server = self._loop.run_until_complete(self._listen())
         self._ready.set()
         self._loop.run_forever()
+
+    async def _listen(self):
+        return await asyncio.start_server(self._handle, "127.0.0.1", self.port, backlog=512, reuse_address=True)
 
     async def _handle(self, reader, writer) -> None:
         if self.down:
@@ -240,6 +243,7 @@ class TcpProxy:
         self._loop.call_soon_threadsafe(lambda: setattr(self, "down", False))
 
     def close(self) -> None:
-        self.cut()
+        if not self.down:
+            self.cut()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
