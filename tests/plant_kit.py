@@ -182,7 +182,8 @@ def station_broker(workdir: Path, station: str, password: str, uplink_port: int,
 class TcpProxy:
     """A TCP relay between a station broker's bridge and the central broker; `cut()` is the uplink going down
     (every connection dropped; new ones are accepted and closed at once, as a middlebox whose far side is gone),
-    `restore()` relays again. (Closing the port instead lost events with mosquitto 2.0.11's bridges here.)"""
+    `restore()` relays again. Seen here with mosquitto 2.0.11: a TLS bridge whose handshake is cut twice logs
+    `Protocol error` and never reconnects (a cut longer than two retries); closing the port instead lost events."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
