@@ -47,6 +47,7 @@ class Frame:
     index: int
     time: float  # time.time() when grabbed
     name: str  # file name for folders, else the URI
+    mono: float = 0.0  # time.monotonic() when grabbed: triggered mode compares it (a wall-clock step moves nothing)
 
 
 @dataclass
@@ -288,15 +289,15 @@ class Camera:
             return frame
 
     def frames_from(self, since: float, n: int, timeout: float) -> tuple[list[Frame], str]:
-        """Triggered mode: the first `n` frames captured at or after `since` (time.time()), waiting up to `timeout`
-        for them; with fewer, the reason ("" when all n came)."""
+        """Triggered mode: the first `n` frames captured at or after `since` (time.monotonic()), waiting up to
+        `timeout` for them; with fewer, the reason ("" when all n came)."""
         assert self._history is not None, "frames_from needs a camera made with history > 0"
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 if self._evicted_time >= since:
                     return [], "its frame was pushed out of the camera history (inspection fell behind the triggers)"
-                got = [f for f in self._history if f.time >= since][:n]
+                got = [f for f in self._history if f.mono >= since][:n]
                 if len(got) == n:
                     return got, ""
                 remaining = deadline - time.monotonic()
@@ -463,7 +464,8 @@ class Camera:
         self._failures, self._lost_at = 0, None
 
     def _publish(self, image: np.ndarray) -> None:
-        frame = Frame(image=image, index=self.stats.grabbed, time=time.time(), name=self.source.name)
+        frame = Frame(image=image, index=self.stats.grabbed, time=time.time(), name=self.source.name,
+                      mono=time.monotonic())
         with self._cond:
             self._last_frame_at = time.monotonic()
             self.state, self.last_error = "ok", ""
@@ -471,7 +473,7 @@ class Camera:
             self.stats.skipped = self.source.skipped
             if self._history is not None:  # triggered mode: kept by capture time, taken by frames_from()
                 if len(self._history) == self._history.maxlen:
-                    self._evicted_time = self._history[0].time
+                    self._evicted_time = self._history[0].mono
                 self._history.append(frame)
                 self._cond.notify_all()
                 return

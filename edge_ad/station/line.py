@@ -49,6 +49,7 @@ class PartResult:
     regions: int = 0  # anomalous regions on a NOK part (evidence boxes)
     model_version: str = ""
     trigger_time: float = 0.0  # time.time()
+    trigger_mono: float = 0.0  # time.monotonic() of the trigger (latency, frame choice)
     frame_time: float | None = None  # capture time of the inspected frame
     frame_index: int = -1
     latency_ms: float = 0.0  # trigger -> result
@@ -146,7 +147,7 @@ def inspect_part(st: Station, trig: Trigger) -> PartResult:
     """One trigger -> its frame -> the one scoring path -> one result, published everywhere."""
     cfg = st.cfg
     res = PartResult(cfg.station, cfg.part, trig.part_id, trig.seq, trig.source, "error", trigger_time=trig.time,
-                     model_version=st.status.version)
+                     trigger_mono=trig.mono, model_version=st.status.version)
     res.reason = trig.error or (st.faults.reason and f"station in fault: {st.faults.reason}") or \
         ("" if st.model.ready else "no model loaded")
     if not res.reason:
@@ -156,10 +157,10 @@ def inspect_part(st: Station, trig: Trigger) -> PartResult:
 
 def _judge(st: Station, trig: Trigger, res: PartResult) -> None:
     t = st.cfg.trigger
-    t0 = time.time()
-    since = trig.time + t.delay_s
+    t0 = time.monotonic()  # the monotonic clock throughout: an NTP step of the wall clock moves no frame or latency
+    since = trig.mono + t.delay_s
     frames, why = st.camera.frames_from(since, t.frames, max(0.0, since + t.frame_timeout_s - t0))
-    res.timings["wait_frame_ms"] = round((time.time() - t0) * 1e3, 3)
+    res.timings["wait_frame_ms"] = round((time.monotonic() - t0) * 1e3, 3)
     if not frames:
         res.reason = f"no frame for the part: {why} (trigger.frame_timeout_s {t.frame_timeout_s:g} after trigger + " \
                      f"delay_s {t.delay_s:g}; camera {st.camera.state})"
@@ -177,7 +178,7 @@ def _judge(st: Station, trig: Trigger, res: PartResult) -> None:
     res.score, res.threshold, res.model_version = round(float(r.score), 6), float(r.threshold), model.version
     res.timings.update({k: round(v, 3) for k, v in r.timings.items()})
     st.status.record_frame(image, r.anomaly_map, r.score, r.threshold, r.is_anomaly,
-                           (time.time() - frame.time) * 1e3, frame.time)
+                           (time.monotonic() - frame.mono) * 1e3, frame.time)
     if r.is_anomaly:
         ev = st.store.save(image, r.anomaly_map, r.threshold, r.score,
                            meta={"part_id": trig.part_id, "frame": frame.index, "model": model.version},
@@ -188,7 +189,7 @@ def _judge(st: Station, trig: Trigger, res: PartResult) -> None:
 def publish(st: Station, res: PartResult) -> PartResult:
     """The rejector first (the part is moving), then MQTT / OPC UA (the sinks), the status and the frame log."""
     res.time = time.time()
-    res.latency_ms = round((res.time - res.trigger_time) * 1e3, 3)
+    res.latency_ms = round((time.monotonic() - res.trigger_mono) * 1e3, 3)
     if st.line is not None and st.line.rejector is not None:
         st.line.rejector.decide(res.seq, res.verdict)
     if res.verdict == "error":
