@@ -64,8 +64,8 @@ def test_install_dry_run_prints_every_step_and_changes_nothing():
     out = proc.stdout
     assert "dry run: nothing will be changed" in out
     assert "-m venv --system-site-packages /opt/edge_ad/venv" in out
-    assert re.search(r"pip install -c \S*/constraints\.txt \S*\\\[jetson\\,web\\\]", out), \
-        "installs edge_ad[jetson,web] from the repo, pinned by constraints.txt"
+    assert re.search(r"pip install -c \S*/constraints\.txt \S*\\\[jetson\\,web\\,opcua\\,fleet\\\]", out), \
+        "installs edge_ad[jetson,web,opcua,fleet] from the repo, pinned by constraints.txt"
     assert "/etc/edge_ad/web.token" in out and "web view (off by default)" in out
     assert "numpy\\<2" in out
     assert re.search(r"usermod -aG video\\?,gpio\S* edge_ad", out)
