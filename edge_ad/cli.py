@@ -12,7 +12,7 @@ from pathlib import Path
 from edge_ad import config_cli
 from edge_ad.calibrate import cli as calibrate_cli
 from edge_ad.fleet import cli as fleet_cli
-from edge_ad.config import GAUSSIAN_STRIDES, IMPORTANCES, ModelConfig, parse_overrides
+from edge_ad.config import GAUSSIAN_STRIDES, IMPORTANCES, ModelConfig, parse_host_port, parse_overrides
 from edge_ad.deploy.engine import PRECISIONS
 from edge_ad.configdoc import add_options, options_from_args
 from edge_ad.deploy.pipeline import FORMATS, ExportOptions
@@ -211,15 +211,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{stats.frames} frames, {stats.anomalous} anomalous, {stats.alarms} alarms, {stats.dropped} dropped, "
           f"{stats.errors} errors")
     return 0
-
-
-def parse_host_port(text: str) -> tuple[str, int]:
-    """`--web` value: HOST:PORT, [IPv6]:PORT or just PORT (on 127.0.0.1)."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]") if sep else "127.0.0.1"
-    if not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
-        raise EdgeAdError(f"--web expects HOST:PORT (e.g. 127.0.0.1:8080), got {text!r}")
-    return host, int(port)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from edge_ad.errors import ConfigError
+from edge_ad.errors import ConfigError, EdgeAdError
 from edge_ad.methods import get_method, method_names
 from edge_ad.schema import build, check, check_choice, from_dict, validate_tree
 from edge_ad.scoring import FUSIONS, IMAGE_SCORES, ScoringSpec
@@ -273,3 +273,12 @@ def save_config(cfg: Config, path: str | Path) -> None:
     from edge_ad.fileio import atomic_write
 
     atomic_write(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """A HOST:PORT flag value (--web, --broker, --listen): HOST:PORT, [IPv6]:PORT or just PORT (on 127.0.0.1)."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]") if sep else "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise EdgeAdError(f"--web expects HOST:PORT (e.g. 127.0.0.1:8080), got {text!r}")
+    return host, int(port)

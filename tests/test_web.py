@@ -20,7 +20,7 @@ pytest.importorskip("prometheus_client", reason="the web extra is not installed 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from edge_ad import bundle as B  # noqa: E402
-from edge_ad.cli import parse_host_port  # noqa: E402
+from edge_ad.config import parse_host_port  # noqa: E402
 from edge_ad.errors import EdgeAdError  # noqa: E402
 from edge_ad.station.config import station_config_from_dict  # noqa: E402
 from edge_ad.station.evidence import EvidenceStore  # noqa: E402

@@ -31,7 +31,7 @@ def _plant(args: argparse.Namespace):
         if getattr(args, flag, None):
             ov[key] = getattr(args, flag)
     if getattr(args, "broker", None):
-        from edge_ad.cli import parse_host_port
+        from edge_ad.config import parse_host_port
 
         ov["broker.host"], ov["broker.port"] = parse_host_port(args.broker)
     return load_plant_config(args.plant, ov)
@@ -153,7 +153,7 @@ def cmd_resign(args: argparse.Namespace) -> int:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from edge_ad.cli import parse_host_port
+    from edge_ad.config import parse_host_port
     from edge_ad.fleet.web import serve
 
     plant = _plant(args)
