@@ -137,3 +137,20 @@ class SmallDisk:
         import subprocess
 
         subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+
+
+def video_scores(onnx, video) -> list[float]:
+    """The station detector's score of every frame of a video file, in order (the threshold fixtures' input)."""
+    import cv2
+
+    from edge_ad.runtime.detector import open_detector
+
+    det = open_detector(onnx)
+    cap = cv2.VideoCapture(str(video))
+    scores = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        scores.append(det.detect(f).score)
+    return scores

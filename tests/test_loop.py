@@ -19,9 +19,8 @@ from edge_ad import data as D
 from edge_ad.station.loop import run_station
 from edge_ad.station.service import StopFlag
 from edge_ad.station.status import StationStatus
-from edge_ad.runtime.detector import open_detector
 from edge_ad.station.config import station_config_from_dict
-from helpers import Subscriber, wait_until as wait_for
+from helpers import Subscriber, video_scores, wait_until as wait_for
 
 GOOD, BAD = "good", "bad"
 PATTERN = [GOOD] * 8 + [BAD] * 5 + [GOOD] * 8 + [BAD] * 5 + [GOOD] * 6  # two defect bursts -> two alarms
@@ -52,14 +51,7 @@ def threshold(video, tiny_onnx):
 
     Mildest defect / worst good score: min 1.95 over seeds 0-9 at 1 and 2 threads (tools/learnt_bounds.py), so the
     separation asserted here keeps a margin of 95 % of the good score."""
-    det = open_detector(tiny_onnx)
-    cap = cv2.VideoCapture(str(video))
-    scores = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        scores.append(det.detect(f).score)
+    scores = video_scores(tiny_onnx, video)
     good = [s for s, k in zip(scores, PATTERN) if k == GOOD]
     bad = [s for s, k in zip(scores, PATTERN) if k == BAD]
     assert len(scores) == len(PATTERN) and min(bad) > max(good), "tiny model must separate the painted defects"

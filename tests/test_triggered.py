@@ -13,13 +13,12 @@ import pytest
 
 from edge_ad import data as D
 from edge_ad.errors import EdgeAdError
-from edge_ad.runtime.detector import open_detector
 from edge_ad.station.config import station_config_from_dict
 from edge_ad.station.line import sharpest
 from edge_ad.station.loop import run_station
 from edge_ad.station.service import StopFlag
 from edge_ad.station.status import StationStatus
-from helpers import Subscriber, wait_until
+from helpers import Subscriber, video_scores, wait_until
 from test_camera import MjpegServer
 
 GOOD, BAD = "good", "bad"
@@ -49,14 +48,7 @@ def video(demo_root, tmp_path_factory):
 @pytest.fixture(scope="module")
 def threshold(video, tiny_onnx):
     """Midway between the worst good and the mildest defect frame of the video."""
-    det = open_detector(tiny_onnx)
-    cap = cv2.VideoCapture(str(video))
-    scores = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        scores.append(det.detect(f).score)
+    scores = video_scores(tiny_onnx, video)
     good = [s for s, k in zip(scores, PATTERN) if k == GOOD]
     bad = [s for s, k in zip(scores, PATTERN) if k == BAD]
     assert min(bad) > max(good)
