@@ -257,7 +257,9 @@ class Collector:
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-collector", clean_session=False)
         self.c.tls_set(ca_certs=str(certs / "ca.crt"))
         self.c.username_pw_set(CONTROLLER, password)
+        self.subscribed = threading.Event()  # events published before the SUBACK would never reach it
         self.c.on_connect = lambda c, *_: c.subscribe("edge_ad/+/demo/event", qos=1)
+        self.c.on_subscribe = lambda *_: self.subscribed.set()
         self.c.on_message = self._on
         self.c.connect(broker.host, broker.port, keepalive=30)
         self.c.loop_start()
@@ -301,8 +303,8 @@ def event_rows(work: Path, size: dict) -> list[dict]:
             c.connect(b.host, b.port, keepalive=30)
             c.loop_start()
             pubs.append((name, c))
-        wait(lambda: proxy.connections >= n and all(c.is_connected() for _, c in pubs), f"{n} bridges and publishers "
-             "connected")
+        wait(lambda: proxy.connections >= n and all(c.is_connected() for _, c in pubs) and collector.subscribed.is_set(),
+             f"{n} bridges and publishers connected, the collector subscribed")
 
         def publish() -> None:
             period = 1.0 / rate

@@ -180,16 +180,18 @@ def station_broker(workdir: Path, station: str, password: str, uplink_port: int,
 
 
 class TcpProxy:
-    """A TCP relay between a station broker's bridge and the central broker; `cut()` is the uplink going down
-    (every connection dropped; new ones are accepted and closed at once, as a middlebox whose far side is gone),
-    `restore()` relays again. Seen here with mosquitto 2.0.11: a TLS bridge whose handshake is cut twice logs
-    `Protocol error` and never reconnects (a cut longer than two retries); closing the port instead lost events."""
+    """A TCP relay between a station broker's bridge and the central broker; `cut()` is the uplink going down:
+    every open connection is dropped (both ends see it, as after a keepalive timeout) and a new one gets no answer
+    until `restore()` (its bytes wait, as a SYN or a ClientHello retransmitted into a dead link). Seen here with
+    mosquitto 2.0.11: a TLS bridge whose handshakes are accepted and closed at once, twice, logs `Protocol error`
+    and never reconnects, so a relay that answers that way during a long cut loses the bridge for good."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = free_port()
         self.down = False
         self.connections = 0
+        self._up: asyncio.Event | None = None
         self._writers: set = set()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -204,12 +206,12 @@ class TcpProxy:
         self._loop.run_forever()
 
     async def _listen(self):
+        self._up = asyncio.Event()
+        self._up.set()
         return await asyncio.start_server(self._handle, "127.0.0.1", self.port, backlog=512, reuse_address=True)
 
     async def _handle(self, reader, writer) -> None:
-        if self.down:
-            writer.close()
-            return
+        await self._up.wait()  # a connection made during a cut stalls until the link is back
         try:
             up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -234,6 +236,7 @@ class TcpProxy:
     def cut(self) -> None:
         def close_all() -> None:
             self.down = True
+            self._up.clear()
             for w in list(self._writers):
                 w.transport.abort()
             self._writers.clear()
@@ -241,7 +244,11 @@ class TcpProxy:
         self._loop.call_soon_threadsafe(close_all)
 
     def restore(self) -> None:
-        self._loop.call_soon_threadsafe(lambda: setattr(self, "down", False))
+        def reopen() -> None:
+            self.down = False
+            self._up.set()
+
+        self._loop.call_soon_threadsafe(reopen)
 
     def close(self) -> None:
         if not self.down:
