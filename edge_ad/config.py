@@ -42,6 +42,7 @@ class DataConfig:
     normalize: str = "imagenet"  # imagenet | per_image (zero-mean/unit-std per image, then imagenet)
     gain: float = 1.0  # pixel values are multiplied by this before normalising (a dark part brought to normal range)
     denoise: float = 0.0  # Gaussian blur sigma (input pixels) before the gain: sensor noise is not amplified into texture
+    align: bool = False  # turn each frame so the part is level and centred before resizing (a part in a random pose)
 
     def validate(self) -> None:
         check(len(self.image_size) == 2 and all(s > 0 and s % 32 == 0 for s in self.image_size),

@@ -15,6 +15,7 @@ import numpy as np
 from edge_ad.config import DataConfig
 from edge_ad.errors import EdgeAdError
 from edge_ad.imagesize import header_size
+from edge_ad.pose import Pose, align, part_pose, unalign_map
 
 log = logging.getLogger(__name__)
 
@@ -153,15 +154,48 @@ def crop_roi(frame: np.ndarray, roi: list[int] | None) -> np.ndarray:
     return out
 
 
-def prepare(image_bgr: np.ndarray, cfg: DataConfig) -> np.ndarray:
-    """Geometric step: BGR uint8 frame -> RGB uint8 at the network input size."""
+def _check_frame(image_bgr: np.ndarray) -> None:
     if not (isinstance(image_bgr, np.ndarray) and image_bgr.dtype == np.uint8 and image_bgr.ndim == 3
             and image_bgr.shape[2] == 3 and min(image_bgr.shape[:2]) > 0):
         got = f"{image_bgr.dtype} {image_bgr.shape}" if isinstance(image_bgr, np.ndarray) else type(image_bgr).__name__
         raise ImageError(f"expected a BGR uint8 HxWx3 frame, got {got}")
+
+
+def _resized(image_bgr: np.ndarray, cfg: DataConfig) -> np.ndarray:
     interp = cv2.INTER_AREA if image_bgr.shape[0] > cfg.image_size[0] else cv2.INTER_LINEAR
-    placed = _place(image_bgr, cfg, interp, LETTERBOX_FILL)
-    return cv2.cvtColor(placed, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(_place(image_bgr, cfg, interp, LETTERBOX_FILL), cv2.COLOR_BGR2RGB)
+
+
+def prepare_posed(image_bgr: np.ndarray, cfg: DataConfig) -> tuple[np.ndarray, Pose | None]:
+    """Geometric step: BGR uint8 frame -> RGB uint8 at the network input size, turned into the part's reference
+    pose when data.align is on (the pose is returned so the map can be turned back)."""
+    _check_frame(image_bgr)
+    pose = part_pose(image_bgr) if cfg.align else None
+    return _resized(align(image_bgr, pose), cfg), pose
+
+
+def prepare(image_bgr: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """What the network sees of a frame (RGB uint8 at the input size); training, the judge and every backend."""
+    return prepare_posed(image_bgr, cfg)[0]
+
+
+def prepare_view(image_bgr: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """The frame at the input size as it was taken (never turned): where a detector's maps lie."""
+    _check_frame(image_bgr)
+    return _resized(image_bgr, cfg)
+
+
+def input_affine(src_hw: tuple[int, int], cfg: DataConfig) -> np.ndarray:
+    """2x3 affine of the resize (letterbox, crop): frame pixel -> network input pixel."""
+    g = geometry(src_hw, cfg)
+    sx, sy = g.scaled[1] / src_hw[1], g.scaled[0] / src_hw[0]
+    return np.array([[sx, 0, 0.5 * sx - 0.5 + g.pad[1] - g.crop[1]],
+                     [0, sy, 0.5 * sy - 0.5 + g.pad[0] - g.crop[0]]], np.float64)
+
+
+def map_to_view(amap: np.ndarray, pose: Pose | None, src_hw: tuple[int, int], cfg: DataConfig) -> np.ndarray:
+    """A map of the network's (posed) view turned back onto prepare_view's geometry."""
+    return unalign_map(amap, input_affine(src_hw, cfg), pose, src_hw)
 
 
 def prepare_mask(mask: np.ndarray, cfg: DataConfig) -> np.ndarray:

@@ -98,6 +98,7 @@ class AutoConfig:
 
     input_size: bool = True  # data.image_size from the part's aspect ratio
     lighting: bool = True  # data.normalize and data.gain from the brightness of the good images
+    align: bool = True  # data.align when the part moves between shots and turning it level holds it in one pose
 
     def validate(self) -> None:
         pass

@@ -172,7 +172,7 @@ def heatmaps(job: Job, state: State, out_dir: Path) -> list[tuple[str, str]]:
     for i, (path, kind) in enumerate(picks):
         img = D.load_image(path)
         r = det.detect(img)
-        shown = cv2.cvtColor(D.prepare(img, info.data), cv2.COLOR_RGB2BGR)
+        shown = cv2.cvtColor(D.prepare_view(img, info.data), cv2.COLOR_RGB2BGR)
         panel = heatmap_overlay(shown, r.anomaly_map, 0.0, 2 * info.threshold, info.threshold)
         name = f"heatmap_{i:02d}_{kind.split()[-1]}.png"
         cv2.imwrite(str(out_dir / name), np.hstack([shown, panel]))

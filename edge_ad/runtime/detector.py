@@ -72,15 +72,21 @@ class AnomalyDetector:
         """Score frames; `prepared`: they are already RGB at the input size (data.prepare), only normalised here
         (calibrate's judge draws synthetic defects on prepared images)."""
         t0 = time.perf_counter()
+        cfg = self.info.data
         if prepared:
-            batch = np.stack([D.normalize(f, self.info.data) for f in frames_bgr])
+            batch = np.stack([D.normalize(f, cfg) for f in frames_bgr])
+            poses = [None] * len(frames_bgr)
         else:
-            batch = np.stack([D.preprocess(f, self.info.data) for f in frames_bgr])
+            posed = [D.prepare_posed(f, cfg) for f in frames_bgr]
+            batch = np.stack([D.normalize(rgb, cfg) for rgb, _ in posed])
+            poses = [p for _, p in posed]
         t1 = time.perf_counter()
         outputs = self.session.run(batch)
         t2 = time.perf_counter()
         maps, scores = score_outputs(outputs, self.info.scoring)
         check_finite(maps, scores)
+        if cfg.align and not prepared:  # scored in the part's pose; shown on the frame as it was taken
+            maps = [D.map_to_view(m, p, f.shape[:2], cfg) for m, p, f in zip(maps, poses, frames_bgr)]
         t3 = time.perf_counter()
         n = len(frames_bgr)
         timings = {"preprocess_ms": (t1 - t0) * 1e3 / n, "infer_ms": (t2 - t1) * 1e3 / n, "postprocess_ms": (t3 - t2) * 1e3 / n}

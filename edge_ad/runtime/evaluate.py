@@ -122,7 +122,7 @@ def save_heatmaps(samples: list[D.Sample], maps: list[np.ndarray], scores: np.nd
         if seen.get(s.defect, 0) >= per_type:
             continue
         seen[s.defect] = seen.get(s.defect, 0) + 1
-        rgb = D.prepare(D.load_image(s.path), data_cfg)
+        rgb = D.prepare_view(D.load_image(s.path), data_cfg)  # the maps lie on the frame as taken
         panel = heatmap_overlay(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), m, vmin * 0.5, vmax)
         cv2.imwrite(str(out_dir / f"{s.defect}_{s.path.stem}_{sc:.3f}.png"), np.hstack([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), panel]))
     return out_dir

@@ -85,15 +85,22 @@ def input_plan(job: Job, train: list[Path]) -> tuple[dict, list[str]]:
     import cv2
 
     from edge_ad.calibrate.auto import NOISE_SIDE, noise_sigma, plan_input
+    from edge_ad.pose import plan_align
+    from edge_ad.region import POSE_SAMPLE
 
     auto = job.recipe.calib.auto
-    if not (auto.input_size or auto.lighting):
+    if not (auto.input_size or auto.lighting or auto.align):
         return {}, []
     shapes, greys, noises = [], [], []
+    sample = set(train[:: max(1, len(train) // POSE_SAMPLE)][:POSE_SAMPLE])
+    frames = []
     for p in train:
-        g = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
-        if g is None:
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
             continue
+        if p in sample:
+            frames.append(img)
+        g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
         shapes.append(g.shape[:2])
         greys.append(float(g.mean()))
         s = NOISE_SIDE / max(g.shape)
@@ -104,4 +111,9 @@ def input_plan(job: Job, train: list[Path]) -> tuple[dict, list[str]]:
     keep = (["data.image_size"] if auto.input_size else []) + (
         ["data.normalize", "data.gain", "data.denoise"] if auto.lighting else [])
     why = (plan.size_why if auto.input_size else []) + (plan.lighting_why if auto.lighting else [])
-    return {k: v for k, v in plan.overrides().items() if k in keep}, why
+    out = {k: v for k, v in plan.overrides().items() if k in keep}
+    if auto.align:
+        aligned, reason = plan_align(frames)
+        out["data.align"] = aligned
+        why.append(reason)
+    return out, why
