@@ -68,3 +68,29 @@ def test_the_map_of_an_aligned_frame_lies_on_the_frame_as_taken():
     expect = D.input_affine(img.shape[:2], cfg) @ np.array([x, y, 1.0])
     got = np.unravel_index(int(view.argmax()), view.shape)
     assert abs(got[1] - expect[0]) <= 1.5 and abs(got[0] - expect[1]) <= 1.5, (got, expect)
+
+
+def test_a_detector_with_align_scores_the_posed_view_and_returns_the_map_on_the_frame():
+    """The session sees the part level (its rows hold the part's long axis); the map comes back where the part is
+    in the frame as taken, and without align nothing is turned."""
+    from edge_ad.runtime.detector import function_detector
+    from edge_ad.scoring import ScoringSpec
+
+    rng = np.random.default_rng(3)
+    img = screw_like(rng, 50.0, (115, 125))
+    seen = []
+
+    def darkness(batch: np.ndarray) -> list[np.ndarray]:
+        seen.append(batch[0, 0].copy())
+        return [(-batch[:, :1]).astype(np.float32)]  # a dark pixel (the part) scores high
+
+    spec = ScoringSpec(out_size=(128, 128), groups=[[0]], group_scales=[1.0], blur_sigma=0.0)
+    for on in (True, False):
+        det = function_detector(darkness, DataConfig(image_size=[128, 128], align=on), spec)
+        amap = det.detect(img).anomaly_map
+        part = cv2.resize(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), (128, 128)) < 100
+        hot = amap > np.quantile(amap, 1 - part.mean())
+        assert _iou(hot, part) > 0.7, (on, _iou(hot, part))  # the map lies on the part in the frame as taken
+        posed_part = seen[-1] < seen[-1].mean() - seen[-1].std()
+        rows = posed_part.any(axis=1).sum()
+        assert (rows < 40) == on, rows  # posed: the level part spans few rows; unturned at 50 degrees: many

@@ -98,7 +98,8 @@ class AutoConfig:
 
     input_size: bool = True  # data.image_size from the part's aspect ratio
     lighting: bool = True  # data.normalize and data.gain from the brightness of the good images
-    align: bool = True  # data.align when the part moves between shots and turning it level holds it in one pose
+    align: bool = False  # data.align when the part moves and turning it level holds it in one pose (off: on screw it
+    #                      lifts pixel AUROC 96 -> 99 but not image AUROC (80), and the judge then says READY wrongly)
 
     def validate(self) -> None:
         pass
