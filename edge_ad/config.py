@@ -43,6 +43,7 @@ class DataConfig:
     gain: float = 1.0  # pixel values are multiplied by this before normalising (a dark part brought to normal range)
     denoise: float = 0.0  # Gaussian blur sigma (input pixels) before the gain: sensor noise is not amplified into texture
     align: bool = False  # turn each frame so the part is level and centred before resizing (a part in a random pose)
+    align_box: list[float] | None = None  # with align: [y0, y1, x0, x1] (fractions) of the aligned frame the input shows
 
     def validate(self) -> None:
         check(len(self.image_size) == 2 and all(s > 0 and s % 32 == 0 for s in self.image_size),
@@ -51,6 +52,13 @@ class DataConfig:
         check_choice(self.normalize, "normalize", NORMALIZATIONS)
         check(0.1 <= self.gain <= 16, "gain", f"must be in [0.1, 16], got {self.gain}")
         check(0 <= self.denoise <= 4, "denoise", f"must be in [0, 4] (pixels), got {self.denoise}")
+        if self.align:
+            check(self.resize == "stretch" and self.center_crop is None, "align",
+                  "turns and crops the frame itself: use it with resize: stretch and no center_crop")
+        if self.align_box is not None:
+            b = self.align_box
+            check(self.align and len(b) == 4 and 0 <= b[0] < b[1] <= 1 and 0 <= b[2] < b[3] <= 1, "align_box",
+                  f"must be [y0, y1, x0, x1] with 0 <= y0 < y1 <= 1 and 0 <= x0 < x1 <= 1, with align on; got {b}")
         if self.center_crop is not None:
             check(len(self.center_crop) == 2 and all(c % 32 == 0 and c > 0 for c in self.center_crop),
                   "center_crop", "must be [height, width], each a positive multiple of 32")

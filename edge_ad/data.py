@@ -15,7 +15,7 @@ import numpy as np
 from edge_ad.config import DataConfig
 from edge_ad.errors import EdgeAdError
 from edge_ad.imagesize import header_size
-from edge_ad.pose import Pose, align, part_pose, unalign_map
+from edge_ad.pose import Pose, map_back, part_pose, posed_affine, posed_input
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +170,11 @@ def prepare_posed(image_bgr: np.ndarray, cfg: DataConfig) -> tuple[np.ndarray, P
     """Geometric step: BGR uint8 frame -> RGB uint8 at the network input size, turned into the part's reference
     pose when data.align is on (the pose is returned so the map can be turned back)."""
     _check_frame(image_bgr)
-    pose = part_pose(image_bgr) if cfg.align else None
-    return _resized(align(image_bgr, pose), cfg), pose
+    if not cfg.align:
+        return _resized(image_bgr, cfg), None
+    pose = part_pose(image_bgr)
+    posed = posed_input(image_bgr, pose, tuple(cfg.image_size), cfg.align_box if pose else None)
+    return cv2.cvtColor(posed, cv2.COLOR_BGR2RGB), pose
 
 
 def prepare(image_bgr: np.ndarray, cfg: DataConfig) -> np.ndarray:
@@ -186,20 +189,21 @@ def prepare_view(image_bgr: np.ndarray, cfg: DataConfig) -> np.ndarray:
 
 
 def input_affine(src_hw: tuple[int, int], cfg: DataConfig) -> np.ndarray:
-    """2x3 affine of the resize (letterbox, crop): frame pixel -> network input pixel."""
+    """3x3 affine of the resize (letterbox, crop): frame pixel -> network input pixel, as prepare_view places it."""
     g = geometry(src_hw, cfg)
     sx, sy = g.scaled[1] / src_hw[1], g.scaled[0] / src_hw[0]
     return np.array([[sx, 0, 0.5 * sx - 0.5 + g.pad[1] - g.crop[1]],
-                     [0, sy, 0.5 * sy - 0.5 + g.pad[0] - g.crop[0]]], np.float64)
+                     [0, sy, 0.5 * sy - 0.5 + g.pad[0] - g.crop[0]], [0, 0, 1]], np.float64)
 
 
 def map_to_view(amap: np.ndarray, pose: Pose | None, src_hw: tuple[int, int], cfg: DataConfig) -> np.ndarray:
-    """A map of the network's (posed) view turned back onto prepare_view's geometry."""
-    return unalign_map(amap, input_affine(src_hw, cfg), pose, src_hw)
+    """A map of the network's posed view laid on prepare_view's geometry (the frame as it was taken)."""
+    posed = posed_affine(pose, src_hw, tuple(cfg.image_size), cfg.align_box if pose else None)
+    return map_back(amap, posed, input_affine(src_hw, cfg), cfg.input_size)
 
 
 def prepare_mask(mask: np.ndarray, cfg: DataConfig) -> np.ndarray:
-    """Same geometry as `prepare` for a bool mask (nearest neighbour, padding = normal)."""
+    """prepare_view's geometry for a bool mask (nearest neighbour, padding = normal): where a detector's maps lie."""
     return _place(mask.astype(np.uint8), cfg, cv2.INTER_NEAREST, 0) > 0
 
 

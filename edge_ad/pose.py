@@ -67,36 +67,68 @@ def part_pose(image: np.ndarray) -> Pose | None:
 
 
 def align(image: np.ndarray, pose: Pose | None, interp: int = cv2.INTER_LINEAR) -> np.ndarray:
-    """The frame turned into the part's reference pose (border pixels repeated where the frame had none)."""
+    """The frame turned into the part's reference pose (the ground mirrored where the frame had none: repeated
+    border pixels would draw streaks that change with the angle)."""
     if pose is None:
         return image
     h, w = image.shape[:2]
-    return cv2.warpAffine(image, pose.matrix((h, w)), (w, h), flags=interp, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(image, pose.matrix((h, w)), (w, h), flags=interp, borderMode=cv2.BORDER_REFLECT_101)
 
 
-def align_mask(mask: np.ndarray, pose: Pose | None) -> np.ndarray:
-    """A defect mask turned like its frame (nearest neighbour, nothing outside)."""
-    if pose is None:
-        return mask
-    h, w = mask.shape[:2]
-    return cv2.warpAffine(mask.astype(np.uint8), pose.matrix((h, w)), (w, h), flags=cv2.INTER_NEAREST,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0
+def _box_affine(box: list[float] | None, hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    """3x3: aligned frame pixel -> network input pixel, for the box [y0, y1, x0, x1] (fractions of the frame;
+    None: the whole frame) stretched to out_hw."""
+    h, w = hw
+    y0, y1, x0, x1 = box or (0.0, 1.0, 0.0, 1.0)
+    sx, sy = out_hw[1] / ((x1 - x0) * w), out_hw[0] / ((y1 - y0) * h)
+    return np.array([[sx, 0, 0.5 * sx - 0.5 - x0 * w * sx], [0, sy, 0.5 * sy - 0.5 - y0 * h * sy], [0, 0, 1]])
 
 
-def unalign_map(amap: np.ndarray, frame_to_input: np.ndarray, pose: Pose | None, frame_hw: tuple[int, int]) -> np.ndarray:
-    """A map computed on the aligned input turned back onto the input as the frame was taken. `frame_to_input`:
-    the 2x3 affine of the resize (frame pixel -> input pixel); what the aligned view never saw reads 0."""
-    if pose is None:
-        return amap
-    p = np.vstack([frame_to_input, [0, 0, 1]])
-    a = np.vstack([pose.matrix(frame_hw), [0, 0, 1]])
-    m = (p @ a @ np.linalg.inv(p))[:2]  # unaligned input pixel -> aligned input pixel
-    h, w = amap.shape
-    return cv2.warpAffine(amap.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+def posed_affine(pose: Pose | None, hw: tuple[int, int], out_hw: tuple[int, int],
+                 box: list[float] | None = None) -> np.ndarray:
+    """3x3: frame pixel -> network input pixel of the posed view (turned, then the part's box stretched to out_hw)."""
+    a = np.eye(3) if pose is None else np.vstack([pose.matrix(hw), [0, 0, 1]])
+    return _box_affine(box, hw, out_hw) @ a
+
+
+def posed_input(image: np.ndarray, pose: Pose | None, out_hw: tuple[int, int], box: list[float] | None = None) -> np.ndarray:
+    """The posed view at the network input size in one resampling (an area shrink first where it is smaller)."""
+    h, w = image.shape[:2]
+    m = posed_affine(pose, (h, w), out_hw, box)
+    scale = float(np.sqrt(abs(np.linalg.det(m[:2, :2]))))
+    if scale < 0.5:  # a bilinear warp would alias: shrink by area to about twice the final scale first
+        f = min(1.0, 2 * scale)
+        small = cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        sh, sw = small.shape[:2]
+        pre = np.array([[sw / w, 0, 0.5 * sw / w - 0.5], [0, sh / h, 0.5 * sh / h - 0.5], [0, 0, 1]])
+        image, m = small, m @ np.linalg.inv(pre)
+    return cv2.warpAffine(image, m[:2], (out_hw[1], out_hw[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def map_back(amap: np.ndarray, posed: np.ndarray, view: np.ndarray, view_hw: tuple[int, int]) -> np.ndarray:
+    """A map of the posed view laid on the view of the frame as taken (both 3x3 affines from frame pixels);
+    what the posed view never saw reads 0."""
+    m = (posed @ np.linalg.inv(view))[:2]  # view pixel -> posed pixel
+    return cv2.warpAffine(amap.astype(np.float32), m, (view_hw[1], view_hw[0]),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def part_box(images: list[np.ndarray], margin: float) -> list[float]:
+    """[y0, y1, x0, x1] (fractions) holding the aligned part in every sampled good image, grown by `margin` of the
+    side: the network then spends its pixels on the part, not on the ground around it."""
+    masks = [foreground(align(im, part_pose(im))) for im in images]
+    union = np.any(masks, axis=0)
+    ys, xs = np.nonzero(union)
+    if not len(xs):
+        return [0.0, 1.0, 0.0, 1.0]
+    h, w = union.shape
+    y0, y1 = max(0.0, ys.min() / h - margin), min(1.0, (ys.max() + 1) / h + margin)
+    x0, x1 = max(0.0, xs.min() / w - margin), min(1.0, (xs.max() + 1) / w + margin)
+    return [round(float(v), 4) for v in (y0, y1, x0, x1)]
 
 
 ALIGN_GAIN = 0.1  # aligning must raise the goods' median silhouette overlap by this much to be used
+BOX_MARGIN = 0.05  # the aligned part's box grows by this fraction of the side (defects stick out, poses vary)
 
 
 def plan_align(images: list[np.ndarray]) -> tuple[bool, str]:

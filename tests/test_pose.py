@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from edge_ad import data as D
 from edge_ad.config import DataConfig
-from edge_ad.pose import align, part_pose, plan_align
+from edge_ad.pose import align, part_box, part_pose, plan_align, posed_input
 from edge_ad.region import foreground
 
 
@@ -52,18 +53,20 @@ def test_align_is_planned_only_for_a_moving_part():
     assert plan_align(texture)[0] is False
 
 
-def test_the_map_of_an_aligned_frame_lies_on_the_frame_as_taken():
-    """A spot on the part, seen in the posed view, goes back to where it is in the unturned input (within 1.5 px)."""
+@pytest.mark.parametrize("box", [None, [0.3, 0.7, 0.1, 0.9]])
+def test_the_map_of_an_aligned_frame_lies_on_the_frame_as_taken(box):
+    """A spot on the part, seen in the posed view (turned, and cropped to the part's box), goes back to where it is
+    in the unturned input (within 1.5 px)."""
     rng = np.random.default_rng(2)
-    cfg = DataConfig(image_size=[128, 128], align=True)
+    cfg = DataConfig(image_size=[96, 160], align=True, align_box=box)
     img = screw_like(rng, 63.0, (110, 130))
     pose = part_pose(img)
     spot = np.zeros(img.shape[:2], np.uint8)
     ys, xs = np.nonzero(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) < 100)  # a pixel of the part
     y, x = int(ys[len(ys) // 3]), int(xs[len(xs) // 3])
-    spot[y, x] = 255
-    turned = cv2.warpAffine(spot, pose.matrix(spot.shape), (spot.shape[1], spot.shape[0]))  # the spot in the posed frame
-    amap = cv2.resize(turned.astype(np.float32), (128, 128), interpolation=cv2.INTER_AREA)
+    cv2.circle(spot, (x, y), 2, 255, -1)
+    amap = posed_input(cv2.cvtColor(spot, cv2.COLOR_GRAY2BGR), pose, (96, 160), box)[..., 0].astype(np.float32)
+    assert amap.max() > 0  # the spot is inside the posed view
     view = D.map_to_view(amap, pose, img.shape[:2], cfg)
     expect = D.input_affine(img.shape[:2], cfg) @ np.array([x, y, 1.0])
     got = np.unravel_index(int(view.argmax()), view.shape)
@@ -94,3 +97,11 @@ def test_a_detector_with_align_scores_the_posed_view_and_returns_the_map_on_the_
         posed_part = seen[-1] < seen[-1].mean() - seen[-1].std()
         rows = posed_part.any(axis=1).sum()
         assert (rows < 40) == on, rows  # posed: the level part spans few rows; unturned at 50 degrees: many
+
+
+def test_the_part_box_holds_every_aligned_part_and_little_ground():
+    rng = np.random.default_rng(4)
+    goods = [screw_like(rng, rng.uniform(0, 360), (100 + rng.uniform(0, 40), 100 + rng.uniform(0, 40))) for _ in range(10)]
+    y0, y1, x0, x1 = part_box(goods, margin=0.04)
+    assert 0.45 < x1 - x0 < 0.75 and 0.12 < y1 - y0 < 0.4, (y0, y1, x0, x1)  # the part: 132 x 40 px of 240, level
+    assert abs((x0 + x1) / 2 - 0.5) < 0.08 and abs((y0 + y1) / 2 - 0.5) < 0.08  # centred

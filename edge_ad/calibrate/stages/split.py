@@ -85,7 +85,7 @@ def input_plan(job: Job, train: list[Path]) -> tuple[dict, list[str]]:
     import cv2
 
     from edge_ad.calibrate.auto import NOISE_SIDE, noise_sigma, plan_input
-    from edge_ad.pose import plan_align
+    from edge_ad.pose import BOX_MARGIN, part_box, plan_align
     from edge_ad.region import POSE_SAMPLE
 
     auto = job.recipe.calib.auto
@@ -107,13 +107,17 @@ def input_plan(job: Job, train: list[Path]) -> tuple[dict, list[str]]:
         small = cv2.resize(g.astype(np.float32), (round(g.shape[1] * s), round(g.shape[0] * s)),
                            interpolation=cv2.INTER_AREA) if s < 1 else g
         noises.append(noise_sigma(small))
+    aligned, align_why = plan_align(frames) if auto.align else (False, "")
+    box = part_box(frames, BOX_MARGIN) if aligned else None
+    if box is not None:  # the input shows the aligned part's box: its shape sets the input size
+        shapes = [(round(h * (box[1] - box[0])), round(w * (box[3] - box[2]))) for h, w in shapes]
     plan = plan_input(shapes, greys, noises)
     keep = (["data.image_size"] if auto.input_size else []) + (
         ["data.normalize", "data.gain", "data.denoise"] if auto.lighting else [])
     why = (plan.size_why if auto.input_size else []) + (plan.lighting_why if auto.lighting else [])
     out = {k: v for k, v in plan.overrides().items() if k in keep}
     if auto.align:
-        aligned, reason = plan_align(frames)
-        out["data.align"] = aligned
-        why.append(reason)
+        out.update({"data.align": aligned, "data.align_box": box})
+        why.append(align_why + (f"; the input shows the part's box {box} (y0, y1, x0, x1 of the aligned frame)"
+                                if box else ""))
     return out, why
