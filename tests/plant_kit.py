@@ -182,9 +182,10 @@ def station_broker(workdir: Path, station: str, password: str, uplink_port: int,
 class TcpProxy:
     """A TCP relay between a station broker's bridge and the central broker; `cut()` is the uplink going down:
     every open connection is dropped (both ends see it, as after a keepalive timeout) and a new one gets no answer
-    until `restore()` (its bytes wait, as a SYN or a ClientHello retransmitted into a dead link). Seen here with
-    mosquitto 2.0.11: a TLS bridge whose handshakes are accepted and closed at once, twice, logs `Protocol error`
-    and never reconnects, so a relay that answers that way during a long cut loses the bridge for good."""
+    until `restore()` (its bytes wait, as a SYN retransmitted into a dead link would). An earlier relay that
+    accepted and closed each connection at once during the cut lost events across a 60 s cut (mosquitto 2.0.11's
+    bridge logged `Protocol error` and stopped retrying); that was not re-measured after the benchmark's own
+    race (events sent before its collector subscribed) was fixed."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
