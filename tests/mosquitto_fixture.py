@@ -24,6 +24,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def die_with_parent() -> None:
+    """Popen preexec_fn: the child gets SIGTERM when the process that started it dies (a killed test or benchmark
+    leaves no station, store or simulator behind)."""
+    import ctypes
+    import signal as _signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, _signal.SIGTERM)
+
+
 class Broker:
     """One mosquitto process; `stop()` then `start()` brings it back on the same port (a broker outage)."""
 
@@ -50,8 +60,8 @@ class Broker:
 
     def start(self, timeout: float = 5.0) -> "Broker":
         assert self.binary, "mosquitto not installed"
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf_path)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf_path)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, preexec_fn=die_with_parent)  # a killed run leaks none
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -14,23 +14,13 @@ import threading
 import time
 from pathlib import Path
 
-from mosquitto_fixture import Broker, free_port
+from mosquitto_fixture import Broker, die_with_parent, free_port  # noqa: F401 (die_with_parent: used by benchmarks)
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANT = ROOT / "plant" / "mosquitto"
 PUBLISHER = ("publisher", "publisher-secret-0123")  # the publishing machine's read-write S3 key
 STATION = ("station", "station-secret-4567")  # the stations' key, on a read-only endpoint
 CONTROLLER = "fleet-controller"  # the ACL's user for rollout, status and the fleet page
-
-
-def die_with_parent() -> None:
-    """Popen preexec_fn: the child gets SIGTERM when the process that started it dies (a killed test or benchmark
-    leaves no station, store or simulator behind)."""
-    import ctypes
-    import signal as _signal
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, _signal.SIGTERM)
 
 
 def rclone_binary() -> str | None:
