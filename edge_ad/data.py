@@ -106,19 +106,30 @@ class Geometry:
     pad: tuple[int, int]  # (top, left) padding added by letterbox
     canvas: tuple[int, int]  # (h, w) after resize (+ pad)
     crop: tuple[int, int]  # (top, left) offset of the centre crop within the canvas
-    out: tuple[int, int]  # (h, w) network input
+    out: tuple[int, int]  # (h, w) network input (view_size: an aligned part's view)
+
+
+def view_size(cfg: DataConfig) -> tuple[int, int]:
+    """(h, w) of the maps a detector returns: the network input; for an aligned part (its input is the part's box,
+    often elongated) a square of the input's longer side, so the map turned back onto the frame keeps the posed
+    view's resolution in both directions."""
+    if cfg.align:
+        side = max(cfg.image_size)
+        return side, side
+    return cfg.input_size
 
 
 def geometry(src_hw: tuple[int, int], cfg: DataConfig) -> Geometry:
+    """How a frame lies in prepare_view (and so in a detector's maps)."""
     h, w = src_hw
-    th, tw = cfg.image_size
+    th, tw = view_size(cfg) if cfg.align else cfg.image_size
     if cfg.resize == "letterbox":
         s = min(th / h, tw / w)
         sh, sw = max(1, round(h * s)), max(1, round(w * s))
         pad = ((th - sh) // 2, (tw - sw) // 2)
     else:
         sh, sw, pad = th, tw, (0, 0)
-    oh, ow = cfg.input_size
+    oh, ow = view_size(cfg)
     crop = ((th - oh) // 2, (tw - ow) // 2)
     return Geometry((sh, sw), pad, (th, tw), crop, (oh, ow))
 
@@ -199,7 +210,7 @@ def input_affine(src_hw: tuple[int, int], cfg: DataConfig) -> np.ndarray:
 def map_to_view(amap: np.ndarray, pose: Pose | None, src_hw: tuple[int, int], cfg: DataConfig) -> np.ndarray:
     """A map of the network's posed view laid on prepare_view's geometry (the frame as it was taken)."""
     posed = posed_affine(pose, src_hw, tuple(cfg.image_size), cfg.align_box if pose else None)
-    return map_back(amap, posed, input_affine(src_hw, cfg), cfg.input_size)
+    return map_back(amap, posed, input_affine(src_hw, cfg), view_size(cfg))
 
 
 def prepare_mask(mask: np.ndarray, cfg: DataConfig) -> np.ndarray:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge_ad.region import foreground
+from edge_ad.region import WORK_SIDE, foreground
 
 MIN_PIXELS = 8  # silhouette pixels (at the analysis size) below this: no part, the frame is left as it is
 
@@ -28,12 +28,20 @@ class Pose:
     angle: float
 
     def matrix(self, hw: tuple[int, int]) -> np.ndarray:
-        """2x3 affine: frame pixel -> aligned pixel (the part's centre to the frame's centre, its axis level)."""
-        h, w = hw
+        """2x3 affine: frame pixel -> aligned pixel (the part's centre to the aligned canvas' centre, its axis
+        level)."""
+        side = canvas(hw)[0]
         m = cv2.getRotationMatrix2D((self.cx, self.cy), self.angle, 1.0)
-        m[0, 2] += (w - 1) / 2 - self.cx
-        m[1, 2] += (h - 1) / 2 - self.cy
+        m[0, 2] += (side - 1) / 2 - self.cx
+        m[1, 2] += (side - 1) / 2 - self.cy
         return m
+
+
+def canvas(hw: tuple[int, int]) -> tuple[int, int]:
+    """The aligned frame: a square of the frame's diagonal, so a part anywhere in the frame stays whole when its
+    centre is moved to the middle and it is turned (a long part off-centre would lose its end otherwise)."""
+    side = int(np.ceil(np.hypot(*hw)))
+    return side, side
 
 
 def _silhouette_points(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,18 +74,26 @@ def part_pose(image: np.ndarray) -> Pose | None:
     return Pose(cx, cy, float(np.degrees(theta)))
 
 
+def ground_colour(image: np.ndarray) -> tuple[float, ...]:
+    """The median colour of the frame's outermost pixels: what the turned frame shows where the camera saw nothing
+    (repeated border pixels draw streaks that change with the angle; a mirrored border can repeat the part)."""
+    ring = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]).reshape(-1, image.shape[2] if image.ndim == 3 else 1)
+    return tuple(float(v) for v in np.median(ring, axis=0))
+
+
 def align(image: np.ndarray, pose: Pose | None, interp: int = cv2.INTER_LINEAR) -> np.ndarray:
-    """The frame turned into the part's reference pose (the ground mirrored where the frame had none: repeated
-    border pixels would draw streaks that change with the angle)."""
+    """The frame turned into the part's reference pose on the aligned canvas (ground_colour where it had none)."""
     if pose is None:
         return image
     h, w = image.shape[:2]
-    return cv2.warpAffine(image, pose.matrix((h, w)), (w, h), flags=interp, borderMode=cv2.BORDER_REFLECT_101)
+    side = canvas((h, w))[0]
+    return cv2.warpAffine(image, pose.matrix((h, w)), (side, side), flags=interp, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=ground_colour(image))
 
 
 def _box_affine(box: list[float] | None, hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
-    """3x3: aligned frame pixel -> network input pixel, for the box [y0, y1, x0, x1] (fractions of the frame;
-    None: the whole frame) stretched to out_hw."""
+    """3x3: aligned frame pixel -> network input pixel, for the box [y0, y1, x0, x1] (fractions of the aligned
+    frame, whose size is hw; None: all of it) stretched to out_hw."""
     h, w = hw
     y0, y1, x0, x1 = box or (0.0, 1.0, 0.0, 1.0)
     sx, sy = out_hw[1] / ((x1 - x0) * w), out_hw[0] / ((y1 - y0) * h)
@@ -87,8 +103,9 @@ def _box_affine(box: list[float] | None, hw: tuple[int, int], out_hw: tuple[int,
 def posed_affine(pose: Pose | None, hw: tuple[int, int], out_hw: tuple[int, int],
                  box: list[float] | None = None) -> np.ndarray:
     """3x3: frame pixel -> network input pixel of the posed view (turned, then the part's box stretched to out_hw)."""
-    a = np.eye(3) if pose is None else np.vstack([pose.matrix(hw), [0, 0, 1]])
-    return _box_affine(box, hw, out_hw) @ a
+    if pose is None:  # no part found: the whole frame, as it was taken
+        return _box_affine(None, hw, out_hw)
+    return _box_affine(box, canvas(hw), out_hw) @ np.vstack([pose.matrix(hw), [0, 0, 1]])
 
 
 def posed_input(image: np.ndarray, pose: Pose | None, out_hw: tuple[int, int], box: list[float] | None = None) -> np.ndarray:
@@ -102,7 +119,8 @@ def posed_input(image: np.ndarray, pose: Pose | None, out_hw: tuple[int, int], b
         sh, sw = small.shape[:2]
         pre = np.array([[sw / w, 0, 0.5 * sw / w - 0.5], [0, sh / h, 0.5 * sh / h - 0.5], [0, 0, 1]])
         image, m = small, m @ np.linalg.inv(pre)
-    return cv2.warpAffine(image, m[:2], (out_hw[1], out_hw[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    return cv2.warpAffine(image, m[:2], (out_hw[1], out_hw[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=ground_colour(image))
 
 
 def map_back(amap: np.ndarray, posed: np.ndarray, view: np.ndarray, view_hw: tuple[int, int]) -> np.ndarray:
@@ -113,11 +131,28 @@ def map_back(amap: np.ndarray, posed: np.ndarray, view: np.ndarray, view_hw: tup
                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+def aligned_silhouette(image: np.ndarray, side: int = WORK_SIDE) -> np.ndarray | None:
+    """The part's silhouette on the aligned canvas (bool, side x side), from the silhouette found on the frame as
+    taken (the border there is the real ground; on the canvas it would be the fill) moved by the pose."""
+    pose = part_pose(image)
+    if pose is None:
+        return None
+    h, w = image.shape[:2]
+    x, y = _silhouette_points(image)
+    m = pose.matrix((h, w))
+    u, v = m[0, 0] * x + m[0, 1] * y + m[0, 2], m[1, 0] * x + m[1, 1] * y + m[1, 2]
+    cell = canvas((h, w))[0] / side
+    out = np.zeros((side, side), np.uint8)
+    iu, iv = np.clip((u / cell).astype(int), 0, side - 1), np.clip((v / cell).astype(int), 0, side - 1)
+    out[iv, iu] = 1
+    return cv2.morphologyEx(out, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)) > 0  # the cells the points skipped
+
+
 def part_box(images: list[np.ndarray], margin: float) -> list[float]:
-    """[y0, y1, x0, x1] (fractions) holding the aligned part in every sampled good image, grown by `margin` of the
-    side: the network then spends its pixels on the part, not on the ground around it."""
-    masks = [foreground(align(im, part_pose(im))) for im in images]
-    union = np.any(masks, axis=0)
+    """[y0, y1, x0, x1] (fractions of the aligned canvas) holding the aligned part in every sampled good image,
+    grown by `margin` of the side: the network then spends its pixels on the part, not on the ground around it."""
+    masks = [m for m in (aligned_silhouette(im) for im in images) if m is not None]
+    union = np.any(masks, axis=0) if masks else np.zeros((1, 1), bool)
     ys, xs = np.nonzero(union)
     if not len(xs):
         return [0.0, 1.0, 0.0, 1.0]
@@ -141,7 +176,9 @@ def plan_align(images: list[np.ndarray]) -> tuple[bool, str]:
         return False, "no single part on a plain ground: frames are not aligned"
     if before >= MIN_POSE_OVERLAP:
         return False, f"the part stays in place (silhouette overlap {before:.2f}): frames are not aligned"
-    after = pose_overlap([align(im, part_pose(im)) for im in images])
+    aligned = [m for m in (aligned_silhouette(im) for im in images) if m is not None]
+    ious = [float((a & b).sum() / max(int((a | b).sum()), 1)) for i, a in enumerate(aligned) for b in aligned[i + 1:]]
+    after = float(np.median(ious)) if ious else None
     if after is not None and after >= MIN_POSE_OVERLAP and after >= before + ALIGN_GAIN:
         return True, (f"the part moves between shots (silhouette overlap {before:.2f}); turned level and centred it "
                       f"overlaps {after:.2f}: every frame is aligned to that pose before it is inspected")

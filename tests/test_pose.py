@@ -68,6 +68,7 @@ def test_the_map_of_an_aligned_frame_lies_on_the_frame_as_taken(box):
     amap = posed_input(cv2.cvtColor(spot, cv2.COLOR_GRAY2BGR), pose, (96, 160), box)[..., 0].astype(np.float32)
     assert amap.max() > 0  # the spot is inside the posed view
     view = D.map_to_view(amap, pose, img.shape[:2], cfg)
+    assert view.shape == (160, 160)  # the view of an aligned part: square, at the input's longer side
     expect = D.input_affine(img.shape[:2], cfg) @ np.array([x, y, 1.0])
     got = np.unravel_index(int(view.argmax()), view.shape)
     assert abs(got[1] - expect[0]) <= 1.5 and abs(got[0] - expect[1]) <= 1.5, (got, expect)
