@@ -163,7 +163,8 @@ def evened(region: np.ndarray | None, mean_good_map: np.ndarray) -> np.ndarray:
     over the region; scaled to a maximum of 1 (scores and threshold are set with the same weights)."""
     h, w = mean_good_map.shape
     s = GRID / max(h, w)
-    size = (max(2, round(w * s)), max(2, round(h * s)))
+    size = (max(2, round(w * s)), max(2, round(h * s))) if region is None else np.asarray(region).shape[::-1]
+    #      (the region's own grid when there is one: rounding the map's aspect can give it one cell less)
     mu = cv2.resize(cv2.GaussianBlur(mean_good_map.astype(np.float32), (0, 0), max(1.0, EVEN_SMOOTH * max(h, w))),
                     size, interpolation=cv2.INTER_AREA)
     base = np.ones_like(mu) if region is None else np.asarray(region, np.float32)

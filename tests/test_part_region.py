@@ -173,3 +173,21 @@ def test_a_skipped_candidate_leaves_its_minutes_to_the_trained_one():
     unlimited = {"rd": candidate_config(recipe.config, {"train.max_minutes": 0}, Path("/tmp/unused/rd"), "rd")}
     pool_minutes(unlimited, skipped)  # no cap stays no cap
     assert unlimited["rd"].train.max_minutes == 0
+
+
+def test_an_elongated_input_evens_its_region_on_the_region_grid():
+    """A 192x352 input: the region grid (from 35x64 silhouettes) is 18x32, a map of that size rounds to 17x32; the
+    evened weights keep the region's grid (calibrate stopped with an IndexError on an aligned screw)."""
+    from edge_ad.region import estimate_region, evened
+
+    rng = np.random.default_rng(0)
+    imgs = []
+    for _ in range(6):
+        im = np.full((192, 352, 3), 200, np.uint8)
+        x = int(rng.integers(120, 160))
+        im[70:120, x:x + 90] = 60
+        imgs.append(im)
+    region = estimate_region(imgs)
+    assert region.weights is not None
+    out = evened(region.weights, rng.random((192, 352)).astype(np.float32))
+    assert out.shape == region.weights.shape
