@@ -55,8 +55,8 @@ def region_outline(bundle: str, frame_hw: tuple[int, int], source_hw: tuple[int,
     from edge_ad.region import REGION_EPS, weight_map
 
     info = _model_info(bundle) if bundle else None
-    if info is None or info.scoring.region is None:
-        return None
+    if info is None or info.scoring.region is None or info.data.align:  # an aligned part's region lies in its
+        return None  # posed view, which turns with every frame: one outline on the frame would be wrong
     inside = weight_map(info.scoring.region, info.data.input_size)
     if float((inside > REGION_EPS).mean()) >= WHOLE_FRAME_SHARE:  # evened weights over the whole frame: no outline
         return None
