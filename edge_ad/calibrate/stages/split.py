@@ -85,7 +85,7 @@ def input_plan(job: Job, train: list[Path]) -> tuple[dict, list[str]]:
     import cv2
 
     from edge_ad.calibrate.auto import NOISE_SIDE, noise_sigma, plan_input
-    from edge_ad.pose import BOX_MARGIN, part_box, plan_align
+    from edge_ad.pose import BOX_MARGIN, canvas, part_box, plan_align
     from edge_ad.region import POSE_SAMPLE
 
     auto = job.recipe.calib.auto
@@ -110,8 +110,9 @@ def input_plan(job: Job, train: list[Path]) -> tuple[dict, list[str]]:
     aligned, align_why = plan_align(frames) if auto.align else (False, "")
     box = part_box(frames, BOX_MARGIN) if aligned else None
     if box is not None:  # the input shows the aligned part's box: its shape sets the input size
-        shapes = [(round(h * (box[1] - box[0])), round(w * (box[3] - box[2]))) for h, w in shapes]
-    plan = plan_input(shapes, greys, noises)
+        shapes = [(round(side * (box[1] - box[0])), round(side * (box[3] - box[2])))
+                  for side in (canvas(hw)[0] for hw in shapes)]  # the box is in fractions of the aligned canvas
+    plan = plan_input(shapes, greys, noises, keep_detail=box is not None)
     keep = (["data.image_size"] if auto.input_size else []) + (
         ["data.normalize", "data.gain", "data.denoise"] if auto.lighting else [])
     why = (plan.size_why if auto.input_size else []) + (plan.lighting_why if auto.lighting else [])
