@@ -71,26 +71,17 @@ def _multiple(x: float) -> int:
     return int(min(MAX_SIDE, max(STRIDE, round(x / STRIDE) * STRIDE)))
 
 
-def plan_input(shapes: list[tuple[int, int]], mean_greys: list[float], noises: list[float] | None = None,
-               keep_detail: bool = False) -> InputPlan:
+def plan_input(shapes: list[tuple[int, int]], mean_greys: list[float], noises: list[float] | None = None) -> InputPlan:
     """Input size, normalisation, gain and denoising for a part from its good images' (h, w), mean grey levels and
-    sensor noise (grey levels at the input size). `keep_detail` (the shapes are an aligned part's box, all part):
-    an elongated input is never smaller than the box itself, up to MAX_SIDE, so small defects keep their pixels."""
+    sensor noise (grey levels at the input size)."""
     aspect = float(np.median([h / w for h, w in shapes]))
     if abs(math.log(aspect)) < math.log(SQUARE_ASPECT):
         size = [SQUARE_SIZE, SQUARE_SIZE]
         size_why = [f"median aspect (h/w) {aspect:.2f}: square input {SQUARE_SIZE} x {SQUARE_SIZE}"]
     else:
-        elong = max(aspect, 1 / aspect)
-        long = _multiple(ELONGATED_SHORT_SIDE * elong)
-        short = ELONGATED_SHORT_SIDE
-        native = float(np.median([max(h, w) for h, w in shapes]))
-        if keep_detail and native > long:
-            long = _multiple(native)
-            short = _multiple(long / elong)
-        size = [long, short] if aspect > 1 else [short, long]
-        size_why = [f"median aspect (h/w) {aspect:.2f}: input {size[0]} x {size[1]} keeps the part's shape"
-                    + (" at its own resolution (an aligned part's box)" if short != ELONGATED_SHORT_SIDE else "")]
+        long = _multiple(ELONGATED_SHORT_SIDE * max(aspect, 1 / aspect))
+        size = [long, ELONGATED_SHORT_SIDE] if aspect > 1 else [ELONGATED_SHORT_SIDE, long]
+        size_why = [f"median aspect (h/w) {aspect:.2f}: input {size[0]} x {size[1]} keeps the part's shape"]
     why: list[str] = []
     logm = np.log1p(np.asarray(mean_greys, np.float64))
     spread = MAD_TO_SIGMA * float(np.median(np.abs(logm - np.median(logm))))

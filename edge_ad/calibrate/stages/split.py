@@ -112,7 +112,7 @@ def input_plan(job: Job, train: list[Path]) -> tuple[dict, list[str]]:
     if box is not None:  # the input shows the aligned part's box: its shape sets the input size
         shapes = [(round(side * (box[1] - box[0])), round(side * (box[3] - box[2])))
                   for side in (canvas(hw)[0] for hw in shapes)]  # the box is in fractions of the aligned canvas
-    plan = plan_input(shapes, greys, noises, keep_detail=box is not None)
+    plan = plan_input(shapes, greys, noises)
     keep = (["data.image_size"] if auto.input_size else []) + (
         ["data.normalize", "data.gain", "data.denoise"] if auto.lighting else [])
     why = (plan.size_why if auto.input_size else []) + (plan.lighting_why if auto.lighting else [])
