@@ -106,3 +106,27 @@ def test_the_part_box_holds_every_aligned_part_and_little_ground():
     y0, y1, x0, x1 = part_box(goods, margin=0.04)
     assert 0.45 < x1 - x0 < 0.75 and 0.12 < y1 - y0 < 0.4, (y0, y1, x0, x1)  # the part: 132 x 40 px of 240, level
     assert abs((x0 + x1) / 2 - 0.5) < 0.08 and abs((y0 + y1) / 2 - 0.5) < 0.08  # centred
+
+
+def test_calibrate_aligns_a_moving_part_end_to_end(tmp_path):
+    """auto.align on a part in random poses: the bundle records the pose step and its box, and the deployed detector
+    scores a frame through it, its map on the frame's square view (the path that once stopped with an IndexError)."""
+    from test_calibrate import READINESS_RECIPE, folder_job
+
+    from edge_ad import bundle as B
+    from edge_ad.calibrate.pipeline import calibrate
+    from edge_ad.runtime.detector import open_detector
+    from edge_ad.runtime.manifest import ModelInfo
+
+    rng = np.random.default_rng(5)
+    goods = [screw_like(rng, rng.uniform(0, 360), (100 + rng.uniform(0, 40), 100 + rng.uniform(0, 40))) for _ in range(32)]
+    job = folder_job(tmp_path, goods, **{**READINESS_RECIPE, "data.image_size": [64, 128], "auto.align": True,
+                                         "auto.lighting": False})
+    calibrate(job, restart=True)
+    root = B.resolve(tmp_path / "parts", "p")
+    data = ModelInfo.load(root / "model.json").data
+    assert data.align and data.align_box is not None
+    y0, y1, x0, x1 = data.align_box
+    assert y1 - y0 < 0.6 and x1 - x0 > y1 - y0  # a level part's box: wider than high, not the whole canvas
+    r = open_detector(root).detect(goods[0])
+    assert r.anomaly_map.shape == (128, 128) and np.isfinite(r.score)
