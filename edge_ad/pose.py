@@ -60,9 +60,7 @@ def _silhouette_points(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs_all), np.concatenate(ys_all)
 
 
-def part_pose(image: np.ndarray) -> Pose | None:
-    """The pose of the part in one frame (BGR or RGB, uint8), or None when no part stands out from the border."""
-    x, y = _silhouette_points(image)
+def _pose_of(x: np.ndarray, y: np.ndarray) -> Pose | None:
     if len(x) < 2 * MIN_PIXELS:
         return None
     cx, cy = float(x.mean()), float(y.mean())
@@ -72,6 +70,11 @@ def part_pose(image: np.ndarray) -> Pose | None:
     if np.mean(along ** 3) > 0:  # the long tail points right: half a turn more puts it left, the heavy end right
         theta += np.pi
     return Pose(cx, cy, float(np.degrees(theta)))
+
+
+def part_pose(image: np.ndarray) -> Pose | None:
+    """The pose of the part in one frame (BGR or RGB, uint8), or None when no part stands out from the border."""
+    return _pose_of(*_silhouette_points(image))
 
 
 def ground_colour(image: np.ndarray) -> tuple[float, ...]:
@@ -134,11 +137,11 @@ def map_back(amap: np.ndarray, posed: np.ndarray, view: np.ndarray, view_hw: tup
 def aligned_silhouette(image: np.ndarray, side: int = WORK_SIDE) -> np.ndarray | None:
     """The part's silhouette on the aligned canvas (bool, side x side), from the silhouette found on the frame as
     taken (the border there is the real ground; on the canvas it would be the fill) moved by the pose."""
-    pose = part_pose(image)
+    x, y = _silhouette_points(image)
+    pose = _pose_of(x, y)
     if pose is None:
         return None
     h, w = image.shape[:2]
-    x, y = _silhouette_points(image)
     m = pose.matrix((h, w))
     u, v = m[0, 0] * x + m[0, 1] * y + m[0, 2], m[1, 0] * x + m[1, 1] * y + m[1, 2]
     cell = canvas((h, w))[0] / side
@@ -148,10 +151,9 @@ def aligned_silhouette(image: np.ndarray, side: int = WORK_SIDE) -> np.ndarray |
     return cv2.morphologyEx(out, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)) > 0  # the cells the points skipped
 
 
-def part_box(images: list[np.ndarray], margin: float) -> list[float]:
-    """[y0, y1, x0, x1] (fractions of the aligned canvas) holding the aligned part in every sampled good image,
-    grown by `margin` of the side: the network then spends its pixels on the part, not on the ground around it."""
-    masks = [m for m in (aligned_silhouette(im) for im in images) if m is not None]
+def _box_of(masks: list[np.ndarray], margin: float) -> list[float]:
+    """[y0, y1, x0, x1] (fractions of the aligned canvas) holding every aligned silhouette, grown by `margin` of the
+    side: the network then spends its pixels on the part, not on the ground around it."""
     union = np.any(masks, axis=0) if masks else np.zeros((1, 1), bool)
     ys, xs = np.nonzero(union)
     if not len(xs):
@@ -166,21 +168,22 @@ ALIGN_GAIN = 0.1  # aligning must raise the goods' median silhouette overlap by 
 BOX_MARGIN = 0.05  # the aligned part's box grows by this fraction of the side (defects stick out, poses vary)
 
 
-def plan_align(images: list[np.ndarray]) -> tuple[bool, str]:
-    """Whether frames of this part should be turned into one pose (data.align), from good images alone, and why:
-    only when the part moves (its silhouettes overlap little) and aligned silhouettes overlap well."""
-    from edge_ad.region import MIN_POSE_OVERLAP, pose_overlap
+def plan_align(images: list[np.ndarray], margin: float = BOX_MARGIN) -> tuple[bool, str, list[float] | None]:
+    """Whether frames of this part should be turned into one pose (data.align), why, and the part's box on the
+    aligned canvas (data.align_box), from good images alone: only when the part moves (its
+    silhouettes overlap little) and aligned silhouettes overlap well."""
+    from edge_ad.region import MIN_POSE_OVERLAP, median_overlap, pose_overlap
 
     before = pose_overlap(images)
     if before is None:
-        return False, "no single part on a plain ground: frames are not aligned"
+        return False, "no single part on a plain ground: frames are not aligned", None
     if before >= MIN_POSE_OVERLAP:
-        return False, f"the part stays in place (silhouette overlap {before:.2f}): frames are not aligned"
+        return False, f"the part stays in place (silhouette overlap {before:.2f}): frames are not aligned", None
     aligned = [m for m in (aligned_silhouette(im) for im in images) if m is not None]
-    ious = [float((a & b).sum() / max(int((a | b).sum()), 1)) for i, a in enumerate(aligned) for b in aligned[i + 1:]]
-    after = float(np.median(ious)) if ious else None
+    after = median_overlap(aligned)
     if after is not None and after >= MIN_POSE_OVERLAP and after >= before + ALIGN_GAIN:
         return True, (f"the part moves between shots (silhouette overlap {before:.2f}); turned level and centred it "
-                      f"overlaps {after:.2f}: every frame is aligned to that pose before it is inspected")
+                      f"overlaps {after:.2f}: every frame is aligned to that pose before it is inspected"), \
+            _box_of(aligned, margin)
     return False, (f"the part moves between shots (silhouette overlap {before:.2f}) and aligning it does not hold "
-                   f"it in one pose ({after if after is not None else 0:.2f}): frames are not aligned")
+                   f"it in one pose ({after if after is not None else 0:.2f}): frames are not aligned"), None

@@ -183,8 +183,13 @@ def pose_overlap(images_rgb: list[np.ndarray], limit: int = POSE_SAMPLE) -> floa
     masks = [foreground(im) for im in sample]
     if estimate_region(sample, masks).weights is None:
         return None
+    return median_overlap(masks)
+
+
+def median_overlap(masks: list[np.ndarray]) -> float | None:
+    """The median IoU over every pair of bool masks (None for fewer than two)."""
     ious = [float((a & b).sum() / max(int((a | b).sum()), 1)) for i, a in enumerate(masks) for b in masks[i + 1:]]
-    return float(np.median(ious))
+    return float(np.median(ious)) if ious else None
 
 
 def weight_map(grid: list[list[float]] | np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 
 from edge_ad import data as D
 from edge_ad.config import DataConfig
-from edge_ad.pose import align, part_box, part_pose, plan_align, posed_input
+from edge_ad.pose import align, part_pose, plan_align, posed_input
 from edge_ad.region import foreground
 
 
@@ -45,10 +45,10 @@ def test_align_is_planned_only_for_a_moving_part():
     rng = np.random.default_rng(1)
     moving = [screw_like(rng, rng.uniform(0, 360), (100 + rng.uniform(0, 40), 100 + rng.uniform(0, 40))) for _ in range(12)]
     fixed = [screw_like(rng, 30.0, (120, 120)) for _ in range(12)]
-    on, why = plan_align(moving)
-    assert on and "aligned" in why
-    off, why = plan_align(fixed)
-    assert not off and "stays in place" in why
+    on, why, box = plan_align(moving)
+    assert on and "aligned" in why and box is not None
+    off, why, box = plan_align(fixed)
+    assert not off and "stays in place" in why and box is None
     texture = [rng.integers(0, 255, (120, 120, 3), dtype=np.uint8) for _ in range(4)]
     assert plan_align(texture)[0] is False
 
@@ -103,7 +103,8 @@ def test_a_detector_with_align_scores_the_posed_view_and_returns_the_map_on_the_
 def test_the_part_box_holds_every_aligned_part_and_little_ground():
     rng = np.random.default_rng(4)
     goods = [screw_like(rng, rng.uniform(0, 360), (100 + rng.uniform(0, 40), 100 + rng.uniform(0, 40))) for _ in range(10)]
-    y0, y1, x0, x1 = part_box(goods, margin=0.04)
+    _, _, box = plan_align(goods, margin=0.04)
+    y0, y1, x0, x1 = box
     assert 0.45 < x1 - x0 < 0.75 and 0.12 < y1 - y0 < 0.4, (y0, y1, x0, x1)  # the part: 132 x 40 px of 240, level
     assert abs((x0 + x1) / 2 - 0.5) < 0.08 and abs((y0 + y1) / 2 - 0.5) < 0.08  # centred
 

@@ -85,7 +85,7 @@ def input_plan(job: Job, train: list[Path]) -> tuple[dict, list[str]]:
     import cv2
 
     from edge_ad.calibrate.auto import NOISE_SIDE, noise_sigma, plan_input
-    from edge_ad.pose import BOX_MARGIN, canvas, part_box, plan_align
+    from edge_ad.pose import canvas, plan_align
     from edge_ad.region import POSE_SAMPLE
 
     auto = job.recipe.calib.auto
@@ -107,8 +107,7 @@ def input_plan(job: Job, train: list[Path]) -> tuple[dict, list[str]]:
         small = cv2.resize(g.astype(np.float32), (round(g.shape[1] * s), round(g.shape[0] * s)),
                            interpolation=cv2.INTER_AREA) if s < 1 else g
         noises.append(noise_sigma(small))
-    aligned, align_why = plan_align(frames) if auto.align else (False, "")
-    box = part_box(frames, BOX_MARGIN) if aligned else None
+    aligned, align_why, box = plan_align(frames) if auto.align else (False, "", None)
     if box is not None:  # the input shows the aligned part's box: its shape sets the input size
         shapes = [(round(side * (box[1] - box[0])), round(side * (box[3] - box[2])))
                   for side in (canvas(hw)[0] for hw in shapes)]  # the box is in fractions of the aligned canvas
