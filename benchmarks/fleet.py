@@ -31,7 +31,6 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -40,10 +39,9 @@ import common  # noqa: E402
 from common import write_results  # noqa: E402
 from mosquitto_fixture import Broker  # noqa: E402
 from plant_kit import (CONTROLLER, PUBLISHER, STATION, S3Server, TcpProxy, central_broker,  # noqa: E402
-                       die_with_parent, make_certs, station_broker, stop_process)
+                       die_with_parent, line_video, make_certs, station_broker, stop_process)
 
 from edge_ad import bundle as B  # noqa: E402
-from edge_ad import data as D  # noqa: E402
 from edge_ad.fleet import desired as DS  # noqa: E402
 from edge_ad.fleet import repo as R  # noqa: E402
 from edge_ad.fleet.config import load_plant_config  # noqa: E402
@@ -102,12 +100,8 @@ def proc_rss_mb(pid: int) -> float:
 def make_line(work: Path, onnx: Path, good_dir: Path) -> tuple[Path, list[float], Path]:
     """The line video, the model's scores on its frames, and bundles v1 (fine), v2 (a recalibration), v3 (a
     threshold at a fifth of the good frames' scores: every frame flagged, as a bad calibration would)."""
-    goods = [cv2.resize(D.load_image(p), (128, 128)) for p in D.list_images(good_dir)]
     video = work / "line.avi"
-    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (128, 128))
-    for f in goods * 2:
-        w.write(f)
-    w.release()
+    goods = line_video(good_dir, video, FPS)
     det = open_detector(onnx)
     scores = [det.detect(g).score for g in goods]
     parts = work / "parts"
@@ -474,25 +468,19 @@ def main() -> None:
     parts = set(args.parts.split(","))
     rows: list[dict] = []
     facts: dict = {}
-    if "rollout" in parts:
-        work = root / "rollout"
+    def fresh(name: str) -> Path:  # each part's own empty work folder
+        work = root / name
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        r, facts = rollout_rows(work, onnx, data / "train" / "good", size)
-        rows += r
-        print(json.dumps(r, indent=1), flush=True)
-    if "events" in parts:
-        work = root / "events"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        r = event_rows(work, size)
-        rows += r
-        print(json.dumps(r, indent=1), flush=True)
-    if "load" in parts:
-        work = root / "load"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        r = load_rows(work, size)
+        return work
+
+    for name in ("rollout", "events", "load"):
+        if name not in parts:
+            continue
+        if name == "rollout":
+            r, facts = rollout_rows(fresh(name), onnx, data / "train" / "good", size)
+        else:
+            r = (event_rows if name == "events" else load_rows)(fresh(name), size)
         rows += r
         print(json.dumps(r, indent=1), flush=True)
     kept = [r for r in common.load_rows("fleet") if r.get("part") not in parts]  # rows of parts not run now

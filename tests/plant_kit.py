@@ -23,6 +23,20 @@ STATION = ("station", "station-secret-4567")  # the stations' key, on a read-onl
 CONTROLLER = "fleet-controller"  # the ACL's user for rollout, status and the fleet page
 
 
+def line_video(good_dir: Path, video: Path, fps: float, side: int = 128) -> list:
+    """The line a station watches: the part's good images (side x side) twice over, as an MJPG file; returns them."""
+    import cv2
+
+    from edge_ad import data as D
+
+    goods = [cv2.resize(D.load_image(p), (side, side)) for p in D.list_images(good_dir)]
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), fps, (side, side))
+    for f in goods * 2:
+        w.write(f)
+    w.release()
+    return goods
+
+
 def rclone_binary() -> str | None:
     return shutil.which("rclone")
 

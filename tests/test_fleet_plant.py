@@ -24,7 +24,6 @@ pytest.importorskip("tuf", reason="python-tuf not installed (the fleet extra: pi
 pytest.importorskip("paho.mqtt.client", reason="paho-mqtt not installed (the fleet extra)")
 
 from edge_ad import bundle as B  # noqa: E402
-from edge_ad import data as D  # noqa: E402
 from edge_ad.fleet import desired as DS  # noqa: E402
 from edge_ad.fleet import repo as R  # noqa: E402
 from edge_ad.fleet.config import ExpiryConfig  # noqa: E402
@@ -34,7 +33,7 @@ from edge_ad.runtime.detector import open_detector  # noqa: E402
 from helpers import Subscriber, wait_until  # noqa: E402
 from mosquitto_fixture import mosquitto_binary  # noqa: E402
 from plant_kit import (CONTROLLER, PUBLISHER, STATION, S3Server, TcpProxy, add_users, central_broker,  # noqa: E402
-                       die_with_parent, make_certs, rclone_binary, station_broker)
+                       die_with_parent, line_video, make_certs, rclone_binary, station_broker)
 
 PASSWORDS = {"s1": "pw-s1-0123", "s2": "pw-s2-4567", "s3": "pw-s3-89ab", CONTROLLER: "pw-ctl-cdef"}
 GROUPS = {"s1": "canary", "s2": "line1", "s3": ""}
@@ -147,12 +146,8 @@ def plant(demo_root, tiny_onnx, tmp_path_factory):
         store = open_store("s3://bundles/plant", s3.rw_url)
 
         # the line video and three versions of the part: v2 a recalibration, v3 one whose threshold flags everything
-        goods = [cv2.resize(D.load_image(p), (128, 128)) for p in D.list_images(demo_root / "train" / "good")]
         video = work / "line.avi"
-        w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (128, 128))
-        for f in goods * 2:
-            w.write(f)
-        w.release()
+        goods = line_video(demo_root / "train" / "good", video, FPS)
         det = open_detector(tiny_onnx)
         good_max = max(det.detect(g).score for g in goods)
         bad_min = min(det.detect(painted(g)).score for g in goods)
