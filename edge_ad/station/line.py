@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 
@@ -20,12 +20,10 @@ from edge_ad.data import geometry
 from edge_ad.station.alarms import Alarms
 from edge_ad.station.camera import Frame
 from edge_ad.station.config import StationConfig
-from edge_ad.station.gpio_input import InputBackend, make_input
+from edge_ad.station.gpio_input import make_input
+from edge_ad.station.pieces import Line, Station
 from edge_ad.station.trigger import Encoder, GpioTrigger, TimerTrigger, Trigger, TriggerQueue, part_id_from_payload
 
-if TYPE_CHECKING:
-    from edge_ad.station.loop import Station
-    from edge_ad.station.reject import Rejector
 
 log = logging.getLogger(__name__)
 
@@ -61,26 +59,6 @@ class PartResult:
         doc = asdict(self)
         doc["time_iso"] = datetime.fromtimestamp(self.time, timezone.utc).isoformat(timespec="milliseconds")
         return doc
-
-
-@dataclass
-class Line:
-    """Triggered mode's pieces, closed in reverse order by close()."""
-
-    queue: TriggerQueue
-    trigger_input: InputBackend | None = None  # gpio trigger line (a FakeInput in tests)
-    encoder: Encoder | None = None
-    rejector: Rejector | None = None
-    sources: list = field(default_factory=list)
-
-    def close(self) -> None:
-        for source in reversed(self.sources):
-            try:
-                source.close()
-            except Exception:  # noqa: BLE001 - closing one input must not keep the others open
-                log.exception("closing %s failed", type(source).__name__)
-        if self.rejector is not None:
-            self.rejector.close()
 
 
 def open_line(cfg: StationConfig, alarms: Alarms) -> Line:

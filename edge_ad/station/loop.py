@@ -16,19 +16,20 @@ from typing import Callable
 import numpy as np
 
 from edge_ad.data import geometry
-from edge_ad.station.alarms import Alarms, Debouncer, build_alarms
+from edge_ad.station.alarms import Debouncer, build_alarms
 from edge_ad.station.alarms.base import AlarmEvent
 from edge_ad.station.camera import Camera, Frame
 from edge_ad.station.config import StationConfig
 from edge_ad.station.evidence import EvidenceStore
 from edge_ad.station.faults import Faults
 from edge_ad.station.framelog import FrameLog
-from edge_ad.station.line import Line, answer_left, camera_args, inspect_part, open_line
+from edge_ad.station.line import answer_left, camera_args, inspect_part, open_line
 from edge_ad.station.model import ModelSlot
 from edge_ad.station.reload import reread
 from edge_ad.station.service import Notifier, StopFlag
 from edge_ad.station.status import AlarmRecord, StationStatus
 from edge_ad.station.opcua import start_opcua
+from edge_ad.station.pieces import Station
 from edge_ad.station.web import start_web
 
 log = logging.getLogger(__name__)
@@ -58,23 +59,6 @@ class LoopStats:
         return cls(**{k: s[k] for k in ("frames", "anomalous", "alarms", "errors", "dropped", "reloads",
                                          "writes_dropped", "last_score", "state", "fault")},
                    latencies_ms=status.latencies())
-
-
-@dataclass
-class Station:
-    """The pieces the loop drives (built once; `cfg` changes on a reload)."""
-
-    cfg: StationConfig
-    status: StationStatus
-    notifier: Notifier
-    camera: Camera
-    alarms: Alarms
-    faults: Faults
-    model: ModelSlot
-    store: EvidenceStore
-    frame_log: FrameLog
-    line: Line | None = None  # triggered mode's triggers, encoder and rejector (None: continuous mode)
-    web_url: str = ""  # the web view's address once it serves ("" when off)
 
 
 def open_station(cfg: StationConfig, status: StationStatus | None = None) -> Station:

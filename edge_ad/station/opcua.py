@@ -16,16 +16,15 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edge_ad import bundle as B
 from edge_ad.errors import EdgeAdError
 from edge_ad.station.alarms.mqtt import resolve_password
 from edge_ad.station.config import OpcuaConfig
+from edge_ad.station.pieces import Station
 from edge_ad.station.service import StopFlag
 
-if TYPE_CHECKING:
-    from edge_ad.station.loop import Station
 
 log = logging.getLogger(__name__)
 
