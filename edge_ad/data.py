@@ -108,6 +108,12 @@ class Geometry:
     crop: tuple[int, int]  # (top, left) offset of the centre crop within the canvas
     out: tuple[int, int]  # (h, w) network input (view_size: an aligned part's view)
 
+    def affine(self, src_hw: tuple[int, int]) -> np.ndarray:
+        """3x3: pixel of the (h, w) frame this was made for -> pixel of the placed image (pixel centres kept)."""
+        sx, sy = self.scaled[1] / src_hw[1], self.scaled[0] / src_hw[0]
+        return np.array([[sx, 0, 0.5 * sx - 0.5 + self.pad[1] - self.crop[1]],
+                         [0, sy, 0.5 * sy - 0.5 + self.pad[0] - self.crop[0]], [0, 0, 1]], np.float64)
+
 
 def view_size(cfg: DataConfig) -> tuple[int, int]:
     """(h, w) of the maps a detector returns: the network input; for an aligned part (its input is the part's box,
@@ -201,10 +207,7 @@ def prepare_view(image_bgr: np.ndarray, cfg: DataConfig) -> np.ndarray:
 
 def input_affine(src_hw: tuple[int, int], cfg: DataConfig) -> np.ndarray:
     """3x3 affine of the resize (letterbox, crop): frame pixel -> network input pixel, as prepare_view places it."""
-    g = geometry(src_hw, cfg)
-    sx, sy = g.scaled[1] / src_hw[1], g.scaled[0] / src_hw[0]
-    return np.array([[sx, 0, 0.5 * sx - 0.5 + g.pad[1] - g.crop[1]],
-                     [0, sy, 0.5 * sy - 0.5 + g.pad[0] - g.crop[0]], [0, 0, 1]], np.float64)
+    return geometry(src_hw, cfg).affine(src_hw)
 
 
 def map_to_view(amap: np.ndarray, pose: Pose | None, src_hw: tuple[int, int], cfg: DataConfig) -> np.ndarray:

@@ -36,9 +36,7 @@ BOX_COLOUR = (0, 0, 255)  # BGR red
 class MapGeometry(Protocol):
     """edge_ad.data.Geometry: how a frame was placed into the network input (letterbox, crop)."""
 
-    scaled: tuple[int, int]
-    pad: tuple[int, int]
-    crop: tuple[int, int]
+    def affine(self, src_hw: tuple[int, int]) -> np.ndarray: ...
 
 
 def frame_map(anomaly_map: np.ndarray, frame_hw: tuple[int, int], geometry: MapGeometry | None = None) -> np.ndarray:
@@ -48,11 +46,7 @@ def frame_map(anomaly_map: np.ndarray, frame_hw: tuple[int, int], geometry: MapG
     amap = np.asarray(anomaly_map, dtype=np.float32)
     if geometry is None:
         return cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
-    sy, sx = geometry.scaled[0] / h, geometry.scaled[1] / w
-    # map coordinate of frame pixel (x, y): scaled position (pixel centres) + padding - crop
-    ox = 0.5 * sx - 0.5 + geometry.pad[1] - geometry.crop[1]
-    oy = 0.5 * sy - 0.5 + geometry.pad[0] - geometry.crop[0]
-    warp = np.array([[sx, 0.0, ox], [0.0, sy, oy]], dtype=np.float64)
+    warp = geometry.affine((h, w))[:2]  # frame pixel -> map pixel
     return cv2.warpAffine(amap, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
