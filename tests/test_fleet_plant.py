@@ -281,6 +281,8 @@ def test_a_version_whose_alarm_rate_jumps_stops_at_the_canary_and_is_rolled_back
     assert wait_until(lambda: running(view, "v2"), timeout=WAIT_S)
     assert main(["parts", "publish", "demo", "--version", "3", "--plant", str(plant["plant_yaml"])]) == 0
     assert main(["fleet", "rollout", "demo", "--version", "3", "--plant", str(plant["plant_yaml"])]) == 1
+    # the record is retained on the broker: its last update reaches the view a round trip after the command returns
+    assert wait_until(lambda: view.rollouts()["demo"]["state"] == "rolled_back", timeout=WAIT_S), view.rollouts()
     res = view.rollouts()["demo"]
     assert res["state"] == "rolled_back" and "group canary: alarm rate" in res["reason"], res
     assert [g["state"] for g in res["groups"]] == ["failed", "pending", "pending"]
@@ -348,7 +350,8 @@ def test_rollback_by_hand_uses_what_is_on_disk_and_a_tampered_store_cannot_force
     # s3 lost its v1 (the tamper test) and the store's v1 was changed: it refuses and keeps inspecting with v2
     assert wait_until(lambda: (view.stations()["s3"].get("update") or {}).get("state") == "refused", timeout=WAIT_S)
     assert view.stations()["s3"]["version"] == "v2" and view.stations()["s3"]["state"] == "running"
-    assert view.rollouts()["demo"]["state"] == "rolled_back" and view.rollouts()["demo"]["to"] == 1
+    assert wait_until(lambda: (view.rollouts()["demo"]["state"], view.rollouts()["demo"]["to"]) == ("rolled_back", 1),
+                      timeout=WAIT_S), view.rollouts()
 
 
 def test_the_fleet_page_shows_every_station_and_the_rollout_in_chromium(plant):
