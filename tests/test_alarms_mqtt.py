@@ -312,6 +312,36 @@ def test_fault_is_the_retained_status_with_its_reason(mosquitto, tmp_path):
     assert_retained_offline(mosquitto)
 
 
+def test_a_fault_set_while_the_connection_is_made_is_the_retained_status(mosquitto, tmp_path, monkeypatch):
+    """The window CI hit: the station's fault arrives while the sink's on-connect publishes the old status. The fault
+    must still end up retained (it was lost: the station showed `online` while not inspecting)."""
+    import threading
+
+    built, setter = MqttSink._status_payload, []
+
+    def slow_payload(self, *a):
+        doc = built(self, *a)
+        if not a and not setter:  # the on-connect status ("online"): the fault comes now, from the station's thread
+            setter.append(threading.Thread(target=self.set_fault, args=("camera lost; not inspecting",)))
+            setter[0].start()
+            time.sleep(0.3)  # the window, made wide
+        return doc
+
+    monkeypatch.setattr(MqttSink, "_status_payload", slow_payload)
+    sink = MqttSink(sink_config(mosquitto, tmp_path), STATION, PART)
+    try:
+        assert sink.connected.wait(5) and setter
+        setter[0].join(5)
+        late = Subscriber(mosquitto, STATUS_TOPIC)
+        assert wait_until(lambda: late.payloads() and late.payloads()[-1]["state"] == "fault", timeout=5), \
+            late.payloads()
+        assert late.payloads()[-1]["reason"] == "camera lost; not inspecting"
+        late.close()
+    finally:
+        sink.close()
+    assert_retained_offline(mosquitto)
+
+
 def test_a_broker_that_never_answers_is_reported(tmp_path, caplog):
     """4a4: TCP accepted, no CONNACK ever: a warning within connect_timeout_s, the broker counted down."""
     import socket

@@ -78,6 +78,10 @@ class MqttSink:
         self.delivered = 0
         self.connected = threading.Event()
         self._cond = threading.Condition()
+        # the retained status: published on connect and on every fault change, one at a time. Its own lock, never
+        # _cond: publish() takes paho's message lock, under which _on_publish takes _cond
+        self._status_lock = threading.Lock()
+        self._status_live = False
         self._inflight: tuple[int, int, float] | None = None  # (mid, queue seq, sent at)
         self._publishing = False
         self._early_acks: set[int] = set()
@@ -149,9 +153,10 @@ class MqttSink:
 
     def set_fault(self, reason: str) -> None:
         """The retained status becomes `fault` with the reason (or `online` again); sent now or on connect."""
-        self._fault = reason
-        if self.connected.is_set():
-            self._client.publish(self.status_topic, self._status_payload(), qos=1, retain=True)
+        with self._status_lock:  # else a fault set while _on_connect publishes is never sent ("online" stays)
+            self._fault = reason
+            if self._status_live:
+                self._client.publish(self.status_topic, self._status_payload(), qos=1, retain=True)
 
     def health(self) -> dict[str, Any]:
         """Broker state and queue depth for the station status."""
@@ -166,8 +171,11 @@ class MqttSink:
             self._closing = True
             self._cond.notify_all()
         self._sender.join(timeout=2.0)
-        if self.connected.is_set():
-            info = self._client.publish(self.status_topic, self._status_payload("offline", ""), qos=1, retain=True)
+        with self._status_lock:  # the last status: no fault set after this replaces "offline"
+            live, self._status_live = self._status_live, False
+            info = self._client.publish(self.status_topic, self._status_payload("offline", ""), qos=1,
+                                        retain=True) if live and self.connected.is_set() else None
+        if info is not None:
             try:
                 info.wait_for_publish(timeout=max(timeout, 0.5))
             except (RuntimeError, ValueError):
@@ -206,7 +214,9 @@ class MqttSink:
         log.info("mqtt: connected to %s:%d%s", self.cfg.host, self.cfg.port,
                  f" after {self._failures} failed attempt(s)" if self._failures else "")
         self._failures = 0
-        client.publish(self.status_topic, self._status_payload(), qos=1, retain=True)
+        with self._status_lock:
+            client.publish(self.status_topic, self._status_payload(), qos=1, retain=True)
+            self._status_live = True
         for topic in list(self._subscriptions):
             client.subscribe(topic, qos=1)
         with self._cond:
@@ -218,6 +228,8 @@ class MqttSink:
             self._cond.notify_all()
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        with self._status_lock:
+            self._status_live = False
         self.connected.clear()
         with self._cond:
             self._down_since = self._down_since or time.monotonic()
