@@ -39,7 +39,7 @@ import common  # noqa: E402
 from common import write_results  # noqa: E402
 from mosquitto_fixture import Broker  # noqa: E402
 from plant_kit import (CONTROLLER, PUBLISHER, STATION, S3Server, TcpProxy, central_broker,  # noqa: E402
-                       die_with_parent, line_video, make_certs, station_broker, stop_process)
+                       line_video, make_certs, spawn, station_broker, stop_process)
 
 from edge_ad import bundle as B  # noqa: E402
 from edge_ad.fleet import desired as DS  # noqa: E402
@@ -175,19 +175,17 @@ def rollout_rows(work: Path, onnx: Path, good_dir: Path, size: dict) -> tuple[li
             d = Path(raw["parts_dir"]).parent
             d.mkdir(parents=True)
             (d / "station.yaml").write_text(yaml.safe_dump(raw))
-            procs.append(subprocess.Popen([sys.executable, "-m", "edge_ad", "run", "--config", str(d / "station.yaml")],
-                                          stdout=open(d / "log.txt", "w"), stderr=subprocess.STDOUT, env=station_env,
-                                          preexec_fn=die_with_parent))
+            procs.append(spawn([sys.executable, "-m", "edge_ad", "run", "--config", str(d / "station.yaml")],
+                               stdout=open(d / "log.txt", "w"), stderr=subprocess.STDOUT, env=station_env))
         per = -(-size["sims"] // size["sim_procs"])
         for k in range(size["sim_procs"]):
             names = [f"sim{i:03d}" for i in range(k * per, min(size["sims"], (k + 1) * per))]
             spec = {"scores": scores, "fps": size["sim_fps"], "stations": [
                 station_raw(n, groups[int(n[3:]) % len(groups)], work, broker, s3, trusted, None, 2.0) for n in names]}
             (work / f"sim{k}.json").write_text(json.dumps(spec))
-            procs.append(subprocess.Popen([sys.executable, str(Path(__file__).parent / "fleet_sim.py"), "stations",
-                                           "--spec", str(work / f"sim{k}.json")], stdout=open(work / f"sim{k}.log", "w"),
-                                          stderr=subprocess.STDOUT, env=station_env,
-                                          preexec_fn=die_with_parent))
+            procs.append(spawn([sys.executable, str(Path(__file__).parent / "fleet_sim.py"), "stations",
+                                "--spec", str(work / f"sim{k}.json")], stdout=open(work / f"sim{k}.log", "w"),
+                               stderr=subprocess.STDOUT, env=station_env))
         n = size["real"] + size["sims"]
         view = FleetView(plant.broker)
         wait(lambda: all_on(view, "v1", n), f"{n} stations running v1")
@@ -391,9 +389,9 @@ def load_rows(work: Path, size: dict) -> list[dict]:
             spec = {"host": broker.host, "port": broker.port, "stations": names, "report_s": size["load_report_s"],
                     "events_per_s": size["load_rate"]}
             (work / f"load{k}.json").write_text(json.dumps(spec))
-            procs.append(subprocess.Popen([sys.executable, str(Path(__file__).parent / "fleet_sim.py"), "load",
-                                           "--spec", str(work / f"load{k}.json")], stdout=open(work / f"load{k}.log", "w"),
-                                          stderr=subprocess.STDOUT, preexec_fn=die_with_parent))
+            procs.append(spawn([sys.executable, str(Path(__file__).parent / "fleet_sim.py"), "load",
+                                "--spec", str(work / f"load{k}.json")], stdout=open(work / f"load{k}.log", "w"),
+                               stderr=subprocess.STDOUT))
         wait(lambda: all("connected" in (work / f"load{k}.log").read_text() for k in range(procs_n)),
              f"{n} load clients connected")
         time.sleep(2.0)

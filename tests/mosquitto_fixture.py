@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import getpass
+import queue
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -25,13 +27,49 @@ def free_port() -> int:
 
 
 def die_with_parent() -> None:
-    """Popen preexec_fn: the child gets SIGTERM when the process that started it dies (a killed test or benchmark
-    leaves no station, store or simulator behind)."""
+    """Popen preexec_fn: the child gets SIGTERM when the thread that started it ends. Linux ties PDEATHSIG to that
+    thread, not to the process, so start children with `spawn` (one thread that lives as long as the process)."""
     import ctypes
     import signal as _signal
 
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, _signal.SIGTERM)
+
+
+_spawner: dict = {}
+_spawner_lock = threading.Lock()
+
+
+def _spawner_queue() -> queue.Queue:
+    with _spawner_lock:
+        if "q" not in _spawner:
+            q: queue.Queue = queue.Queue()
+
+            def run() -> None:
+                while True:
+                    args, kwargs, box, done = q.get()
+                    try:
+                        box.append(subprocess.Popen(args, preexec_fn=die_with_parent, **kwargs))
+                    except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+                        box.append(e)
+                    done.set()
+
+            threading.Thread(target=run, name="spawner", daemon=True).start()
+            _spawner["q"] = q
+        return _spawner["q"]
+
+
+def spawn(args: list[str], **kwargs) -> subprocess.Popen:
+    """subprocess.Popen for a helper process (broker, store, station) that dies with this process, even when killed
+    (a killed test or benchmark leaves none behind), and not before it: a broker restarted from a short-lived
+    fault thread was SIGTERMed a second later when that thread ended (the trigger benchmark then waited forever)."""
+    box: list = []
+    done = threading.Event()
+    _spawner_queue().put((args, kwargs, box, done))
+    done.wait()
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
 
 
 class Broker:
@@ -60,8 +98,8 @@ class Broker:
 
     def start(self, timeout: float = 5.0) -> "Broker":
         assert self.binary, "mosquitto not installed"
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf_path)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, preexec_fn=die_with_parent)  # a killed run leaks none
+        self.proc = spawn([self.binary, "-c", str(self.conf_path)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)  # a killed run leaks none
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from mosquitto_fixture import Broker, die_with_parent, free_port  # noqa: F401 (die_with_parent: used by benchmarks)
+from mosquitto_fixture import Broker, free_port, spawn  # noqa: F401 (spawn: used by benchmarks and tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANT = ROOT / "plant" / "mosquitto"
@@ -81,9 +81,8 @@ class S3Server:
         self.rw_port, self.ro_port = free_port(), free_port()
         for port, key, extra in ((self.rw_port, PUBLISHER, []), (self.ro_port, STATION, ["--read-only", *NO_DIR_CACHE])):
             log = open(root.parent / f"rclone-{port}.log", "w")
-            proc = subprocess.Popen([rclone_binary(), "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key",
-                                     ",".join(key), *extra, str(root)], stdout=log, stderr=subprocess.STDOUT,
-                                    preexec_fn=die_with_parent)
+            proc = spawn([rclone_binary(), "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key",
+                          ",".join(key), *extra, str(root)], stdout=log, stderr=subprocess.STDOUT)
             self.procs.append(proc)
             wait_port(port, proc)
 
@@ -105,9 +104,8 @@ class HttpServer:
 
     def __init__(self, root: Path) -> None:
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1",
-                                      "--directory", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     preexec_fn=die_with_parent)
+        self.proc = spawn([sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1",
+                           "--directory", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port, self.proc)
         self.url = f"http://127.0.0.1:{self.port}"
 

@@ -389,3 +389,19 @@ def test_queue_on_a_full_disk_keeps_events_in_memory(small_disk, caplog):
         got.append(item[1]["n"])
         queue.remove(item[0])
     assert got == list(range(20))  # on disk or in memory, in order
+
+
+def test_a_broker_restarted_from_a_short_lived_thread_stays_up(mosquitto_factory):
+    """The helpers' children die with the test process (PDEATHSIG), which Linux ties to the starting thread: a broker
+    restarted by a benchmark's fault thread was killed when that thread ended, and the benchmark hung. spawn() fixes."""
+    import threading
+
+    broker = mosquitto_factory().start()
+    broker.stop()
+    t = threading.Thread(target=broker.start)
+    t.start()
+    t.join(10)
+    time.sleep(1.0)  # PDEATHSIG is sent as the thread exits: well past it now
+    assert broker.proc is not None and broker.proc.poll() is None, broker.log()[-500:]
+    sub = Subscriber(broker, "x/#")  # and it serves
+    sub.close()

@@ -33,7 +33,7 @@ from edge_ad.runtime.detector import open_detector  # noqa: E402
 from helpers import Subscriber, wait_until  # noqa: E402
 from mosquitto_fixture import mosquitto_binary  # noqa: E402
 from plant_kit import (CONTROLLER, PUBLISHER, STATION, S3Server, TcpProxy, add_users, central_broker,  # noqa: E402
-                       die_with_parent, line_video, make_certs, rclone_binary, station_broker)
+                       line_video, make_certs, rclone_binary, spawn, station_broker)
 
 PASSWORDS = {"s1": "pw-s1-0123", "s2": "pw-s2-4567", "s3": "pw-s3-89ab", CONTROLLER: "pw-ctl-cdef"}
 GROUPS = {"s1": "canary", "s2": "line1", "s3": ""}
@@ -199,9 +199,8 @@ def plant(demo_root, tiny_onnx, tmp_path_factory):
                              "trusted_root": str(trusted), "cache_dir": str(d / "fleet"), "group": GROUPS[name],
                              "poll_s": 30.0, "retry_s": 1.0, "report_s": 0.3, "switch_timeout_s": 30.0}}
             (d / "station.yaml").write_text(yaml.safe_dump(cfg))
-            proc = subprocess.Popen([sys.executable, "-m", "edge_ad", "run", "--config", str(d / "station.yaml")],
-                                    cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                    preexec_fn=die_with_parent)
+            proc = spawn([sys.executable, "-m", "edge_ad", "run", "--config", str(d / "station.yaml")],
+                         cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
             procs.append(proc)
             logs[name] = []
             threading.Thread(target=lambda p=proc, out=logs[name]: out.extend(iter(p.stdout.readline, "")),
