@@ -298,6 +298,9 @@ def test_fault_is_the_retained_status_with_its_reason(mosquitto, tmp_path):
     sink.set_fault("part bundle not found: /parts/bottle/current; not inspecting")  # before the connection, too
     try:
         assert sink.connected.wait(5)
+        seen = Subscriber(mosquitto, STATUS_TOPIC)  # the broker has the status (live or retained) once this sees it
+        assert wait_until(lambda: any(p["state"] == "fault" for p in seen.payloads())), seen.payloads()
+        seen.close()
         late = Subscriber(mosquitto, STATUS_TOPIC)  # joins after: gets the retained status
         assert wait_until(lambda: late.payloads())
         first = late.payloads()[-1]
