@@ -18,6 +18,7 @@ import multiprocessing
 import socket
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import common  # noqa: E402
 from common import DATA_ROOT, write_results  # noqa: E402
 
 from edge_ad.station.loop import run_station  # noqa: E402
+from edge_ad.station.service import StopFlag  # noqa: E402
 from edge_ad.runtime.detector import open_detector  # noqa: E402
 from edge_ad.station.config import station_config_from_dict  # noqa: E402
 
@@ -48,6 +50,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 VIDEO_SOURCE = DATA_ROOT / "bottle" / "test"
 VIDEO_KINDS = ("good", "broken_large", "contamination")
 SMOKE_VIDEO_KINDS = ("good", "scratch", "hole")  # the demo part's test folders
+SMOKE_AFTER_READY_S = 2.0  # smoke web runs end this long after the client showed the live view
 MIN_STEADY_FRAMES = 100  # a web row from fewer frames says little: rerun longer
 
 
@@ -191,8 +194,21 @@ WEB_VARIANTS = [("off", None, "web view off"),
                  "(the station's own cost of one viewer, no page rendering)")]
 
 
-def web_run(model: Path, video: Path, work: Path, name: str, priority: str | None) -> tuple[Path, float, float | None]:
-    """One loop run (frame log path, start time, time the browser showed the live view)."""
+def stop_after_ready(stop: StopFlag, ready: Path, client: bool, start: float, after_s: float, done: threading.Event) -> None:
+    """Ends a run `after_s` seconds after the second that follows the viewer showing the live view (the frames the
+    rows count; without a viewer: after the first second), so a smoke run on loaded cores always has frames after
+    the viewer came, however late it came."""
+    while not done.wait(0.1):
+        t0 = float(ready.read_text()) if client and ready.is_file() and ready.read_text().strip() else None
+        if (t0 is not None and time.time() > t0 + 1.0 + after_s) or (not client and time.time() > start + 1.0 + after_s):
+            stop.set()
+            return
+
+
+def web_run(model: Path, video: Path, work: Path, name: str, priority: str | None,
+            after_ready_s: float | None = None) -> tuple[Path, float, float | None]:
+    """One loop run (frame log path, start time, time the browser showed the live view); with `after_ready_s` the run
+    ends that long after the browser showed it, else at the end of the video."""
     log, ready = work / f"frames_{name}.jsonl", work / f"ready_{name}"
     doc = station(model, video, work, file_mode="every")
     doc["frame_log"] = str(log)
@@ -207,9 +223,14 @@ def web_run(model: Path, video: Path, work: Path, name: str, priority: str | Non
         if not wait_file(Path(str(ready) + ".launched"), 120):
             sys.exit("the headless browser did not start (is /usr/bin/chromium installed?)")
     start = time.time()
+    stop, done = StopFlag(), threading.Event()
+    if after_ready_s is not None:
+        threading.Thread(target=stop_after_ready, args=(stop, ready, client is not None, start, after_ready_s, done),
+                         daemon=True).start()
     try:
-        run_station(station_config_from_dict(doc))
+        run_station(station_config_from_dict(doc), stop=stop)
     finally:
+        done.set()
         if client is not None:
             client.terminate()
             client.join(10)
@@ -217,18 +238,21 @@ def web_run(model: Path, video: Path, work: Path, name: str, priority: str | Non
 
 
 def web_rows(model: Path, video: Path, work: Path, reps: int, variants: list = WEB_VARIANTS,
-             min_frames: int = MIN_STEADY_FRAMES, warmup_s: float = WARMUP_S) -> list[dict]:
+             min_frames: int = MIN_STEADY_FRAMES, warmup_s: float = WARMUP_S,
+             after_ready_s: float | None = None) -> list[dict]:
     """The loop without the web view and with it and one browser, interleaved `reps` times; medians of the runs."""
     runs: dict[str, list[tuple[float, float, float, int]]] = {key: [] for key, _, _ in variants}
     order = np.random.default_rng(0)
     for rep in range(reps):  # each round runs the variants in a new order, so a drifting machine load favours none
-        done = {key: web_run(model, video, work, f"{rep}_{key}", prio)
+        done = {key: web_run(model, video, work, f"{rep}_{key}", prio, after_ready_s)
                 for key, prio, _ in (variants[i] for i in order.permutation(len(variants)))}
         if any(prio is not None and done[key][2] is None for key, prio, _ in variants):
             sys.exit("the browser never showed the live view: rerun with a longer --web-seconds")
         # the same leading seconds are left out of every run of a round: until every browser showed the live view
         skip = max([warmup_s] + [ready - start + 1.0 for _, start, ready in done.values() if ready is not None])
-        for key, (log, start, _) in done.items():
+        for key, (log, start, ready) in done.items():
+            if after_ready_s is not None:  # runs that end on their own clock: each skips to its own viewer
+                skip = ready - start + 1.0 if ready is not None else warmup_s
             fps, lat, n = steady(log, start + skip)
             if n < min_frames:
                 sys.exit(f"only {n} frames after the browser connected: rerun with a longer --web-seconds")
@@ -260,7 +284,7 @@ def main() -> None:
     ap.add_argument("--web-reps", type=int, default=4, help="interleaved off/on rounds (0: skip the web rows)")
     common.add_smoke_args(ap)
     args = ap.parse_args()
-    variants, min_frames, warmup_s = WEB_VARIANTS, MIN_STEADY_FRAMES, WARMUP_S
+    variants, min_frames, warmup_s, after_ready_s = WEB_VARIANTS, MIN_STEADY_FRAMES, WARMUP_S, None
     if args.smoke:  # the tiny rd model exported to ONNX; the web view served to the replay client, not a browser
         global VIDEO_SOURCE, VIDEO_KINDS
         root = common.smoke_folder(args.out)
@@ -270,9 +294,11 @@ def main() -> None:
         onnx = pt.with_suffix(".onnx")  # int8.py --smoke exports it; a loop smoke run alone exports it here
         args.model = str(onnx if onnx.is_file() else export_onnx(pt, onnx))
         VIDEO_SOURCE, VIDEO_KINDS = root / "data" / common.SMOKE_DATASET / "test", SMOKE_VIDEO_KINDS
-        # 12 s of video: the replay client connects after a few seconds when the cores are shared (parallel tests)
-        args.frames, args.threads, args.web_reps, args.web_seconds = 30, 1, 1, 12.0
+        # a long video that each web run ends itself SMOKE_AFTER_READY_S after the replay client connected: on
+        # shared cores (parallel tests) the client connects late, and a fixed-length video could end before it did
+        args.frames, args.threads, args.web_reps, args.web_seconds = 30, 1, 1, 120.0
         variants, min_frames, warmup_s = [v for v in WEB_VARIANTS if v[1] in (None, "replay")], 1, 0.5
+        after_ready_s = SMOKE_AFTER_READY_S
     model = Path(args.model)
     if not model.is_file():
         sys.exit(f"{model} missing: run benchmarks/accuracy.py and benchmarks/int8.py first, or pass --model")
@@ -330,7 +356,8 @@ def main() -> None:
         if args.web_reps:
             long_video = work / "long.avi"
             make_video(long_video, int(np.clip(loop_fps * args.web_seconds, 300, 5000)))
-            rows += web_rows(bundle / "model.onnx", long_video, work, args.web_reps, variants, min_frames, warmup_s)
+            rows += web_rows(bundle / "model.onnx", long_video, work, args.web_reps, variants, min_frames, warmup_s,
+                             after_ready_s)
         for r in rows:
             print(r, flush=True)
     write_results("loop", rows, COLUMNS, NOTES.format(model=model, threads=args.threads, warmup=warmup_s))
