@@ -29,6 +29,7 @@ __all__ = ["ConfigError", "Config", "build", "check", "check_choice", "from_dict
 RESIZE_MODES = ("stretch", "letterbox")
 NORMALIZATIONS = ("imagenet", "per_image")
 REGION_MODES = ("auto", "off")
+FRAME_MASK_MODES = ("auto", "on", "off")
 
 
 @dataclass
@@ -163,10 +164,13 @@ class ScoringConfig:
     threshold_quantile: float = 0.99  # quantile of good validation scores used as threshold
     threshold_margin: float = 0.1  # threshold = quantile * (1 + margin)
     region: str = "auto"  # auto: learn where the part is from the good images and weight the map by it | off
+    frame_mask: str = "off"  # auto: also weight each frame's map by the part found in it, when the good images show
+    #                          that mask reliably and the learnt region is much larger than the part | on | off
 
     def validate(self) -> None:
         check(0 <= self.blur_sigma <= 32, "blur_sigma", "must be in [0, 32]")
         check_choice(self.region, "region", REGION_MODES)
+        check_choice(self.frame_mask, "frame_mask", FRAME_MASK_MODES)
         check_choice(self.image_score, "image_score", IMAGE_SCORES)
         check(0 < self.topk_fraction <= 1, "topk_fraction", "must be in (0, 1]")
         check(0 < self.threshold_quantile <= 1, "threshold_quantile", "must be in (0, 1]")

@@ -168,22 +168,32 @@ ALIGN_GAIN = 0.1  # aligning must raise the goods' median silhouette overlap by 
 BOX_MARGIN = 0.05  # the aligned part's box grows by this fraction of the side (defects stick out, poses vary)
 
 
-def plan_align(images: list[np.ndarray], margin: float = BOX_MARGIN) -> tuple[bool, str, list[float] | None]:
-    """Whether frames of this part should be turned into one pose (data.align), why, and the part's box on the
-    aligned canvas (data.align_box), from good images alone: only when the part moves (its
-    silhouettes overlap little) and aligned silhouettes overlap well."""
+@dataclass
+class AlignPlan:
+    """Whether frames of this part are turned into one pose (data.align), why, the part's box on the aligned canvas
+    (data.align_box), and whether the part moves between shots at all (the frame mask's cue, edge_ad.partmask)."""
+
+    align: bool
+    why: str
+    box: list[float] | None = None
+    moves: bool = False
+
+
+def plan_align(images: list[np.ndarray], margin: float = BOX_MARGIN) -> AlignPlan:
+    """The align plan from good images alone: align only when the part moves (its silhouettes overlap little) and
+    aligned silhouettes overlap well."""
     from edge_ad.region import MIN_POSE_OVERLAP, median_overlap, pose_overlap
 
     before = pose_overlap(images)
     if before is None:
-        return False, "no single part on a plain ground: frames are not aligned", None
+        return AlignPlan(False, "no single part on a plain ground: frames are not aligned")
     if before >= MIN_POSE_OVERLAP:
-        return False, f"the part stays in place (silhouette overlap {before:.2f}): frames are not aligned", None
+        return AlignPlan(False, f"the part stays in place (silhouette overlap {before:.2f}): frames are not aligned")
     aligned = [m for m in (aligned_silhouette(im) for im in images) if m is not None]
     after = median_overlap(aligned)
     if after is not None and after >= MIN_POSE_OVERLAP and after >= before + ALIGN_GAIN:
-        return True, (f"the part moves between shots (silhouette overlap {before:.2f}); turned level and centred it "
-                      f"overlaps {after:.2f}: every frame is aligned to that pose before it is inspected"), \
-            _box_of(aligned, margin)
-    return False, (f"the part moves between shots (silhouette overlap {before:.2f}) and aligning it does not hold "
-                   f"it in one pose ({after if after is not None else 0:.2f}): frames are not aligned"), None
+        return AlignPlan(True, f"the part moves between shots (silhouette overlap {before:.2f}); turned level and "
+                         f"centred it overlaps {after:.2f}: every frame is aligned to that pose before it is inspected",
+                         _box_of(aligned, margin), moves=True)
+    return AlignPlan(False, f"the part moves between shots (silhouette overlap {before:.2f}) and aligning it does not "
+                     f"hold it in one pose ({after if after is not None else 0:.2f}): frames are not aligned", moves=True)

@@ -19,6 +19,7 @@ FUSIONS = ("sum", "product")
 IMAGE_SCORES = ("max", "topk_mean")
 MAX_BLUR_SIGMA = 32.0
 MAX_REGION_GRID = 128
+MAX_MASK_GROW = 0.2
 
 
 @dataclass
@@ -33,6 +34,9 @@ class ScoringSpec:
     image_score: str = "max"  # max | topk_mean
     topk_fraction: float = 0.01
     region: list[list[float]] | None = None  # part-region weight grid (edge_ad.region), applied after the blur; None: all
+    frame_mask: bool = False  # also weight the map by the part as found in each frame (edge_ad.partmask)
+    frame_mask_min: float = 0.0  # a frame's mask covering less of it than this is not used (no part found: unmasked)
+    frame_mask_grow: float = 0.015  # the frame's mask grown by this fraction of the longer side (defects on the edge)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -61,6 +65,10 @@ class ScoringSpec:
                             and 2 <= len(r[0]) <= MAX_REGION_GRID and all(0 <= v <= 1 for row in r for v in row)
                             and max(max(row) for row in r) > 0), "region",
               f"expected a grid (rows of equal length, 2..{MAX_REGION_GRID}) of weights in [0, 1], not all zero, or null")
+
+        check(0 <= self.frame_mask_min < 1, "frame_mask_min", f"must be in [0, 1), got {self.frame_mask_min!r}")
+        check(0 <= self.frame_mask_grow <= MAX_MASK_GROW, "frame_mask_grow",
+              f"must be in [0, {MAX_MASK_GROW:g}], got {self.frame_mask_grow!r}")
 
     @property
     def n_outputs(self) -> int:
@@ -102,15 +110,27 @@ def fuse(pair_maps: list[np.ndarray], spec: ScoringSpec) -> np.ndarray:
     return out
 
 
-def anomaly_map(scale_maps: list[np.ndarray], spec: ScoringSpec) -> np.ndarray:
+def anomaly_map(scale_maps: list[np.ndarray], spec: ScoringSpec, frame_weight: np.ndarray | None = None) -> np.ndarray:
     """Per-scale maps of one image (each hxw, any size) -> blurred float32 map at input size, weighted by the
-    part region when the model has one (the ground never decides a score)."""
-    return weighted(blur(fuse(group_maps(scale_maps, spec), spec).astype(np.float32), spec.blur_sigma), spec)
+    part region when the model has one and by the frame's own part mask when given (the ground never decides a
+    score)."""
+    return weighted(blur(fuse(group_maps(scale_maps, spec), spec).astype(np.float32), spec.blur_sigma), spec,
+                    frame_weight)
 
 
-def weighted(m: np.ndarray, spec: ScoringSpec) -> np.ndarray:
-    """A blurred map weighted by the spec's part region (unchanged without one)."""
-    return m if spec.region is None else m * region_weights(spec)
+def weighted(m: np.ndarray, spec: ScoringSpec, frame_weight: np.ndarray | None = None) -> np.ndarray:
+    """A blurred map weighted by the spec's part region and a frame's part mask (unchanged without them)."""
+    out = m if spec.region is None else m * region_weights(spec)
+    return out if frame_weight is None else out * frame_weight
+
+
+def frame_weights(prepared_rgb: list[np.ndarray], spec: ScoringSpec) -> list[np.ndarray | None]:
+    """Each prepared frame's part-mask weight when the spec asks for it (None: that frame is scored unmasked)."""
+    if not spec.frame_mask:
+        return [None] * len(prepared_rgb)
+    from edge_ad.partmask import mask_weights
+
+    return [mask_weights(rgb, spec.frame_mask_grow, spec.frame_mask_min) for rgb in prepared_rgb]
 
 
 def region_weights(spec: ScoringSpec) -> np.ndarray:
@@ -138,9 +158,11 @@ def split_batch(outputs: list[np.ndarray]) -> list[list[np.ndarray]]:
     return [[o[i].reshape(o.shape[-2:]) for o in outputs] for i in range(n)]
 
 
-def score_outputs(outputs: list[np.ndarray], spec: ScoringSpec) -> tuple[list[np.ndarray], list[float]]:
-    """Backend outputs for a batch -> (anomaly maps, image scores)."""
-    maps = [anomaly_map(per_image, spec) for per_image in split_batch(outputs)]
+def score_outputs(outputs: list[np.ndarray], spec: ScoringSpec,
+                  weights: list[np.ndarray | None] | None = None) -> tuple[list[np.ndarray], list[float]]:
+    """Backend outputs for a batch (and each frame's part-mask weight, frame_weights) -> (anomaly maps, scores)."""
+    per = split_batch(outputs)
+    maps = [anomaly_map(p, spec, w) for p, w in zip(per, weights or [None] * len(per))]
     return maps, [image_score(m, spec) for m in maps]
 
 

@@ -45,12 +45,12 @@ def test_align_is_planned_only_for_a_moving_part():
     rng = np.random.default_rng(1)
     moving = [screw_like(rng, rng.uniform(0, 360), (100 + rng.uniform(0, 40), 100 + rng.uniform(0, 40))) for _ in range(12)]
     fixed = [screw_like(rng, 30.0, (120, 120)) for _ in range(12)]
-    on, why, box = plan_align(moving)
-    assert on and "aligned" in why and box is not None
-    off, why, box = plan_align(fixed)
-    assert not off and "stays in place" in why and box is None
+    on = plan_align(moving)
+    assert on.align and on.moves and "aligned" in on.why and on.box is not None
+    off = plan_align(fixed)
+    assert not off.align and not off.moves and "stays in place" in off.why and off.box is None
     texture = [rng.integers(0, 255, (120, 120, 3), dtype=np.uint8) for _ in range(4)]
-    assert plan_align(texture)[0] is False
+    assert not plan_align(texture).align and not plan_align(texture).moves
 
 
 @pytest.mark.parametrize("box", [None, [0.3, 0.7, 0.1, 0.9]])
@@ -103,7 +103,7 @@ def test_a_detector_with_align_scores_the_posed_view_and_returns_the_map_on_the_
 def test_the_part_box_holds_every_aligned_part_and_little_ground():
     rng = np.random.default_rng(4)
     goods = [screw_like(rng, rng.uniform(0, 360), (100 + rng.uniform(0, 40), 100 + rng.uniform(0, 40))) for _ in range(10)]
-    _, _, box = plan_align(goods, margin=0.04)
+    box = plan_align(goods, margin=0.04).box
     y0, y1, x0, x1 = box
     assert 0.45 < x1 - x0 < 0.75 and 0.12 < y1 - y0 < 0.4, (y0, y1, x0, x1)  # the part: 132 x 40 px of 240, level
     assert abs((x0 + x1) / 2 - 0.5) < 0.08 and abs((y0 + y1) / 2 - 0.5) < 0.08  # centred

@@ -98,9 +98,9 @@ class AutoConfig:
 
     input_size: bool = True  # data.image_size from the part's aspect ratio
     lighting: bool = True  # data.normalize and data.gain from the brightness of the good images
-    align: bool = False  # data.align + align_box when the part moves and turning it level holds it in one pose. Off:
-    #                      on screw it lifts pixel AUROC to 99, but image AUROC to only 83-95 between runs while the
-    #                      judge says READY every time (README: "Aligned poses")
+    align: bool = True  # data.align + align_box when the part moves and turning it level holds it in one pose
+    frame_mask: bool = True  # scoring.frame_mask auto when the part moves: the map counts on the part as found in
+    #                          each frame, not on the loose region it sweeps (a speck on the ground beside it)
 
     def validate(self) -> None:
         pass

@@ -6,6 +6,7 @@ threshold, so the runtime never needs torch or the training config.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -57,8 +58,7 @@ def _fused_head(spec: ScoringSpec):
 
 def fused_spec(spec: ScoringSpec) -> ScoringSpec:
     """Scoring spec for a graph that already upsamples, fuses and blurs: only the image score is left."""
-    return ScoringSpec(out_size=spec.out_size, groups=[[0]], group_scales=[1.0], fusion="sum", blur_sigma=0.0,
-                       image_score=spec.image_score, topk_fraction=spec.topk_fraction, region=spec.region)
+    return dataclasses.replace(spec, groups=[[0]], group_scales=[1.0], fusion="sum", blur_sigma=0.0)
 
 
 def export_onnx(model_path: str | Path, out_path: str | Path, fused: bool = False, opset: int = OPSET,

@@ -13,18 +13,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_ad import data as D
 from edge_ad.config import Config, ConfigError, config_from_dict, to_dict
 from edge_ad.errors import EdgeAdError
 from edge_ad.fileio import atomic_open
 from edge_ad.models.gaussian import gaussian_from_state
 from edge_ad.models.model import ADModel
-from edge_ad.scoring import ScoringSpec, score_outputs
+from edge_ad.scoring import ScoringSpec
 
 MODEL_FILE = "model.pt"
 FORMAT = "edge_ad-model-2"  # -1: pruned students were pickled modules (not loadable without running code)
 READABLE_FORMATS = (FORMAT, "edge_ad-model-1")
-INFER_BATCH = 16
 
 
 def save_model(model: ADModel, cfg: Config, spec: ScoringSpec, meta: dict, path: Path) -> None:
@@ -115,14 +113,3 @@ def model_outputs(model: ADModel, batch: np.ndarray) -> list[np.ndarray]:
     """Torch forward with the same contract as every runtime session: NCHW float32 -> per-scale maps."""
     device = next(model.teacher.parameters()).device
     return [m.cpu().numpy() for m in model(torch.from_numpy(batch).to(device))]
-
-
-def score_images(model: ADModel, images: list[np.ndarray], cfg: Config, spec: ScoringSpec):
-    """Anomaly maps and scores of prepared RGB images with the torch model."""
-    maps, scores = [], []
-    for i in range(0, len(images), INFER_BATCH):
-        batch = np.stack([D.normalize(im, cfg.data) for im in images[i:i + INFER_BATCH]])
-        m, s = score_outputs(model_outputs(model, batch), spec)
-        maps += m
-        scores += s
-    return maps, scores

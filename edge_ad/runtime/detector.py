@@ -18,7 +18,7 @@ from edge_ad import data as D
 from edge_ad.errors import EdgeAdError, NonFiniteOutput
 from edge_ad.runtime.base import Result
 from edge_ad.runtime.manifest import ModelInfo, manifest_path
-from edge_ad.scoring import score_outputs
+from edge_ad.scoring import frame_weights, score_outputs
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +74,15 @@ class AnomalyDetector:
         t0 = time.perf_counter()
         cfg = self.info.data
         if prepared:
-            batch = np.stack([D.normalize(f, cfg) for f in frames_bgr])
-            poses = [None] * len(frames_bgr)
+            rgbs, poses = list(frames_bgr), [None] * len(frames_bgr)
         else:
             posed = [D.prepare_posed(f, cfg) for f in frames_bgr]
-            batch = np.stack([D.normalize(rgb, cfg) for rgb, _ in posed])
-            poses = [p for _, p in posed]
+            rgbs, poses = [rgb for rgb, _ in posed], [p for _, p in posed]
+        batch = np.stack([D.normalize(rgb, cfg) for rgb in rgbs])
         t1 = time.perf_counter()
         outputs = self.session.run(batch)
         t2 = time.perf_counter()
-        maps, scores = score_outputs(outputs, self.info.scoring)
+        maps, scores = score_outputs(outputs, self.info.scoring, frame_weights(rgbs, self.info.scoring))
         check_finite(maps, scores)
         if cfg.align and not prepared:  # scored in the part's pose; shown on the frame as it was taken
             maps = [D.map_to_view(m, p, f.shape[:2], cfg) for m, p, f in zip(maps, poses, frames_bgr)]

@@ -24,9 +24,10 @@ from edge_ad.models.artifact import MODEL_FILE, model_outputs, read_checkpoint, 
 from edge_ad.models.model import ADModel
 from edge_ad.models.rd import distill_loss
 from edge_ad.progress import progress
-from edge_ad.region import estimate_region, evened
-from edge_ad.scoring import (ScoringSpec, blur, fit_group_scales, fuse, group_maps, image_score, threshold_from_good,
-                             weighted)
+from edge_ad.partmask import plan_frame_mask
+from edge_ad.region import REGION_EPS, estimate_region, evened
+from edge_ad.scoring import (ScoringSpec, blur, fit_group_scales, frame_weights, fuse, group_maps, image_score,
+                             region_weights, threshold_from_good, weighted)
 
 log = logging.getLogger(__name__)
 
@@ -203,5 +204,11 @@ def fit_scoring(model: ADModel, images: list[np.ndarray], cfg: Config,
         region = estimate_region(images)
         log.info("part region: %s", region.why)
         spec.region = np.round(evened(region.weights, np.mean(maps, axis=0)), 3).tolist()
-    scores = [image_score(weighted(m, spec), spec) for m in maps]
+    coverage = 1.0 if spec.region is None else float((region_weights(spec) > REGION_EPS).mean())
+    plan = plan_frame_mask(images, coverage, cfg.scoring.frame_mask)
+    if cfg.scoring.frame_mask != "off":
+        log.info("frame mask: %s", plan.why)
+    spec.frame_mask, spec.frame_mask_min = plan.use, plan.min_share
+    weights = frame_weights(images, spec)
+    scores = [image_score(weighted(m, spec, w), spec) for m, w in zip(maps, weights)]
     return spec, np.array(scores)

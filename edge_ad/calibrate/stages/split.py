@@ -85,11 +85,11 @@ def input_plan(job: Job, train: list[Path]) -> tuple[dict, list[str]]:
     import cv2
 
     from edge_ad.calibrate.auto import NOISE_SIDE, noise_sigma, plan_input
-    from edge_ad.pose import canvas, plan_align
+    from edge_ad.pose import AlignPlan, canvas, plan_align
     from edge_ad.region import POSE_SAMPLE
 
     auto = job.recipe.calib.auto
-    if not (auto.input_size or auto.lighting or auto.align):
+    if not (auto.input_size or auto.lighting or auto.align or auto.frame_mask):
         return {}, []
     shapes, greys, noises = [], [], []
     sample = set(train[:: max(1, len(train) // POSE_SAMPLE)][:POSE_SAMPLE])
@@ -107,7 +107,8 @@ def input_plan(job: Job, train: list[Path]) -> tuple[dict, list[str]]:
         small = cv2.resize(g.astype(np.float32), (round(g.shape[1] * s), round(g.shape[0] * s)),
                            interpolation=cv2.INTER_AREA) if s < 1 else g
         noises.append(noise_sigma(small))
-    aligned, align_why, box = plan_align(frames) if auto.align else (False, "", None)
+    plan_pose = plan_align(frames) if auto.align or auto.frame_mask else AlignPlan(False, "")
+    box = plan_pose.box if auto.align else None
     if box is not None:  # the input shows the aligned part's box: its shape sets the input size
         shapes = [(round(side * (box[1] - box[0])), round(side * (box[3] - box[2])))
                   for side in (canvas(hw)[0] for hw in shapes)]  # the box is in fractions of the aligned canvas
@@ -117,7 +118,9 @@ def input_plan(job: Job, train: list[Path]) -> tuple[dict, list[str]]:
     why = (plan.size_why if auto.input_size else []) + (plan.lighting_why if auto.lighting else [])
     out = {k: v for k, v in plan.overrides().items() if k in keep}
     if auto.align:
-        out.update({"data.align": aligned, "data.align_box": box})
-        why.append(align_why + (f"; the input shows the part's box {box} (y0, y1, x0, x1 of the aligned frame)"
-                                if box else ""))
+        out.update({"data.align": plan_pose.align, "data.align_box": box})
+        why.append(plan_pose.why + (f"; the input shows the part's box {box} (y0, y1, x0, x1 of the aligned frame)"
+                                    if box else ""))
+    if auto.frame_mask and plan_pose.moves:  # the learnt region is loose around a part that moves: each frame's own
+        out["scoring.frame_mask"] = "auto"  # mask, when training finds it reliable (edge_ad.partmask.plan_frame_mask)
     return out, why
