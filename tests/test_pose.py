@@ -110,8 +110,9 @@ def test_the_part_box_holds_every_aligned_part_and_little_ground():
 
 
 def test_calibrate_aligns_a_moving_part_end_to_end(tmp_path):
-    """auto.align on a part in random poses: the bundle records the pose step and its box, and the deployed detector
-    scores a frame through it, its map on the frame's square view (the path that once stopped with an IndexError)."""
+    """The default recipe on a part in random poses: the bundle records the pose step and its box and the frame mask,
+    and the deployed detector scores a frame through them, its map on the frame's square view (the path that once
+    stopped with an IndexError)."""
     from test_calibrate import READINESS_RECIPE, folder_job
 
     from edge_ad import bundle as B
@@ -121,12 +122,14 @@ def test_calibrate_aligns_a_moving_part_end_to_end(tmp_path):
 
     rng = np.random.default_rng(5)
     goods = [screw_like(rng, rng.uniform(0, 360), (100 + rng.uniform(0, 40), 100 + rng.uniform(0, 40))) for _ in range(32)]
-    job = folder_job(tmp_path, goods, **{**READINESS_RECIPE, "data.image_size": [64, 128], "auto.align": True,
+    job = folder_job(tmp_path, goods, **{**READINESS_RECIPE, "data.image_size": [64, 128],
                                          "auto.lighting": False})
     calibrate(job, restart=True)
     root = B.resolve(tmp_path / "parts", "p")
-    data = ModelInfo.load(root / "model.json").data
+    info = ModelInfo.load(root / "model.json")
+    data = info.data
     assert data.align and data.align_box is not None
+    assert info.scoring.frame_mask and 0 < info.scoring.frame_mask_min < 0.2  # a moving part: each frame's own mask
     y0, y1, x0, x1 = data.align_box
     assert y1 - y0 < 0.6 and x1 - x0 > y1 - y0  # a level part's box: wider than high, not the whole canvas
     r = open_detector(root).detect(goods[0])

@@ -222,7 +222,12 @@ def region_line(job: Job, state: State) -> str:
     if share >= WHOLE_FRAME_SHARE:
         return ("whole frame (no part on a plain ground was found in the good images); the map is evened where good "
                 "images' maps are always high")
-    return f"learnt from the good images: {share:.0%} of the frame; the map is not used outside it"
+    line = f"learnt from the good images: {share:.0%} of the frame; the map is not used outside it"
+    if spec.frame_mask:
+        line += ("; within it, each frame's map counts only on the part found in that frame (grown by "
+                 f"{spec.frame_mask_grow:.1%} of the side; a frame where less than {spec.frame_mask_min:.1%} is found "
+                 "is scored unmasked)")
+    return line
 
 
 def method_line(job: Job, state: State) -> str:
