@@ -12,7 +12,8 @@ from edge_ad.cli import main
 from edge_ad.config import ConfigError, load_config
 from edge_ad.training.prune import effective_round_to, prune_model, student_cost
 from edge_ad.scoring import threshold_from_good
-from edge_ad.models.artifact import load_model, score_images
+from edge_ad.models.artifact import load_model, model_outputs
+from edge_ad.runtime.detector import function_detector
 from edge_ad.training.train import fit_scoring, load_training_images, train
 from model_fixtures import TINY
 
@@ -105,7 +106,9 @@ def test_other_methods_importances_and_teachers(method, importance, teacher, dem
     model, cfg, spec, _ = load_model(dst)
     if method == "dual":
         assert len(model.students) == 2 and len(spec.groups) == 2 and all(s > 0 for s in spec.group_scales)
-    maps, scores = score_images(model, [np.zeros((64, 64, 3), np.uint8)], cfg, spec)
+    det = function_detector(lambda batch: model_outputs(model, batch), cfg.data, spec)  # the one scoring path
+    res = det.detect_batch([np.zeros((64, 64, 3), np.uint8)], prepared=True)
+    maps, scores = [r.anomaly_map for r in res], [r.score for r in res]
     assert maps[0].shape == (64, 64) and np.isfinite(scores[0])
 
 

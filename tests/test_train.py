@@ -7,7 +7,8 @@ import torch
 from edge_ad.config import ModelConfig, load_config
 from edge_ad.errors import EdgeAdError
 from edge_ad.models.model import ADModel
-from edge_ad.models.artifact import load_model, score_images
+from edge_ad.models.artifact import load_model, model_outputs
+from edge_ad.runtime.detector import function_detector
 from edge_ad.training.train import epoch_fits, train
 from model_fixtures import TINY, TINY_MODEL
 
@@ -64,8 +65,9 @@ def test_other_methods_train_and_score(method, demo_root, tmp_path):
     model, cfg, spec, meta = load_model(train(cfg))
     if method == "dual":
         assert len(spec.groups) == 2 and all(s > 0 for s in spec.group_scales)
-    maps, scores = score_images(model, [np.zeros((64, 64, 3), np.uint8)], cfg, spec)
-    assert maps[0].shape == (64, 64) and np.isfinite(scores[0])
+    det = function_detector(lambda batch: model_outputs(model, batch), cfg.data, spec)  # the one scoring path
+    r = det.detect_batch([np.zeros((64, 64, 3), np.uint8)], prepared=True)[0]
+    assert r.anomaly_map.shape == (64, 64) and np.isfinite(r.score)
 
 
 def test_teacher_stays_frozen_in_eval_mode():
