@@ -101,10 +101,26 @@ CALIB_METHOD = "percentile"
 INT8_VARIANTS = (("trt", True), ("cpu", True), ("cpu", False))  # (quantization mode, teacher kept in float)
 
 
-def build_models(work: Path, calib_n: int, smoke_data: Path | None = None, models: list | None = None) -> list[dict]:
+def with_frame_mask(onnx: Path) -> Path:
+    """A copy of an exported model whose model.json weights each frame's map by its part mask (edge_ad.partmask)."""
+    import shutil
+
+    from edge_ad.runtime.detector import ModelInfo
+
+    out = onnx.with_name(onnx.stem + "_framemask.onnx")
+    shutil.copyfile(onnx, out)
+    info = ModelInfo.load(onnx.with_suffix(".json"))
+    info.scoring.frame_mask, info.scoring.frame_mask_min = True, 0.01
+    info.save(out)
+    return out
+
+
+def build_models(work: Path, calib_n: int, smoke_data: Path | None = None, models: list | None = None,
+                 frame_mask: bool = False) -> list[dict]:
     """rd and dual (random student weights are fine for timing), exported FP32 + INT8, plus the reference.
 
-    `smoke_data`: the smoke run's demo part; only the first model, at the smoke size, minmax INT8, no reference."""
+    `smoke_data`: the smoke run's demo part; only the first model, at the smoke size, minmax INT8, no reference.
+    `frame_mask`: also rd INT8 (cpu) with the per-frame part mask, the graph calibrate deploys for a moving part."""
     import torch
 
     from edge_ad.config import load_config
@@ -159,6 +175,9 @@ def build_models(work: Path, calib_n: int, smoke_data: Path | None = None, model
                          float_teacher=float_teacher)
             specs.append({**base, "path": q, "backend": "onnxruntime", "precision": "int8",
                           "variant": f"{mode} QDQ" + (", teacher fp32" if float_teacher else ", teacher int8 too")})
+            if frame_mask and mode == "cpu" and (float_teacher or smoke_data) and not model.gaussian:
+                specs.append({**base, "path": with_frame_mask(q), "backend": "onnxruntime", "precision": "int8",
+                              "variant": specs[-1]["variant"] + ", frame mask"})  # a moving part's deployed rd
     if smoke_data:  # the WideResNet-50-2 reference alone takes longer to build than the whole smoke run
         return specs
     ref = ReferenceRD4AD().eval()
@@ -193,7 +212,8 @@ def main() -> None:
         smoke_data = common.smoke_folder(args.out) / "data" / common.SMOKE_DATASET
         args.frames, args.threads, args.calib_images = common.SMOKE_FRAMES, 1, common.SMOKE_DEMO["n_train"]
     with tempfile.TemporaryDirectory(prefix="edge_ad_speed.") as tmp:
-        specs = build_models(Path(tmp), args.calib_images, smoke_data, DEPLOYED if args.deployed else None)
+        specs = build_models(Path(tmp), args.calib_images, smoke_data, DEPLOYED if args.deployed else None,
+                             frame_mask=args.deployed or bool(smoke_data))
         rows = []
         for s in specs:
             out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--worker", str(s["path"]),
