@@ -22,40 +22,54 @@ import numpy as np
 
 from edge_ad.region import _drop_small, _fill_holes, _ring
 
-ANALYSIS = 4  # the ground is estimated at 1/ANALYSIS of the input size (a median is slow at full size)
+WORK = 2  # the mask is found at 1/WORK of the input size (its edge is grown by a margin anyway; 4x less work)
+ANALYSIS = 4  # ... and the ground estimated at a further 1/ANALYSIS of that (a median is slow at full size)
 GROUND_WINDOW = 0.17  # the median window, as a fraction of the longer side (larger than a part's width)
 FAR = 6.0  # robust sigmas of the ground's own spread (on the border ring): the part
 NOISE_FLOOR = 1.0  # grey levels: the ground spread is taken as at least this
 MIN_PIECE = 0.01  # mask pieces smaller than this share of the frame are specks on the ground, not the part
-SMOOTH = 1.0  # pixels: the frame is smoothed this much first (sensor noise)
+
+
+def _shrink(img: np.ndarray, k: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    return cv2.resize(img, (max(8, w // k), max(8, h // k)), interpolation=cv2.INTER_AREA)
+
+
+def _work_mask(rgb: np.ndarray) -> np.ndarray:
+    """The part mask at the work size (bool): pixels unlike the ground next to them, cleaned and hole-filled. The
+    shrinking (an area average) is also what smooths the sensor noise."""
+    f = _shrink(rgb, WORK)
+    small = _shrink(f, ANALYSIS)
+    k = max(3, int(round(GROUND_WINDOW * max(small.shape[:2]))) | 1)
+    ground = cv2.resize(cv2.medianBlur(small, min(k, 255)), (f.shape[1], f.shape[0]), interpolation=cv2.INTER_LINEAR)
+    ring = _ring(f.shape[:2])
+    far = np.zeros(f.shape[:2], bool)
+    for c in range(f.shape[2]):
+        d = f[..., c].astype(np.int16) - ground[..., c].astype(np.int16)
+        on_ring = d[ring]
+        med = float(np.median(on_ring))
+        spread = max(1.4826 * float(np.median(np.abs(on_ring - med))), NOISE_FLOOR)
+        far |= np.abs(d - med) > FAR * spread
+    m = cv2.morphologyEx(far.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    return _fill_holes(_drop_small(m, MIN_PIECE)) > 0
 
 
 def frame_mask(rgb: np.ndarray) -> np.ndarray:
-    """Bool HxW: pixels of this prepared frame unlike the ground next to them, cleaned and hole-filled."""
-    h, w = rgb.shape[:2]
-    f = cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), SMOOTH)
-    small = cv2.resize(f, (max(8, w // ANALYSIS), max(8, h // ANALYSIS)), interpolation=cv2.INTER_AREA)
-    k = max(3, int(round(GROUND_WINDOW * max(small.shape[:2]))) | 1)
-    ground_small = cv2.medianBlur(np.clip(small, 0, 255).astype(np.uint8), min(k, 255))
-    ground = cv2.resize(ground_small, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-    diff = f - ground.reshape(f.shape)
-    ring = _ring((h, w))
-    med = np.median(diff[ring], axis=0)
-    spread = np.maximum(1.4826 * np.median(np.abs(diff[ring] - med), axis=0), NOISE_FLOOR)
-    far = (np.abs(diff - med) / spread).max(axis=2) > FAR
-    m = cv2.morphologyEx(far.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
-    return _fill_holes(_drop_small(m, MIN_PIECE)) > 0
+    """Bool HxW: the part in this prepared frame (RGB uint8), at the frame's size."""
+    m = _work_mask(rgb)
+    return cv2.resize(m.astype(np.uint8), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
 
 
 def mask_weights(rgb: np.ndarray, grow: float, min_share: float) -> np.ndarray | None:
     """The map weight (float32 HxW in [0, 1]) of one prepared frame: its part mask grown by `grow` of the longer side
     with a soft edge; None when the mask covers less than `min_share` of the frame (no part found: score unmasked)."""
-    m = frame_mask(rgb)
-    if m.mean() < min_share or not m.any():
+    m = _work_mask(rgb)
+    if not m.any() or m.mean() < min_share:
         return None
     r = max(1, int(round(grow * max(m.shape))))
     grown = cv2.dilate(m.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-    return np.clip(cv2.GaussianBlur(grown.astype(np.float32), (0, 0), r / 2), 0, 1)
+    soft = np.clip(cv2.GaussianBlur(grown.astype(np.float32), (0, 0), r / 2), 0, 1)
+    return cv2.resize(soft, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
 PLAN_SAMPLE = 40  # good images the plan looks at
@@ -81,7 +95,7 @@ def plan_frame_mask(images_rgb: list[np.ndarray], region_coverage: float, mode: 
     if mode == "off" or not images_rgb:
         return MaskPlan(False, 0.0, "off")
     step = max(1, len(images_rgb) // PLAN_SAMPLE)
-    shares = np.array([frame_mask(im).mean() for im in images_rgb[::step][:PLAN_SAMPLE]])
+    shares = np.array([_work_mask(im).mean() for im in images_rgb[::step][:PLAN_SAMPLE]])
     found = shares >= MIN_PIECE
     med = float(np.median(shares[found])) if found.any() else 0.0
     spread = float(shares[found].std() / med) if med > 0 else float("inf")
