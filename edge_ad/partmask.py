@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge_ad.region import _drop_small, _fill_holes, _ring
+from edge_ad.region import drop_small, fill_holes, ring_mask
 
 WORK = 2  # the mask is found at 1/WORK of the input size (its edge is grown by a margin anyway; 4x less work)
 ANALYSIS = 4  # ... and the ground estimated at a further 1/ANALYSIS of that (a median is slow at full size)
@@ -42,7 +42,7 @@ def _work_mask(rgb: np.ndarray) -> np.ndarray:
     small = _shrink(f, ANALYSIS)
     k = max(3, int(round(GROUND_WINDOW * max(small.shape[:2]))) | 1)
     ground = cv2.resize(cv2.medianBlur(small, min(k, 255)), (f.shape[1], f.shape[0]), interpolation=cv2.INTER_LINEAR)
-    ring = _ring(f.shape[:2])
+    ring = ring_mask(f.shape[:2])
     far = np.zeros(f.shape[:2], bool)
     for c in range(f.shape[2]):
         d = f[..., c].astype(np.int16) - ground[..., c].astype(np.int16)
@@ -51,7 +51,7 @@ def _work_mask(rgb: np.ndarray) -> np.ndarray:
         spread = max(1.4826 * float(np.median(np.abs(on_ring - med))), NOISE_FLOOR)
         far |= np.abs(d - med) > FAR * spread
     m = cv2.morphologyEx(far.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
-    return _fill_holes(_drop_small(m, MIN_PIECE)) > 0
+    return fill_holes(drop_small(m, MIN_PIECE)) > 0
 
 
 def frame_mask(rgb: np.ndarray) -> np.ndarray:

@@ -57,7 +57,7 @@ def _features(rgb: np.ndarray) -> np.ndarray:
     return np.dstack([colour, texture])
 
 
-def _ring(shape: tuple[int, int]) -> np.ndarray:
+def ring_mask(shape: tuple[int, int]) -> np.ndarray:
     h, w = shape
     r = max(2, int(round(RING * max(h, w))))
     m = np.zeros((h, w), bool)
@@ -86,14 +86,14 @@ def _ground(f: np.ndarray, ring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def foreground(rgb: np.ndarray) -> np.ndarray:
     """Pixels of one image unlike its border ring (bool, at the analysis size), cleaned and hole-filled."""
     f = _features(rgb)
-    ground, spread = _ground(f, _ring(f.shape[:2]))
+    ground, spread = _ground(f, ring_mask(f.shape[:2]))
     far = (np.abs(f - ground) / spread).max(axis=2) > FAR
     fg = cv2.morphologyEx(far.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
     fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
-    return _fill_holes(_drop_small(fg, MIN_COMPONENT)) > 0
+    return fill_holes(drop_small(fg, MIN_COMPONENT)) > 0
 
 
-def _drop_small(mask: np.ndarray, share: float) -> np.ndarray:
+def drop_small(mask: np.ndarray, share: float) -> np.ndarray:
     n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8))
     keep = np.zeros(mask.shape, np.uint8)
     for i in range(1, n):
@@ -102,7 +102,7 @@ def _drop_small(mask: np.ndarray, share: float) -> np.ndarray:
     return keep
 
 
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
+def fill_holes(mask: np.ndarray) -> np.ndarray:
     """Holes (background not connected to the border) become part: a hole in a washer is part of the washer."""
     h, w = mask.shape
     flood = np.pad(mask.astype(np.uint8), 1)
@@ -138,7 +138,7 @@ def estimate_region(images_rgb: list[np.ndarray], masks: list[np.ndarray] | None
         return Region(None, 1.0, "what differs from the border is scattered texture, not one part: the whole frame is inspected",
                       stats)
     cover = np.mean(masks, axis=0)
-    core = _fill_holes((cover >= max(MIN_COVER, 1.5 / len(masks))).astype(np.uint8))
+    core = fill_holes((cover >= max(MIN_COVER, 1.5 / len(masks))).astype(np.uint8))
     r = max(1.0, MARGIN * max(core.shape))
     outside = cv2.distanceTransform((1 - core).astype(np.uint8), cv2.DIST_L2, 3)
     soft = np.clip(1.0 - outside / r, 0, 1).astype(np.float32)  # 1 on the part, falling to 0 over the margin
