@@ -116,6 +116,7 @@ def test_bundle_layout_manifest_and_threshold(first, demo_root):
     info = json.loads((res.bundle / "model.json").read_text())
     assert info["threshold"] == man["threshold"] and info["meta"].get("precision", "fp32") == man["deployed"]["precision"]
     assert "validation good" in info["meta"]["threshold_source"]
+    assert not info["data"]["align"] and not info["scoring"]["frame_mask"]  # a part in a fixture: neither applies
     report = (res.bundle / "report.md").read_text()
     assert "](histogram.png)" in report and f"{man['threshold']:.5g}" in report and "| train |" in report
     assert cv2.imread(str(res.bundle / "histogram.png")) is not None
