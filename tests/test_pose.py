@@ -132,5 +132,18 @@ def test_calibrate_aligns_a_moving_part_end_to_end(tmp_path):
     assert info.scoring.frame_mask and 0 < info.scoring.frame_mask_min < 0.2  # a moving part: each frame's own mask
     y0, y1, x0, x1 = data.align_box
     assert y1 - y0 < 0.6 and x1 - x0 > y1 - y0  # a level part's box: wider than high, not the whole canvas
-    r = open_detector(root).detect(goods[0])
+    det = open_detector(root)
+    r = det.detect(goods[0])
     assert r.anomaly_map.shape == (128, 128) and np.isfinite(r.score)
+    # the web view outlines where this frame's map counts: around the part as it lies in the frame
+    from edge_ad.station.status import LiveView
+    from edge_ad.station.web.live import REGION_BGR, render
+
+    frame = render(LiveView(1, goods[0], r.anomaly_map, r.score, det.threshold, r.is_anomaly), 240, str(root))
+    green = np.abs(frame.astype(int) - np.array(REGION_BGR)).sum(axis=2) <= 30  # the anti-aliased curve's pixels
+    green[:40] = False  # the banner
+    ys, xs = np.nonzero(green)
+    part = np.nonzero(cv2.cvtColor(goods[0], cv2.COLOR_BGR2GRAY) < 100)
+    assert len(ys) > 50, len(ys)  # a curve, not a speck
+    assert abs(ys.mean() - part[0].mean()) < 25 and abs(xs.mean() - part[1].mean()) < 25  # centred on the part
+    assert xs.max() - xs.min() < 0.9 * frame.shape[1] or ys.max() - ys.min() < 0.9 * frame.shape[0]  # not the frame

@@ -65,9 +65,20 @@ def region_outline(bundle: str, frame_hw: tuple[int, int], source_hw: tuple[int,
     return tuple(contours)
 
 
+def frame_outline(fmap: np.ndarray, bundle: str) -> tuple | None:
+    """Contours of where this frame's map counts, for a model with a frame mask (edge_ad.partmask): the part as
+    found in this frame, grown by its margin; the map is exactly zero elsewhere. None for other models."""
+    info = _model_info(bundle) if bundle else None
+    if info is None or not info.scoring.frame_mask:
+        return None
+    contours, _ = cv2.findContours((fmap > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return tuple(contours)
+
+
 def render(live: LiveView, width: int, bundle: str = "") -> np.ndarray:
     """Frame shrunk to at most `width` (tiny ones enlarged to MIN_WIDTH), heatmap blended over it (as the evidence
-    overlay), the learnt part region outlined in green, and a verdict banner on top. Frames are never enlarged beyond that: encoding cost grows with pixels."""
+    overlay), the learnt part region (or, with a frame mask, the part found in this frame) outlined in green, and a
+    verdict banner on top. Frames are never enlarged beyond that: encoding cost grows with pixels."""
     image = live.image
     h, w = image.shape[:2]
     target = min(width, max(w, MIN_WIDTH))
@@ -82,7 +93,8 @@ def render(live: LiveView, width: int, bundle: str = "") -> np.ndarray:
         image = heatmap_overlay(image, fmap, 0.0, max(2.0 * live.threshold, live.score), live.threshold)
     else:
         image = image.copy()
-    outline = region_outline(bundle, image.shape[:2], (h, w))
+    outline = frame_outline(fmap, bundle) if live.anomaly_map is not None else None
+    outline = outline if outline is not None else region_outline(bundle, image.shape[:2], (h, w))
     if outline:
         cv2.drawContours(image, list(outline), -1, REGION_BGR, 1, cv2.LINE_AA)
     colour = ANOMALY_BGR if live.anomaly else OK_BGR
