@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edge_ad.metrics import robust_spread
+
 GAMMA = 2.2  # sRGB-like transfer curve between 8-bit values and linear light
 
 
@@ -88,8 +90,7 @@ def textured_background(img: np.ndarray, rng: np.random.Generator, contrast: flo
     """The part of a frame on a plain ground (estimated from the frame's border) composited onto a textured cloth."""
     grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
     border = np.concatenate([grey[:8].ravel(), grey[-8:].ravel(), grey[:, :8].ravel(), grey[:, -8:].ravel()])
-    ground = float(np.median(border))
-    spread = max(1.4826 * float(np.median(np.abs(border - ground))), 3.0)
+    ground, spread = robust_spread(border, 3.0)
     alpha = part_mask(grey, spread)[..., None]
     bg = cloth(grey.shape, rng, ground * 0.8, contrast)
     bg3 = np.repeat(bg[..., None], 3, axis=2).astype(np.float32)

@@ -12,6 +12,15 @@ import numpy as np
 from edge_ad.errors import EdgeAdError
 
 ArrayList = Union[np.ndarray, Sequence[np.ndarray]]
+MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution x this = its standard deviation
+
+
+def robust_spread(values: np.ndarray, floor: float) -> tuple[float, float]:
+    """(median, sigma) with sigma = 1.4826 x the median absolute deviation, never below `floor`: a spread that a
+    few outliers (the part on a ground, a bad frame in a set) do not move."""
+    v = np.asarray(values)
+    med = float(np.median(v))
+    return med, max(MAD_TO_SIGMA * float(np.median(np.abs(v - med))), floor)
 
 
 class MetricError(EdgeAdError, ValueError):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edge_ad.metrics import robust_spread
 from edge_ad.region import drop_small, fill_holes, ring_mask
 
 WORK = 2  # the mask is found at 1/WORK of the input size (its edge is grown by a margin anyway; 4x less work)
@@ -46,9 +47,7 @@ def _work_mask(rgb: np.ndarray) -> np.ndarray:
     far = np.zeros(f.shape[:2], bool)
     for c in range(f.shape[2]):
         d = f[..., c].astype(np.int16) - ground[..., c].astype(np.int16)
-        on_ring = d[ring]
-        med = float(np.median(on_ring))
-        spread = max(1.4826 * float(np.median(np.abs(on_ring - med))), NOISE_FLOOR)
+        med, spread = robust_spread(d[ring], NOISE_FLOOR)
         far |= np.abs(d - med) > FAR * spread
     m = cv2.morphologyEx(far.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
     return fill_holes(drop_small(m, MIN_PIECE)) > 0

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from edge_ad.metrics import robust_spread
+
 WORK_SIDE = 64  # images are analysed at this longer side (the part's outline, not its detail)
 RING = 0.06  # border ring width (fraction of the side) that describes the ground
 FAR = 5.0  # robust sigmas from the ground's description: part
@@ -79,7 +81,7 @@ def _ground(f: np.ndarray, ring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         coef = np.linalg.lstsq(a, f[..., c][ring], rcond=None)[0]
         ground[..., c] = basis @ coef
         res = f[..., c][ring] - ground[..., c][ring]
-        spread[c] = max(1.4826 * float(np.median(np.abs(res - np.median(res)))), NOISE_FLOOR)
+        spread[c] = robust_spread(res, NOISE_FLOOR)[1]
     return ground, spread
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_ad.calibrate.quality import MAD_TO_SIGMA
+from edge_ad.metrics import MAD_TO_SIGMA, robust_spread
 
 SQUARE_SIZE = 256
 SQUARE_ASPECT = 1.25  # height/width (or width/height) below this counts as square
@@ -84,8 +84,8 @@ def plan_input(shapes: list[tuple[int, int]], mean_greys: list[float], noises: l
         size_why = [f"median aspect (h/w) {aspect:.2f}: input {size[0]} x {size[1]} keeps the part's shape"]
     why: list[str] = []
     logm = np.log1p(np.asarray(mean_greys, np.float64))
-    spread = MAD_TO_SIGMA * float(np.median(np.abs(logm - np.median(logm))))
-    median = float(np.expm1(np.median(logm)))
+    centre, spread = robust_spread(logm, 0.0)
+    median = float(np.expm1(centre))
     if spread > LIGHTING_SPREAD:
         why.append(f"brightness varies between shots (log spread {spread:.2f} > {LIGHTING_SPREAD}): per-image normalisation")
         return InputPlan(size, "per_image", 1.0, size_why, why)

@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 
 from edge_ad.config import check
+from edge_ad.metrics import robust_spread
 
 REASONS = ("under_exposed", "over_exposed", "empty", "blurred", "near_duplicate")
-MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution x this = its standard deviation
 OLD_DUPLICATE_UNIT = 0.1  # duplicate_max_diff above this is the grey-level unit of edge_ad < 0.2
 
 
@@ -107,8 +107,7 @@ def single_frame_reason(m: dict[str, float], cfg: QualityConfig) -> str | None:
 
 def robust_z(values: np.ndarray, mad_floor: float) -> tuple[np.ndarray, float, float]:
     """(z-scores, median, sigma) with sigma = 1.4826 x MAD, never below mad_floor."""
-    med = float(np.median(values))
-    sigma = max(MAD_TO_SIGMA * float(np.median(np.abs(values - med))), mad_floor)
+    med, sigma = robust_spread(values, mad_floor)
     return (values - med) / sigma, med, sigma
 
 
