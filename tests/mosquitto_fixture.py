@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import getpass
-import queue
 import shutil
 import socket
 import subprocess
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -36,40 +35,14 @@ def die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, _signal.SIGTERM)
 
 
-_spawner: dict = {}
-_spawner_lock = threading.Lock()
-
-
-def _spawner_queue() -> queue.Queue:
-    with _spawner_lock:
-        if "q" not in _spawner:
-            q: queue.Queue = queue.Queue()
-
-            def run() -> None:
-                while True:
-                    args, kwargs, box, done = q.get()
-                    try:
-                        box.append(subprocess.Popen(args, preexec_fn=die_with_parent, **kwargs))
-                    except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
-                        box.append(e)
-                    done.set()
-
-            threading.Thread(target=run, name="spawner", daemon=True).start()
-            _spawner["q"] = q
-        return _spawner["q"]
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawner")  # its one thread lives with the process
 
 
 def spawn(args: list[str], **kwargs) -> subprocess.Popen:
     """subprocess.Popen for a helper process (broker, store, station) that dies with this process, even when killed
-    (a killed test or benchmark leaves none behind), and not before it: a broker restarted from a short-lived
-    fault thread was SIGTERMed a second later when that thread ended (the trigger benchmark then waited forever)."""
-    box: list = []
-    done = threading.Event()
-    _spawner_queue().put((args, kwargs, box, done))
-    done.wait()
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    return box[0]
+    (a killed test or benchmark leaves none behind), and not before it: a broker restarted from a short-lived fault
+    thread was SIGTERMed a second later when that thread ended (the trigger benchmark then waited forever)."""
+    return _SPAWNER.submit(subprocess.Popen, args, preexec_fn=die_with_parent, **kwargs).result()
 
 
 class Broker:
