@@ -18,10 +18,11 @@ from edge_ad.cli import main
 from edge_ad.calibrate.quality import QualityConfig, filter_images, measure
 from edge_ad.calibrate.recipe import Recipe, load_recipe
 from edge_ad.station.config import CameraConfig
+from model_fixtures import THREADS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RECIPE = {"data.image_size": [64, 64], "model.width": 16, "train.epochs": 3, "train.batch_size": 4,
-               "train.min_steps": 0, "train.threads": 2, "capture.n": 40, "capture.min_images": 6,
+               "train.min_steps": 0, "train.threads": THREADS, "capture.n": 40, "capture.min_images": 6,
                "quantize.calib_images": 8, "report.heatmaps": 2, "split.min_val": 4, "split.val_fraction": 0.34,
                "auto.input_size": False,
                "select.candidates": {"rd": {}}, "quantize.timing_runs": 3}

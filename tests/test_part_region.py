@@ -22,11 +22,12 @@ from edge_ad.calibrate.recipe import load_recipe
 from edge_ad.calibrate.synthetic import defect_set, part_masks
 from edge_ad.runtime.detector import open_detector
 from edge_ad.training.demo_data import make_demo_data, render_sample
+from model_fixtures import THREADS
 
 SIZE = 96
 DEFECT = "hole"  # a hole through the disc: small on the part, visible to a small model in the dark
 TINY = {"data.image_size": [96, 96], "model.width": 16, "train.epochs": 8, "train.batch_size": 8, "train.min_steps": 0,
-        "train.threads": 2, "capture.min_images": 6, "quantize.calib_images": 8, "report.heatmaps": 1,
+        "train.threads": THREADS, "capture.min_images": 6, "quantize.calib_images": 8, "report.heatmaps": 1,
         "quantize.variants": [], "auto.input_size": False, "select.candidates": {"rd": {}}, "select.max_images": 24,
         "split.min_val": 12, "split.min_val_few": 8}
 

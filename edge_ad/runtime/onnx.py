@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,13 @@ import numpy as np
 from edge_ad.errors import EdgeAdError
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def default_threads() -> int:
+    """OMP_NUM_THREADS when the environment caps it (a unit or container sharing the cores sets it once for torch
+    and ONNX Runtime alike), else 0: ONNX Runtime's own default, a spinning thread per core."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() else 0
 
 
 class OrtSession:
@@ -22,6 +30,7 @@ class OrtSession:
             raise EdgeAdError(f"ONNX model not found: {p}")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        threads = threads or default_threads()
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
