@@ -223,8 +223,8 @@ def prepare_mask(mask: np.ndarray, cfg: DataConfig) -> np.ndarray:
 
 def normalize(rgb: np.ndarray, cfg: DataConfig) -> np.ndarray:
     """RGB uint8 HxWx3 -> float32 3xHxW as the teacher expects (denoised first when the part's plan says so)."""
-    if cfg.denoise > 0:
-        rgb = cv2.GaussianBlur(rgb, (0, 0), cfg.denoise)
+    if cfg.denoise > 0:  # in float: rounding the smoothed dark image to 8 bits would step it by `gain` grey levels
+        rgb = cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), cfg.denoise)
     if cfg.normalize == "per_image":  # gain cancels out: each image is brought to zero mean, unit std
         x = rgb.astype(np.float32) * (1.0 / 255.0)
         x = (x - x.mean()) / (x.std() + 1e-6) * IMAGENET_STD.mean() + IMAGENET_MEAN.mean()
