@@ -155,32 +155,22 @@ def _area_to_limit(fpr: np.ndarray, pro: np.ndarray, limit: float) -> float:
     return area
 
 
-def aupro(masks: ArrayList, maps: ArrayList, fpr_limit: float = 0.3, num_thresholds: int = 200) -> float:
-    """Normalised area under the per-region-overlap curve up to `fpr_limit` (MVTec AD, Bergmann et al.).
-
-    `num_thresholds` evenly spaced thresholds run from the map maximum to the minimum;
-    0 uses every distinct score (the exact curve). A perfect map gives 1.0; nan when no mask has a region.
-    """
+def _pro_curve_inputs(masks: ArrayList, maps: ArrayList, fpr_limit: float, num_thresholds: int):
+    """Region pixels sorted by score (scores, region ids), the region count, the thresholds (high to low) and
+    the FPR of the normal pixels at each; None when no mask has a region."""
     if not 0.0 < fpr_limit <= 1.0:
         raise MetricError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
     if num_thresholds == 1 or num_thresholds < 0:
         raise MetricError(f"num_thresholds must be 0 (exact) or >= 2, got {num_thresholds}")
     rs, ri, normal, n_regions = _pro_inputs(masks, maps)
     if n_regions == 0:
-        return float("nan")
+        return None
     if normal.size == 0:
         raise MetricError("AUPRO needs normal pixels to measure false positives, but every pixel is masked")
-
     order = np.argsort(rs)
-    rs = rs[order]
-    sizes = np.bincount(ri)
-    weights = 1.0 / (sizes[ri[order]].astype(np.float64) * n_regions)
-    del order, ri
-    # pro_above[i] = PRO when the threshold admits region pixels rs[i:]; last entry 0 (none admitted).
-    pro_above = np.append(np.cumsum(weights[::-1])[::-1], 0.0)
+    rs, ri = rs[order], ri[order]
     normal = np.sort(normal)
     n_normal = normal.size
-
     if num_thresholds:
         lo = min(float(rs[0]), float(normal[0]))
         hi = max(float(rs[-1]), float(normal[-1]))
@@ -190,11 +180,52 @@ def aupro(masks: ArrayList, maps: ArrayList, fpr_limit: float = 0.3, num_thresho
         k0 = min(int(np.floor(n_normal * (1.0 - fpr_limit))), n_normal - 1)
         cut = normal[k0]
         thresholds = np.unique(np.concatenate([rs[rs >= cut], normal[k0:]]))[::-1]
-    pro = pro_above[np.searchsorted(rs, thresholds, side="left")]
     fpr = (n_normal - np.searchsorted(normal, thresholds, side="left")) / n_normal
+    return rs, ri, n_regions, thresholds, fpr
+
+
+def aupro(masks: ArrayList, maps: ArrayList, fpr_limit: float = 0.3, num_thresholds: int = 200) -> float:
+    """Normalised area under the per-region-overlap curve up to `fpr_limit` (MVTec AD, Bergmann et al.).
+
+    `num_thresholds` evenly spaced thresholds run from the map maximum to the minimum;
+    0 uses every distinct score (the exact curve). A perfect map gives 1.0; nan when no mask has a region.
+    """
+    curve = _pro_curve_inputs(masks, maps, fpr_limit, num_thresholds)
+    if curve is None:
+        return float("nan")
+    rs, ri, n_regions, thresholds, fpr = curve
+    weights = 1.0 / (np.bincount(ri)[ri].astype(np.float64) * n_regions)
+    # pro_above[i] = PRO when the threshold admits region pixels rs[i:]; last entry 0 (none admitted).
+    pro_above = np.append(np.cumsum(weights[::-1])[::-1], 0.0)
+    pro = pro_above[np.searchsorted(rs, thresholds, side="left")]
     fpr = np.concatenate([[0.0], fpr])
     pro = np.concatenate([[0.0], np.minimum(pro, 1.0)])
     return _area_to_limit(fpr, pro, fpr_limit) / fpr_limit
+
+
+def aupro_regions(masks: ArrayList, maps: ArrayList, fpr_limit: float = 0.3, num_thresholds: int = 200) -> np.ndarray:
+    """Each region's own normalised area under its overlap curve (the normal pixels' FPR shared): AUPRO is their
+    mean, so their spread says how far a few hundred regions can vouch for it."""
+    curve = _pro_curve_inputs(masks, maps, fpr_limit, max(num_thresholds, 2))
+    if curve is None:
+        return np.empty(0)
+    rs, ri, n_regions, thresholds, fpr = curve
+    sizes = np.bincount(ri, minlength=n_regions).astype(np.float64)
+    above = np.zeros((n_regions, thresholds.size))  # above[r, k]: pixels of region r scoring >= thresholds[k]
+    step = np.searchsorted(-thresholds, -rs, side="left")  # the first threshold each pixel reaches
+    np.add.at(above, (ri, np.minimum(step, thresholds.size - 1)), (step < thresholds.size).astype(np.float64))
+    pro = np.concatenate([np.zeros((n_regions, 1)), np.cumsum(above, axis=1) / sizes[:, None]], axis=1)
+    x = np.concatenate([[0.0], fpr])
+    return np.array([_area_to_limit(x, p, fpr_limit) / fpr_limit for p in pro])
+
+
+def auroc_se(auc: float, n_pos: int, n_neg: int) -> float:
+    """Standard error of an AUROC from n_pos positives and n_neg negatives (Hanley and McNeil, 1982)."""
+    if n_pos < 1 or n_neg < 1:
+        return float("nan")
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    return float(math.sqrt(max(var, 0.0)))
 
 
 def f1_optimal_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:

@@ -12,6 +12,8 @@ from edge_ad.errors import EdgeAdError
 from edge_ad.metrics import (
     MetricError,
     aupro,
+    aupro_regions,
+    auroc_se,
     f1_optimal_threshold,
     image_auroc,
     pixel_auroc,
@@ -241,3 +243,39 @@ def test_aupro_without_regions_is_nan():
 def test_aupro_all_pixels_masked_raises():
     with pytest.raises(MetricError, match="normal pixels"):
         aupro([np.ones((4, 4))], [np.zeros((4, 4))])
+
+
+def _defect_maps(rng: np.random.Generator, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """n noisy maps with one or two rectangular defects each, of random strength."""
+    masks, maps = [], []
+    for i in range(n):
+        m = np.zeros((64, 64), bool)
+        y, x = rng.integers(4, 50, 2)
+        m[y:y + rng.integers(3, 12), x:x + rng.integers(3, 12)] = True
+        if i % 3 == 0:
+            m[1:3, 2:20] = True
+        masks.append(m)
+        maps.append(rng.normal(0, 1, m.shape).astype(np.float32) + m * rng.uniform(0, 3))
+    return masks, maps
+
+
+def test_aupro_is_the_mean_of_the_regions_areas_and_their_spread_matches_a_bootstrap():
+    rng = np.random.default_rng(0)
+    masks, maps = _defect_maps(rng, 60)
+    areas = aupro_regions(masks, maps)
+    assert len(areas) == 80 and areas.mean() == pytest.approx(aupro(masks, maps), abs=1e-9)
+    se = areas.std(ddof=1) / np.sqrt(areas.size)
+    boot = [aupro([masks[i] for i in idx], [maps[i] for i in idx])
+            for idx in (rng.integers(0, 60, 60) for _ in range(60))]
+    assert 0.6 * np.std(boot) < se < 1.6 * np.std(boot)  # measured: se 0.028, bootstrap 0.031 (seed 0)
+
+
+def test_auroc_standard_error_matches_resampling():
+    rng = np.random.default_rng(1)
+    aucs = []
+    for _ in range(300):
+        y = np.r_[np.zeros(42), np.ones(120)]
+        aucs.append(image_auroc(y, np.r_[rng.normal(0, 1, 42), rng.normal(1.3, 1, 120)]))
+    se = auroc_se(float(np.mean(aucs)), 120, 42)
+    assert 0.75 * np.std(aucs) < se < 1.3 * np.std(aucs)  # measured: se 0.033, spread over 300 draws 0.035
+    assert auroc_se(0.9, 50, 50) == pytest.approx(0.0321, abs=5e-4)  # Hanley and McNeil's formula by hand

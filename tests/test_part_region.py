@@ -192,3 +192,19 @@ def test_an_elongated_input_evens_its_region_on_the_region_grid():
     assert region.weights is not None
     out = evened(region.weights, rng.random((192, 352)).astype(np.float32))
     assert out.shape == region.weights.shape
+
+
+def test_a_verdict_within_its_own_noise_of_a_floor_says_it_is_borderline():
+    """AUPRO 0.732 from ~250 regions against a 0.73 floor (bottle_lowlight's run) decides nothing: the verdict says so."""
+    from types import SimpleNamespace
+
+    from edge_ad.calibrate.stages.readiness import borderline
+
+    rules = load_recipe().calib.readiness
+    near = SimpleNamespace(image_auroc=0.95, image_auroc_se=0.012, aupro=rules.min_aupro + 0.002, aupro_se=0.012)
+    flagged = borderline(near, rules)
+    assert len(flagged) == 1 and "AUPRO" in flagged[0] and f"floor {rules.min_aupro:g}" in flagged[0]
+    clear = SimpleNamespace(image_auroc=0.95, image_auroc_se=0.012, aupro=rules.min_aupro + 0.1, aupro_se=0.012)
+    assert borderline(clear, rules) == []
+    below = SimpleNamespace(image_auroc=rules.min_image_auroc - 0.01, image_auroc_se=0.03, aupro=None, aupro_se=None)
+    assert "image AUROC" in borderline(below, rules)[0]  # a miss within its noise is borderline too

@@ -31,6 +31,8 @@ class Judgement:
     defect_scores: list[float] = field(repr=False)
     defect_sizes: list[str] = field(repr=False)
     aupro: float | None = None  # synthetic-defect AUPRO (localisation), when asked for
+    aupro_se: float | None = None  # its standard error, from the spread of the regions' own areas
+    image_auroc_se: float | None = None  # the image AUROC's standard error (Hanley and McNeil)
     peak_off_part: float | None = None  # share of good images whose map peaks off the part (None: no plain ground)
     mean_good_map: np.ndarray | None = field(default=None, repr=False)
 
@@ -100,9 +102,12 @@ def judge(det: Detector, js: JudgedSet, localisation: bool = False) -> Judgement
             by_size[s] = M.image_auroc(np.r_[np.zeros(len(good_a)), np.ones(int(sel.sum()))], np.r_[good_a, bad_a[sel]])
     img = M.image_auroc(np.r_[np.zeros(len(good_a)), np.ones(len(bad_a))], np.r_[good_a, bad_a])
     pix = M.pixel_auroc([d.mask for _, d in defects], maps)
-    j = Judgement(float(img), float(pix), by_size, [float(v) for v in good], [float(v) for v in bad], sizes)
+    j = Judgement(float(img), float(pix), by_size, [float(v) for v in good], [float(v) for v in bad], sizes,
+                  image_auroc_se=M.auroc_se(float(img), len(bad_a), len(good_a)))
     if localisation:
-        j.aupro = float(M.aupro([d.mask for _, d in defects], maps))
+        areas = M.aupro_regions([d.mask for _, d in defects], maps)
+        j.aupro = float(areas.mean()) if areas.size else float("nan")
+        j.aupro_se = float(areas.std(ddof=1) / np.sqrt(areas.size)) if areas.size > 1 else None
         j.peak_off_part = peak_off_part(js.parts, good_maps)
         j.mean_good_map = np.mean(np.stack([np.asarray(m, np.float32) for m in good_maps]), axis=0)
     return j

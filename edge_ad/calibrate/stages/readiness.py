@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 
@@ -28,6 +29,7 @@ class Verdict:
     synthetic: dict
     rules: dict
     synthetic_scores: dict = field(repr=False, default_factory=dict)  # stored in scores.json for re-judging
+    borderline: list[str] = field(default_factory=list)  # floors the verdict met or missed within its own noise
 
     def record(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "synthetic_scores"}
@@ -57,6 +59,21 @@ def problems_of(j, fa: dict, threshold: float, r, state: State, job: Job) -> lis
     return problems
 
 
+def borderline(j, r) -> list[str]:
+    """The synthetic measures whose interval reaches across their floor: a verdict decided by them could go the
+    other way on another draw of synthetic defects, and a person should know that before trusting it."""
+    from edge_ad.calibrate.judge import CONFIDENCE
+
+    z = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)
+    out = []
+    for name, value, se, floor in (("image AUROC", j.image_auroc, j.image_auroc_se, r.min_image_auroc),
+                                   ("AUPRO", j.aupro, j.aupro_se, r.min_aupro)):
+        if value is not None and se and floor > 0 and abs(value - floor) < z * se:
+            out.append(f"synthetic {name} {value:.3f} +- {z * se:.3f} ({CONFIDENCE:.0%}) reaches across its floor "
+                       f"{floor:g}")
+    return out
+
+
 def assess_readiness(job: Job, state: State, onnx: str, threshold: float, val: list[float],
                      rule: Callable[[np.ndarray], float]) -> Verdict:
     """Judge the deployed graph at its threshold on held-out goods and their synthetic defects."""
@@ -74,10 +91,14 @@ def assess_readiness(job: Job, state: State, onnx: str, threshold: float, val: l
         reason = (f"estimated false alarms {fa['rate']:.1%} ({interval}), synthetic defects detected: "
                   + ", ".join(f"{s} {v:.0%}" for s, v in detect.items())
                   + f" (image AUROC {j.image_auroc:.3f}, pixel AUROC {j.pixel_auroc:.3f}, AUPRO {j.aupro:.3f})")
+    near = borderline(j, r)
+    if near:
+        reason += ("; borderline: " + "; ".join(near) + ", so another draw of synthetic defects could turn this "
+                   "verdict: confirm it on real defect images (edge_ad eval) before relying on it")
     if j.mean_good_map is not None:
         save_mean_map(job, j.mean_good_map)
     return Verdict(not problems, reason, fa, detect, j.summary(), dataclasses.asdict(r),
-                   {"good": j.good_scores, "defect": j.defect_scores, "sizes": j.defect_sizes})
+                   {"good": j.good_scores, "defect": j.defect_scores, "sizes": j.defect_sizes}, near)
 
 
 def save_mean_map(job: Job, m: np.ndarray) -> None:
