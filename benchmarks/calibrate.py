@@ -136,7 +136,7 @@ def run_one(name: str, root: Path, overrides: dict, work: Path, candidates: bool
     man = res.manifest
     ready = man.get("readiness", {})
     row = {"dataset": name, "method": man["method"], "backend": "onnxruntime", "precision": man["deployed"]["variant"],
-           "ready": "ready" if ready.get("ready") else f"NOT READY: {ready.get('reason', '?')}",
+           "ready": verdict_cell(ready),
            "image_auroc": ev["image_auroc"], "pixel_auroc": ev.get("pixel_auroc"), "aupro": ev.get("aupro"),
            "test_false_alarm_rate": at["fp"] / max(at["fp"] + at["tn"], 1), "test_detection_rate": at["recall"],
            "est_false_alarm_rate": ready.get("false_alarms", {}).get("rate"), "threshold": res.threshold,
@@ -168,13 +168,21 @@ def agreement(rows: list[dict], cand_rows: list[dict]) -> list[dict]:
         best = max(cands, key=lambda c: c["image_auroc"] + (c["pixel_auroc"] or 0), default=None)
         picked = next((c["candidate"] for c in cands if c["picked"]), r["method"])
         real_ready = r["image_auroc"] >= READY_IMAGE and (r["pixel_auroc"] or 0) >= READY_PIXEL
-        ready = r["ready"] == "ready"
+        ready = r["ready"].startswith("ready")
         out.append({"dataset": r["dataset"], "picked": picked, "real_best": best["candidate"] if best else "",
                     "pick_agrees": "yes" if best is None or best["candidate"] == picked else "no",
                     "verdict": "READY" if ready else "NOT READY", "real_verdict": "READY" if real_ready else "NOT READY",
                     "verdict_agrees": "yes" if ready == real_ready else "no", "image_auroc": r["image_auroc"],
                     "pixel_auroc": r["pixel_auroc"]})
     return out
+
+
+def verdict_cell(verdict: dict) -> str:
+    """The table's readiness: "ready" (with what is within its own noise), or NOT READY with the reason."""
+    if not verdict.get("ready"):
+        return f"NOT READY: {verdict.get('reason', '?')}"
+    near = verdict.get("borderline") or []
+    return "ready" + (f" (within its own noise: {'; '.join(near)})" if near else "")
 
 
 def rejudge_row(row: dict, work: Path, overrides: dict) -> dict:
@@ -198,7 +206,7 @@ def rejudge_row(row: dict, work: Path, overrides: dict) -> dict:
     verdict = assess_readiness(job, state, state.get("quantize").onnx, t.threshold, val,
                                lambda g: threshold_from_good(g, sc.threshold_quantile, sc.threshold_margin)).record()
     out = dict(row)
-    out["ready"] = "ready" if verdict["ready"] else f"NOT READY: {verdict['reason']}"
+    out["ready"] = verdict_cell(verdict)
     out["est_false_alarm_rate"] = verdict["false_alarms"]["rate"]
     out["rejudged"] = f"verdict re-judged by {edge_ad.__name__} at {_commit()} on the bundle in {work}"
     return out

@@ -93,8 +93,8 @@ def assess_readiness(job: Job, state: State, onnx: str, threshold: float, val: l
                   + f" (image AUROC {j.image_auroc:.3f}, pixel AUROC {j.pixel_auroc:.3f}, AUPRO {j.aupro:.3f})")
     near = borderline(j, r)
     if near:
-        reason += ("; borderline: " + "; ".join(near) + ", so another draw of synthetic defects could turn this "
-                   "verdict: confirm it on real defect images (edge_ad eval) before relying on it")
+        reason += ("; within its own noise: " + "; ".join(near) + " (another draw of synthetic defects could land "
+                   "on the other side): confirm on real defect images (edge_ad eval) before relying on it")
     if j.mean_good_map is not None:
         save_mean_map(job, j.mean_good_map)
     return Verdict(not problems, reason, fa, detect, j.summary(), dataclasses.asdict(r),
