@@ -205,8 +205,11 @@ def aupro(masks: ArrayList, maps: ArrayList, fpr_limit: float = 0.3, num_thresho
 
 def aupro_regions(masks: ArrayList, maps: ArrayList, fpr_limit: float = 0.3, num_thresholds: int = 200) -> np.ndarray:
     """Each region's own normalised area under its overlap curve (the normal pixels' FPR shared): AUPRO is their
-    mean, so their spread says how far a few hundred regions can vouch for it."""
-    curve = _pro_curve_inputs(masks, maps, fpr_limit, max(num_thresholds, 2))
+    mean, so their spread says how far a few hundred regions can vouch for it. Evenly spaced thresholds only: the
+    exact curve (0) would need a row of every distinct score per region."""
+    if num_thresholds < 2:
+        raise MetricError(f"num_thresholds must be >= 2 for per-region areas, got {num_thresholds}")
+    curve = _pro_curve_inputs(masks, maps, fpr_limit, num_thresholds)
     if curve is None:
         return np.empty(0)
     rs, ri, n_regions, thresholds, fpr = curve

@@ -268,6 +268,8 @@ def test_aupro_is_the_mean_of_the_regions_areas_and_their_spread_matches_a_boots
     boot = [aupro([masks[i] for i in idx], [maps[i] for i in idx])
             for idx in (rng.integers(0, 60, 60) for _ in range(60))]
     assert 0.6 * np.std(boot) < se < 1.6 * np.std(boot)  # measured: se 0.028, bootstrap 0.031 (seed 0)
+    with pytest.raises(MetricError):
+        aupro_regions(masks, maps, num_thresholds=0)  # the exact curve is aupro's alone
 
 
 def test_auroc_standard_error_matches_resampling():
